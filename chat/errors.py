@@ -1,0 +1,116 @@
+"""Errors a client may see, each with a stable code, and the redaction of secrets.
+
+Imports neither Django nor Channels: the agent and the providers use it too.
+"""
+
+import logging
+import re
+
+MAX_ERROR_CHARS = 500
+REDACTED = "[REDACTED]"
+
+
+class GatewayError(Exception):
+    """An error with a stable code that may be shown to a client."""
+
+    code = "AGENT_ERROR"
+
+
+class AgentInitFailed(GatewayError):
+    """The agent could not be built (no provider configured, bad provider settings)."""
+
+    code = "AGENT_INIT_FAILED"
+
+
+class AgentError(GatewayError):
+    """The turn failed inside the agent (tool loop limit, bad provider output)."""
+
+    code = "AGENT_ERROR"
+
+
+class ProviderError(GatewayError):
+    """The model provider failed: refused, unreachable, or answered nonsense."""
+
+    code = "PROVIDER_ERROR"
+
+
+class ProviderAuthError(ProviderError):
+    """The model provider refused the API key."""
+
+    code = "AUTH_ERROR"
+
+
+class SessionBusy(GatewayError):
+    """The session's running turn did not finish in time, or its queue is full."""
+
+    code = "SESSION_BUSY"
+
+
+class BudgetExceeded(GatewayError):
+    """The daily cost budget is spent."""
+
+    code = "BUDGET_EXCEEDED"
+
+
+# --- Secrets -----------------------------------------------------------------
+
+# Values known to be secret (the provider key); registered at start-up.
+_secrets: set[str] = set()
+
+# Shapes of secrets that may reach us from elsewhere (a provider echoing a key).
+_SECRET_PATTERNS = [
+    re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{8,}"),
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{8,}"),
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
+    re.compile(r"\bzc_[A-Za-z0-9_\-]{16,}"),
+    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*"),
+    re.compile(r"(?i)(\"?(?:api[_-]?key|x-api-key|authorization|token|secret)\"?\s*[:=]\s*\"?)[^\s\",}]{6,}"),
+    re.compile(r"(?i)([?&](?:token|key|api_key)=)[^&\s\"']+"),
+]
+
+
+def register_secret(value):
+    """Remember a value that must never appear in a log line or a frame."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text):
+    """Replace every known secret and everything shaped like one with [REDACTED]."""
+    if not text:
+        return text
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + (" " if m.group(1).lower() == "bearer" else "") + REDACTED, text)
+        else:
+            text = pattern.sub(REDACTED, text)
+    return text
+
+
+def sanitize(text):
+    """What of an error message may reach a client: redacted and at most 500 characters."""
+    text = redact(str(text)).strip()
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts secrets from every record's message."""
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is logging's problem, not ours
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True

@@ -1,0 +1,74 @@
+"""The one interface every model provider implements.
+
+A provider turns a neutral history into a stream of small typed events. Messages
+are plain dicts in one neutral shape, whichever provider is behind:
+
+    {"role": "system" | "user", "content": str}
+    {"role": "assistant", "content": str, "tool_calls": [{"id", "name", "arguments": str}]}
+    {"role": "tool", "tool_call_id": str, "name": str, "content": str}
+
+Tools are `{"name", "description", "parameters": <JSON schema>}`. A provider maps
+its SDK's exceptions to `ProviderError` / `ProviderAuthError` inside its own module.
+"""
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallRequest:
+    """A whole tool call, emitted once its streamed pieces are assembled."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class Usage:
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str = "stop"
+
+
+StreamEvent = TextDelta | ThinkingDelta | ToolCallRequest | Usage | Finish
+
+
+@dataclass
+class ProviderConfig:
+    provider: str
+    model: str
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout: float = 120.0
+    max_retries: int = 2
+    extra: dict = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+    supports_tools: bool
+
+    def stream(
+        self, messages: list[dict], *, tools: list[dict] | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream one model call. The iterator closes its HTTP response when closed."""
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""

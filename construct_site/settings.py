@@ -1,0 +1,266 @@
+"""Settings for Construct gateway.
+
+Every knob comes from the environment, read here and nowhere else. Defaults are
+safe for one person on a laptop: SQLite, the in-process channel layer, pairing
+required. A malformed value stops start-up with a message naming the variable.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name, default=None):
+    value = os.environ.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _env_bool(name, default):
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def _env_number(name, default, kind=int, minimum=None):
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a {kind.__name__}, not {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+def _env_json(name, default, expected):
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, expected):
+        raise ImproperlyConfigured(f"{name} must be a JSON {expected.__name__}")
+    return value
+
+
+def _env_list(name, default):
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# --- Django -----------------------------------------------------------------
+
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+# A fixed development key keeps tokens and sessions valid across restarts on a
+# laptop; production sets DJANGO_SECRET_KEY.
+SECRET_KEY = _env("DJANGO_SECRET_KEY", "construct-dev-insecure-change-me")
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "channels",
+    "sessions_app",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "construct_site.urls"
+ASGI_APPLICATION = "construct_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            _env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+        )
+    }
+except Exception as exc:  # dj-database-url raises several types for a bad URL
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several threads (and the pairing_code command) write at once: wait for
+    # the lock rather than fail, and let readers run beside one writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the app folders too, so a fresh checkout needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+# Request bodies: the REST API never needs more than this.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# --- Channels ----------------------------------------------------------------
+
+REDIS_URL = _env("REDIS_URL")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, not {REDIS_URL!r}")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 defaults socket_timeout to 5 s, which kills the
+                # layer's blocking BZPOPMIN reads on a quiet socket. Dead peers
+                # are found by TCP keepalive instead.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                        "health_check_interval": 30,
+                    }
+                ],
+                "capacity": 1000,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- REST framework ----------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["sessions_app.api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "sessions_app.api.auth.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Construct gateway API",
+    "DESCRIPTION": "Sessions, history, cost and operator events of a Construct gateway.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Logging -----------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "chat.errors.RedactingFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": _env("CONSTRUCT_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.channels.server": {"level": "INFO"},
+        "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
+
+# --- Construct ---------------------------------------------------------------
+
+CONSTRUCT_PROVIDER = _env("CONSTRUCT_PROVIDER", "openai").lower()
+if CONSTRUCT_PROVIDER not in {"openai", "anthropic"}:
+    raise ImproperlyConfigured(
+        f"CONSTRUCT_PROVIDER must be 'openai' or 'anthropic', not {CONSTRUCT_PROVIDER!r}"
+    )
+_DEFAULT_MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
+CONSTRUCT_BASE_URL = _env("CONSTRUCT_BASE_URL")
+CONSTRUCT_MODEL = _env("CONSTRUCT_MODEL", _DEFAULT_MODELS[CONSTRUCT_PROVIDER])
+CONSTRUCT_API_KEY = _env(
+    "CONSTRUCT_API_KEY",
+    _env("OPENAI_API_KEY" if CONSTRUCT_PROVIDER == "openai" else "ANTHROPIC_API_KEY"),
+)
+CONSTRUCT_REQUIRE_PAIRING = _env_bool("CONSTRUCT_REQUIRE_PAIRING", True)
+CONSTRUCT_WORKSPACE = Path(_env("CONSTRUCT_WORKSPACE", str(BASE_DIR / "workspace"))).resolve()
+CONSTRUCT_SHELL_ALLOWLIST = _env_list(
+    "CONSTRUCT_SHELL_ALLOWLIST",
+    ["echo", "ls", "cat", "pwd", "date", "wc", "head", "tail", "grep", "sort", "uniq", "sleep"],
+)
+CONSTRUCT_MAX_TOOL_ITERATIONS = _env_number("CONSTRUCT_MAX_TOOL_ITERATIONS", 10, minimum=1)
+CONSTRUCT_SESSION_QUEUE_TIMEOUT = _env_number(
+    "CONSTRUCT_SESSION_QUEUE_TIMEOUT", 30.0, kind=float, minimum=0
+)
+CONSTRUCT_SESSION_QUEUE_DEPTH = _env_number("CONSTRUCT_SESSION_QUEUE_DEPTH", 8, minimum=0)
+CONSTRUCT_PRICES = _env_json("CONSTRUCT_PRICES", {}, dict)
+for _model, _price in CONSTRUCT_PRICES.items():
+    if not isinstance(_price, dict) or not all(
+        isinstance(_price.get(k, 0), (int, float)) for k in ("input", "output")
+    ):
+        raise ImproperlyConfigured(
+            'CONSTRUCT_PRICES must map each model to {"input": usd_per_1M, "output": usd_per_1M}'
+        )
+CONSTRUCT_MCP_SERVERS = _env_json("CONSTRUCT_MCP_SERVERS", [], list)
+CONSTRUCT_DAILY_BUDGET_USD = _env_number("CONSTRUCT_DAILY_BUDGET_USD", None, kind=float, minimum=0)
+CONSTRUCT_CONTEXT_TOKENS = _env_number("CONSTRUCT_CONTEXT_TOKENS", 128_000, minimum=256)
+CONSTRUCT_TRUSTED_PROXIES = _env_list("CONSTRUCT_TRUSTED_PROXIES", [])
+CONSTRUCT_MAX_FRAME_BYTES = _env_number("CONSTRUCT_MAX_FRAME_BYTES", 1_048_576, minimum=1024)
+# Origins allowed to open the chat socket, besides the page's own host.
+CONSTRUCT_ALLOWED_ORIGINS = _env_list("CONSTRUCT_ALLOWED_ORIGINS", [])
+
+# Internal tuning, not part of the contract.
+CONSTRUCT_TURN_LEASE_SECONDS = _env_number("CONSTRUCT_TURN_LEASE_SECONDS", 10.0, kind=float)
+CONSTRUCT_CONNECT_FRAME_TIMEOUT = 5.0

@@ -1,0 +1,183 @@
+"""What the gateway keeps: sessions and their messages, paired devices, the audit trail, usage."""
+
+import uuid
+
+from django.db import models
+
+
+class ChatSession(models.Model):
+    """One conversation. Its id is the one the socket and the REST API use."""
+
+    class State(models.TextChoices):
+        IDLE = "idle"
+        RUNNING = "running"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    id = models.CharField(primary_key=True, max_length=128)
+    name = models.CharField(max_length=200, blank=True, default="")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IDLE)
+    turn_id = models.CharField(max_length=64, null=True, blank=True)
+    turn_started_at = models.DateTimeField(null=True, blank=True)
+    # The process running the turn renews this lease; a lease that has run out
+    # means that process died, and any process may take the session over.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    turn_owner = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
+    message_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_activity"]
+        verbose_name = "session"
+
+    def __str__(self):
+        return self.name or self.id
+
+
+class Message(models.Model):
+    """A message of a session, in order. Tool calls, results and thinking live in `data`."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+        SYSTEM = "system"
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    turn_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.role} #{self.seq}"
+
+
+class ClientMessageId(models.Model):
+    """A `client_id` a session has accepted; a resend with the same one is not run again."""
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="client_ids")
+    client_id = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "client_id"], name="client_message_id_unique"
+            )
+        ]
+
+
+class TurnWaiter(models.Model):
+    """A message waiting for its session's running turn. Rows outlive no wait: they expire."""
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="waiters")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+
+class PairedDevice(models.Model):
+    """A client that paired. Only the SHA-256 of its token is kept."""
+
+    name = models.CharField(max_length=200, blank=True, default="")
+    token_hash = models.CharField(max_length=64, unique=True)
+    token_hint = models.CharField(max_length=16, blank=True, default="")
+    client = models.CharField(max_length=64, blank=True, default="")
+    paired_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-paired_at"]
+
+    def __str__(self):
+        return self.name or f"device {self.pk} ({self.token_hint}…)"
+
+
+class PairingCode(models.Model):
+    """A one-time pairing code; only its hash is kept."""
+
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+
+class PairingThrottle(models.Model):
+    """Failed pairing attempts of one client, and its lockout."""
+
+    client = models.CharField(primary_key=True, max_length=64)
+    failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+
+class AuditEvent(models.Model):
+    """An append-only, hash-chained record of a security event."""
+
+    class Kind(models.TextChoices):
+        PAIRING_SUCCESS = "pairing_success"
+        PAIRING_FAILURE = "pairing_failure"
+        PAIRING_LOCKOUT = "pairing_lockout"
+        SOCKET_CONNECT = "socket_connect"
+        SOCKET_REFUSED = "socket_refused"
+        DEVICE_REVOKED = "device_revoked"
+
+    created_at = models.DateTimeField()
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    client = models.CharField(max_length=64, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "audit event"
+
+
+class AuditHead(models.Model):
+    """The hash of the newest audit event; locking this one row serialises appends."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_hash = models.CharField(max_length=64)
+
+
+class UsageRecord(models.Model):
+    """Tokens and cost of one provider call."""
+
+    session = models.ForeignKey(
+        ChatSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
+    )
+    turn_id = models.CharField(max_length=64, blank=True, default="")
+    model = models.CharField(max_length=200)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class MemoryNote(models.Model):
+    """A note the agent stored with `memory_store`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        ChatSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="notes"
+    )
+    content = models.TextField()
+    tags = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
