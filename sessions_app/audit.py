@@ -1,0 +1,123 @@
+"""The audit trail: an append-only, hash-chained record of security events.
+
+Each entry's hash covers the previous entry's hash and its own content, so an
+edited entry no longer matches its hash, a deleted one breaks the link of the
+next, and the head row (the newest hash) exposes a deleted tail. This shows
+tampering by someone with database access; it cannot prevent it.
+"""
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from sessions_app.models import AuditEvent, AuditHead
+
+logger = logging.getLogger(__name__)
+
+GENESIS_HASH = "0" * 64
+HEAD_ID = 1
+
+# Detail keys that would put a secret into a record kept forever.
+_FORBIDDEN_DETAIL_KEYS = frozenset(
+    {"token", "code", "pairing_code", "password", "secret", "api_key", "authorization"}
+)
+
+
+def _canonical(*, created_at: datetime, kind: str, client: str, detail: dict) -> str:
+    # Sorted keys, no spaces and UTC microseconds: the same event always gives
+    # the same text, whichever database stored it and read it back.
+    stamp = created_at.astimezone(UTC).isoformat(timespec="microseconds")
+    return json.dumps(
+        [stamp, kind, client, detail], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def audit_hash(*, prev_hash: str, created_at: datetime, kind: str, client: str, detail: dict) -> str:
+    """sha256(prev_hash + canonical JSON of the entry), hex."""
+    text = prev_hash + _canonical(created_at=created_at, kind=kind, client=client, detail=detail)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _head_for_update() -> AuditHead:
+    # get_or_create survives two first appends racing to create the row; the
+    # lock that follows is what serialises appends (SQLite: BEGIN IMMEDIATE).
+    AuditHead.objects.get_or_create(pk=HEAD_ID, defaults={"last_hash": GENESIS_HASH})
+    return AuditHead.objects.select_for_update().get(pk=HEAD_ID)
+
+
+def audit_record(*, kind: str, client: str = "", **detail) -> AuditEvent:
+    """Append one event to the trail and return it.
+
+    `detail` must be JSON-safe and must never hold a token or a pairing code:
+    a key that names one is refused outright rather than silently stored.
+    """
+    leaked = _FORBIDDEN_DETAIL_KEYS.intersection(key.lower() for key in detail)
+    if leaked:
+        raise ValueError(f"audit detail must not contain secrets: {sorted(leaked)}")
+    if kind not in AuditEvent.Kind.values:
+        raise ValueError(f"unknown audit event kind {kind!r}")
+    # Round-trip through JSON so the hash covers exactly what the JSONField stores.
+    detail = json.loads(json.dumps(detail))
+    client = (client or "")[:64]
+    with transaction.atomic():
+        head = _head_for_update()
+        created_at = timezone.now()
+        digest = audit_hash(
+            prev_hash=head.last_hash, created_at=created_at, kind=kind, client=client, detail=detail
+        )
+        event = AuditEvent.objects.create(
+            created_at=created_at,
+            kind=kind,
+            client=client,
+            detail=detail,
+            prev_hash=head.last_hash,
+            hash=digest,
+        )
+        AuditHead.objects.filter(pk=HEAD_ID).update(last_hash=digest)
+    logger.debug("audit %s from %s (#%s)", kind, client, event.pk)
+    return event
+
+
+def audit_verify() -> list[str]:
+    """Check the whole chain; return a description of every problem found (empty when intact)."""
+    problems: list[str] = []
+    # Holding the head lock keeps appends out while we read, so a new entry
+    # written mid-check is not mistaken for a head mismatch.
+    with transaction.atomic():
+        head = AuditHead.objects.select_for_update().filter(pk=HEAD_ID).first()
+        expected_prev = GENESIS_HASH
+        count = 0
+        for event in AuditEvent.objects.order_by("id").iterator(chunk_size=500):
+            count += 1
+            if event.prev_hash != expected_prev:
+                problems.append(
+                    f"entry #{event.pk}: does not link to the entry before it "
+                    "(an entry was deleted or reordered)"
+                )
+            recomputed = audit_hash(
+                prev_hash=event.prev_hash,
+                created_at=event.created_at,
+                kind=event.kind,
+                client=event.client,
+                detail=event.detail,
+            )
+            if recomputed != event.hash:
+                problems.append(f"entry #{event.pk}: content does not match its hash (edited)")
+            expected_prev = event.hash
+    if head is None:
+        if count:
+            problems.append("audit head is missing")
+    elif head.last_hash != expected_prev:
+        problems.append(
+            "audit head does not match the newest entry (the newest entries were deleted)"
+        )
+    return problems
+
+
+def audit_count() -> int:
+    """How many entries the trail holds."""
+    return AuditEvent.objects.count()
