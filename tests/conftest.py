@@ -1,0 +1,110 @@
+"""Fixtures shared by every test folder.
+
+Helpers live in ``tests/support/`` so that fixtures here stay one-liners;
+add new fixtures below their section.
+"""
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support import services
+from tests.support.daphne import DaphneServer, fresh_database_url
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+# --- collection --------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by folder, so ``-m "not e2e"`` and ``-m "not browser"`` work."""
+    for item in items:
+        try:
+            parts = Path(item.path).resolve().relative_to(TESTS_DIR).parts
+        except ValueError:
+            continue
+        if parts[0] == "e2e":
+            item.add_marker(pytest.mark.e2e)
+        elif parts[0] == "browser":
+            item.add_marker(pytest.mark.browser)
+
+
+# --- the pytest test database ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Give each run its own PostgreSQL test database.
+
+    pytest-django drops and recreates ``test_<name>`` without asking, so two
+    runs on one server (two people, or CI beside a developer) would destroy
+    each other's database mid-run. SQLite tests use memory and need nothing.
+    """
+    from django.conf import settings
+
+    for db in settings.DATABASES.values():
+        if "postgresql" in db["ENGINE"]:
+            test = db.setdefault("TEST", {})
+            base = test.get("NAME") or f"test_{db['NAME']}"
+            test["NAME"] = f"{base}_{os.getpid()}"
+
+
+# --- ports and servers -------------------------------------------------------
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return services.free_port()
+
+
+class DaphneFactory:
+    """Starts real servers for one test; all of them share one fresh database."""
+
+    def __init__(self, tmp_path, stack):
+        self.tmp_path = tmp_path
+        self.stack = stack
+        self.servers = []
+        self._database_url = None
+        self._migrated = set()
+
+    @property
+    def database_url(self):
+        """The test's own DATABASE_URL, created on first use."""
+        if self._database_url is None:
+            self._database_url = self.stack.enter_context(fresh_database_url(self.tmp_path))
+        return self._database_url
+
+    def __call__(self, env=None, **kwargs):
+        env = dict(env or {})
+        if "DATABASE_URL" not in env:
+            env["DATABASE_URL"] = self.database_url
+        # One migrate per database is enough; the second server skips it.
+        kwargs.setdefault("run_migrate", env["DATABASE_URL"] not in self._migrated)
+        kwargs.setdefault("log_path", self.tmp_path / f"daphne-{len(self.servers) + 1}.log")
+        server = DaphneServer(env=env, **kwargs)
+        self.servers.append(server)
+        server.start()
+        if env["DATABASE_URL"]:
+            self._migrated.add(env["DATABASE_URL"])
+        return server
+
+
+@pytest.fixture
+def daphne_factory(tmp_path):
+    """``daphne_factory(env=None, **DaphneServer kwargs) -> started DaphneServer``.
+
+    Servers inherit the run's environment, REDIS_URL included (so the
+    PostgreSQL+Redis pass runs them on Redis); DATABASE_URL defaults to a
+    database of the test's own. Every server is killed at teardown.
+    """
+    with contextlib.ExitStack() as stack:
+        factory = DaphneFactory(tmp_path, stack)
+        try:
+            yield factory
+        finally:
+            for server in factory.servers:
+                server.kill()

@@ -1,0 +1,206 @@
+"""The real server, as a subprocess, for end-to-end tests.
+
+In-process ``WebsocketCommunicator`` tests never see what daphne and
+autobahn do on the wire (close codes, pings, several processes sharing one
+Redis layer). ``DaphneServer`` runs ``python -m daphne`` exactly as the
+README does, on a free port, against a database of its own.
+"""
+
+import contextlib
+import http.client
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.support.services import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_APP = "construct_site.asgi:application"
+
+
+def server_env(env=None):
+    """``os.environ`` with ``env`` laid over it; a ``None`` value removes the variable."""
+    merged = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = str(value)
+    merged.setdefault("DJANGO_SETTINGS_MODULE", "construct_site.settings")
+    merged["PYTHONUNBUFFERED"] = "1"
+    return merged
+
+
+def migrate(env=None, timeout=120):
+    """Run ``manage.py migrate --noinput`` with the server's environment."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=REPO_ROOT,
+        env=server_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"migrate failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+
+class DaphneServer:
+    """``python -m daphne -b 127.0.0.1 -p PORT APP`` in a subprocess.
+
+    ``env`` is laid over ``os.environ`` (``None`` removes a variable). Start
+    with ``start()`` or ``with``; ``url`` and ``ws_url`` have no trailing
+    slash. stdout and stderr go to a file; ``output()`` reads it so far.
+    """
+
+    def __init__(self, *, env=None, app=DEFAULT_APP, port=None, run_migrate=True,
+                 startup_timeout=30.0, log_path=None, extra_args=()):
+        self.env = dict(env or {})
+        self.app = app
+        self.port = port or free_port()
+        self.run_migrate = run_migrate
+        self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)
+        if log_path is None:
+            handle, log_path = tempfile.mkstemp(prefix=f"daphne-{self.port}-", suffix=".log")
+            os.close(handle)
+        self.log_path = Path(log_path)
+        self.process = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    # --- life cycle --------------------------------------------------------------
+
+    def start(self):
+        """Migrate (unless told not to), spawn daphne, wait until HTTP answers."""
+        if self.run_migrate:
+            migrate(self.env)
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                   *self.extra_args, self.app]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=server_env(self.env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"daphne exited with {self.process.returncode} before serving:\n{self.output()}"
+                )
+            if self._answers_http():
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(
+                    f"daphne did not answer HTTP within {self.startup_timeout} s:\n{self.output()}"
+                )
+            time.sleep(0.1)
+
+    def _answers_http(self):
+        # /health is the real readiness probe; any HTTP answer at all (even a
+        # 404 from an app without /health) still proves the server is up.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self):
+        """SIGKILL: a crash, no clean-up in the server."""
+        self._signal(signal.SIGKILL, 10)
+
+    def stop(self, timeout=10):
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def _signal(self, sig, timeout):
+        if not self.running():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def output(self):
+        """Everything the server printed so far (stdout and stderr)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+# --- databases ---------------------------------------------------------------
+
+
+def _is_postgres(url):
+    return url.startswith(("postgres://", "postgresql://"))
+
+
+@contextlib.contextmanager
+def fresh_database_url(tmp_path, base_url=None):
+    """Yield a DATABASE_URL no other server or test uses.
+
+    SQLite by default: a new file under ``tmp_path``. When the run's
+    DATABASE_URL (or ``base_url``) is PostgreSQL, a new database on that
+    server, dropped at exit, so e2e servers never share the pytest test
+    database or each other's state.
+    """
+    base_url = base_url if base_url is not None else os.environ.get("DATABASE_URL", "")
+    if not _is_postgres(base_url):
+        yield f"sqlite:///{Path(tmp_path) / f'e2e-{secrets.token_hex(4)}.sqlite3'}"
+        return
+
+    import psycopg
+    from psycopg import sql
+
+    name = f"construct_e2e_{secrets.token_hex(6)}"
+    with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        parts = urlsplit(base_url)
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -1,0 +1,65 @@
+"""A bad environment stops start-up with a message naming the variable.
+
+Settings are read once, at import, so each case runs Django in a fresh
+subprocess: what an operator sees is the exit status and stderr.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SETUP = "import django; django.setup()"
+
+# Variables a case may set; removed from the inherited environment so that
+# each case tests exactly one bad value on top of the defaults.
+CONFIG_VARIABLES = (
+    "DATABASE_URL", "REDIS_URL", "CONSTRUCT_PROVIDER", "CONSTRUCT_PRICES",
+    "CONSTRUCT_MCP_SERVERS", "CONSTRUCT_MAX_TOOL_ITERATIONS",
+)
+
+
+def run_django(args, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    full_env.update(env, DJANGO_SETTINGS_MODULE="construct_site.settings")
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("CONSTRUCT_PROVIDER", "nope"),
+        ("CONSTRUCT_PRICES", "{bad"),
+        ("CONSTRUCT_PRICES", '{"gpt-4o": 3}'),
+        ("CONSTRUCT_MCP_SERVERS", "{}"),
+        ("CONSTRUCT_MAX_TOOL_ITERATIONS", "abc"),
+        ("DATABASE_URL", "nonsense://x"),
+        ("REDIS_URL", "http://x"),
+    ],
+)
+def test_bad_value_fails_fast_naming_the_variable(name, value):
+    result = run_django(["-c", SETUP], **{name: value})
+    assert result.returncode != 0, result.stdout
+    assert name in result.stderr
+
+
+def test_bad_value_fails_manage_py_check_too():
+    result = run_django(["manage.py", "check"], CONSTRUCT_PROVIDER="nope")
+    assert result.returncode != 0
+    assert "CONSTRUCT_PROVIDER" in result.stderr
+
+
+def test_defaults_start():
+    result = run_django(["manage.py", "check"])
+    assert result.returncode == 0, result.stderr
