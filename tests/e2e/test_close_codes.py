@@ -1,0 +1,54 @@
+"""Under daphne, a close with an RFC 6455 server code reaches the client.
+
+Autobahn refuses 1011 on its application path. Unpatched, daphne then
+crashes the application, logs a traceback and, about a second later, closes
+every such socket with 1011 whatever code was asked for. With
+construct_site.daphne_compat the asked-for code goes out at once and the
+application carries on. Only a real daphne shows the difference.
+"""
+
+import time
+
+import pytest
+import websockets
+
+from tests.e2e.close_app import CLEAN_CLOSE_MARK, ERROR_FRAME
+
+APP = "tests.e2e.close_app:application"
+
+
+@pytest.fixture
+def close_server(daphne_factory):
+    # No database: the app never touches one.
+    return daphne_factory(env={"DATABASE_URL": None}, app=APP, run_migrate=False)
+
+
+def wait_for_output(server, text, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while text not in server.output():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("code", [1011, 1001, 1008, 1013, 1000, 4000])
+async def test_error_frame_then_close_code(close_server, code):
+    async with websockets.connect(f"{close_server.ws_url}/ws/test?{code}") as ws:
+        assert await ws.recv() == ERROR_FRAME
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == code, close_server.output()
+    assert wait_for_output(close_server, f"{CLEAN_CLOSE_MARK} {code}"), close_server.output()
+    assert "Exception inside application" not in close_server.output()
+
+
+def test_patch_is_idempotent():
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from construct_site.daphne_compat import patch_daphne_close_codes
+
+    patch_daphne_close_codes()
+    patched = WebSocketProtocol.serverClose
+    patch_daphne_close_codes()
+    assert WebSocketProtocol.serverClose is patched
