@@ -3,13 +3,10 @@
 import hashlib
 import io
 import json
-import threading
-import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import OperationalError, connection
 from django.utils import timezone
 
 from sessions_app.models import AuditEvent, PairedDevice, PairingCode, PairingThrottle
@@ -25,6 +22,7 @@ from sessions_app.pairing import (
     token_allowed,
 )
 from tests.factories import make_device, make_pairing_code
+from tests.sessions_app.helpers import run_in_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -239,40 +237,11 @@ def test_pairing_code_command_prints_a_code_that_pairs():
 def test_concurrent_pairs_with_one_code_have_one_winner():
     code = pairing_code_issue()
     contenders = 6
-    barrier = threading.Barrier(contenders)
-    results = []
 
-    def pair_retrying_sqlite_locks(n):
-        # The SQLite test database lives in shared-cache memory, where a busy
-        # table fails at once instead of waiting (a file database waits, see
-        # settings). Retrying keeps the test about the code, not that quirk;
-        # on PostgreSQL the attempts really do race.
-        for _ in range(200):
-            try:
-                return device_pair(code=code, client=f"10.0.1.{n}")
-            except OperationalError as exc:
-                if connection.vendor != "sqlite" or "locked" not in str(exc):
-                    raise
-                time.sleep(0.01)
-        raise AssertionError("SQLite stayed locked")
+    results = run_in_threads(lambda n: device_pair(code=code, client=f"10.0.1.{n}"), contenders)
 
-    def attempt(n):
-        try:
-            barrier.wait()
-            results.append(("ok", pair_retrying_sqlite_locks(n)))
-        except InvalidPairingCode:
-            results.append(("invalid", None))
-        except Exception as exc:  # surfaced by the assertion below
-            results.append(("error", repr(exc)))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(contenders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    outcomes = sorted(kind for kind, _ in results)
-    assert outcomes == ["invalid"] * (contenders - 1) + ["ok"], results
-    assert PairedDevice.objects.count() == 1
+    winners = [value for kind, value in results if kind == "ok"]
+    losers = [value for kind, value in results if kind == "raised"]
+    assert len(winners) == 1, results
+    assert all(isinstance(exc, InvalidPairingCode) for exc in losers), results
+    assert PairedDevice.objects.get().token_hash == sha256(winners[0])
