@@ -1,3 +1,10 @@
+"""The unauthenticated endpoints at the site root: pairing and health."""
+
 from django.urls import path
 
-urlpatterns = []
+from sessions_app import views
+
+urlpatterns = [
+    path("pair", views.pair, name="pair"),
+    path("health", views.health, name="health"),
+]

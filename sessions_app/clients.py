@@ -1,0 +1,106 @@
+"""Who is asking: the client's address, seen through trusted reverse proxies only.
+
+The address keys the pairing lockout and the audit trail, so a client must not
+be able to choose it. `X-Forwarded-For` is therefore believed only when the
+peer that sent it is one of `CONSTRUCT_TRUSTED_PROXIES`; anyone else could
+write any address there.
+"""
+
+import ipaddress
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+# PairingThrottle.client and AuditEvent.client hold at most this many characters.
+MAX_CLIENT_CHARS = 64
+UNKNOWN_CLIENT = "unknown"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@lru_cache(maxsize=8)
+def _trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    # Keyed on the setting's value, so override_settings in tests just works.
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"CONSTRUCT_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+            ) from None
+    return tuple(networks)
+
+
+def _parse_address(value: str) -> Address | None:
+    """An IP from a header or a socket, tolerating a port and IPv6 brackets."""
+    value = value.strip()
+    if value.startswith("["):  # "[::1]:8000"
+        value = value[1:].split("]", 1)[0]
+    elif value.count(":") == 1:  # "10.0.0.1:8000"; a bare IPv6 has several colons
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: Address | None) -> bool:
+    if address is None:
+        return False
+    networks = _trusted_networks(tuple(settings.CONSTRUCT_TRUSTED_PROXIES))
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def _display(value: str, address: Address | None) -> str:
+    return (str(address) if address is not None else value.strip())[:MAX_CLIENT_CHARS]
+
+
+def client_address(*, remote_addr: str | None, forwarded_for: str | None) -> str:
+    """The client's address: the peer's, or the right-most untrusted hop behind trusted proxies.
+
+    Each proxy appends the address it received the request from, so walking
+    `X-Forwarded-For` from the right and skipping our own proxies gives the
+    first address nobody we trust vouched for; anything left of it may be forged.
+    """
+    remote = (remote_addr or "").strip()
+    remote_ip = _parse_address(remote)
+    if not remote:
+        return UNKNOWN_CLIENT
+    if not forwarded_for or not _is_trusted(remote_ip):
+        return _display(remote, remote_ip)
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        hop_ip = _parse_address(hop)
+        if not _is_trusted(hop_ip):
+            return _display(hop, hop_ip)
+    # Every hop is one of ours: the request came from inside.
+    if hops:
+        return _display(hops[0], _parse_address(hops[0]))
+    return _display(remote, remote_ip)
+
+
+def client_from_request(request) -> str:
+    """The client address of a Django HTTP request."""
+    return client_address(
+        remote_addr=request.META.get("REMOTE_ADDR"),
+        forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
+    )
+
+
+def client_from_scope(scope) -> str:
+    """The client address of an ASGI scope (HTTP or WebSocket)."""
+    peer = scope.get("client") or (None, None)
+    forwarded = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers") or ()
+        if name.lower() == b"x-forwarded-for"
+    ]
+    # Several X-Forwarded-For headers mean one list, in order (RFC 9110 5.3).
+    return client_address(remote_addr=peer[0], forwarded_for=", ".join(forwarded) or None)

@@ -1,0 +1,94 @@
+"""The two unauthenticated HTTP endpoints: `POST /pair` and `GET /health`.
+
+Plain Django JSON views: they exist before any device is paired, so they sit
+outside the REST framework and its bearer authentication. The logic lives in
+sessions_app.pairing; these only translate HTTP to it and back.
+"""
+
+import json
+import logging
+
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from sessions_app.clients import client_from_request
+from sessions_app.pairing import InvalidPairingCode, PairingLocked, device_pair, pairing_required
+from sessions_app.selectors_pairing import device_any_paired
+
+logger = logging.getLogger(__name__)
+
+PAIRED_MESSAGE = (
+    "Paired. Keep this token: it is shown only once. "
+    "Send it as Authorization: Bearer <token>, or as ?token= on the chat socket."
+)
+NOT_REQUIRED_MESSAGE = "Pairing is not required"
+MAX_NAME_CHARS = 200
+
+
+def _method_not_allowed(allowed: list[str]) -> JsonResponse:
+    response = JsonResponse({"error": "Method not allowed"}, status=405)
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _device_name(request) -> str:
+    """The optional device name: JSON body {"name": ...}, else the X-Device-Name header."""
+    if request.body:
+        try:
+            body = json.loads(request.body)
+        except ValueError:  # a form post or junk: the name is optional, not worth a 400
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("name"), str) and body["name"].strip():
+            return body["name"].strip()[:MAX_NAME_CHARS]
+    return request.headers.get("X-Device-Name", "").strip()[:MAX_NAME_CHARS]
+
+
+@csrf_exempt
+def pair(request):
+    """Trade the one-time code in `X-Pairing-Code` for a bearer token.
+
+    200 {"paired": true, "token": "...", "message": "..."} on success;
+    403 {"error": "Invalid pairing code"} for a wrong, used, expired or missing code;
+    429 {"error": "...", "retry_after": N} plus a Retry-After header while this
+    client is locked out after repeated failures.
+
+    When pairing is not required the answer is 200 with "token": null and
+    "message": "Pairing is not required": there is nothing to trade, and a
+    client that stores the token then simply sends none.
+    """
+    if request.method != "POST":
+        return _method_not_allowed(["POST"])
+    if not pairing_required():
+        return JsonResponse({"paired": True, "token": None, "message": NOT_REQUIRED_MESSAGE})
+    client = client_from_request(request)
+    try:
+        token = device_pair(
+            code=request.headers.get("X-Pairing-Code", ""),
+            client=client,
+            name=_device_name(request),
+        )
+    except PairingLocked as exc:
+        response = JsonResponse(
+            {
+                "error": "Too many failed pairing attempts; try again later",
+                "retry_after": exc.retry_after,
+            },
+            status=429,
+        )
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    except InvalidPairingCode:
+        return JsonResponse({"error": "Invalid pairing code"}, status=403)
+    response = JsonResponse({"paired": True, "token": token, "message": PAIRED_MESSAGE})
+    # The token is a credential: no cache anywhere may keep this answer.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def health(request):
+    """Liveness plus what a client needs to know before it connects."""
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed(["GET", "HEAD"])
+    return JsonResponse(
+        {"status": "ok", "require_pairing": pairing_required(), "paired": device_any_paired()}
+    )
