@@ -1,0 +1,656 @@
+"""A scripted stand-in for an LLM provider, speaking the real wire formats.
+
+Demos, development, tests and the load benchmark need a model that answers at
+once, costs nothing and can be told to misbehave. This server speaks the OpenAI
+Chat Completions format (`/v1/chat/completions`, `/v1/models`) and the Anthropic
+Messages format (`/v1/messages`), streaming or not, so the official SDKs talk to
+it unchanged.
+
+What it answers is scripted by directives written anywhere in the last user
+message (see `parse_script`):
+
+    [[chunks=N]]        reply "tok1 ", "tok2 ", ... in N chunks
+    [[delay_ms=D]]      sleep D ms between chunks
+    [[stamp]]           every text chunk is "<t:%.6f> " % time.time() at write time
+    [[think]]           stream some reasoning first
+    [[tool:NAME {json}]]  call a tool (several run in order, one per model round)
+    [[echo_prompt]]     reply with the last user message exactly as received
+    [[fail=CODE]]       answer HTTP CODE with the provider's error body
+    [[fail_once=CODE]]  fail the first time this request body is seen only
+    [[reset_after=N]]   stream N chunks, then drop the connection
+    [[malformed]]       send one data line that is not JSON mid-stream
+    [[hang]]            send one chunk, then go quiet until the client leaves
+
+The default reply is "Echo: <the user text without directives>", word by word.
+`GET /_mock/requests` lists the last request bodies (each with `_path`,
+`_headers` and `_disconnected` added; secret header values are masked) and
+`DELETE /_mock/requests` forgets them.
+
+The per-chunk path is deliberately plain: frames are formatted from string
+templates and written straight to ASGI `send`, because the benchmark streams
+tens of thousands of chunks through this one process.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "mock-llm"
+HANG_SECONDS = 3600.0
+REQUEST_LOG_SIZE = 50
+# Asks the SDKs to retry a failure after 10 ms instead of their default back-off,
+# which keeps retry tests fast; real providers send the same header family.
+RETRY_AFTER_MS = "10"
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"})
+
+_dumps = json.dumps
+
+# --- Directives -----------------------------------------------------------------
+
+_NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after)=(\d+)\]\]")
+_FLAG_DIRECTIVE = re.compile(r"\[\[(stamp|think|echo_prompt|malformed|hang)\]\]")
+_TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*")
+# Splits text into word-sized pieces whose concatenation is the text itself.
+_PIECES = re.compile(r"\s+|\S+\s*")
+
+
+@dataclass(slots=True)
+class Script:
+    """What the last user message asks the mock to do."""
+
+    raw: str = ""
+    text: str = ""
+    chunks: int | None = None
+    delay: float = 0.0
+    stamp: bool = False
+    think: bool = False
+    echo_prompt: bool = False
+    malformed: bool = False
+    hang: bool = False
+    fail: int | None = None
+    fail_once: int | None = None
+    reset_after: int | None = None
+    tools: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_script(raw):
+    """Read the directives out of a user message; the rest is the text to echo."""
+    script = Script(raw=raw)
+    decoder = json.JSONDecoder()
+    kept, position = [], 0
+    for match in _TOOL_DIRECTIVE.finditer(raw):
+        if match.start() < position:
+            continue
+        try:
+            _, end = decoder.raw_decode(raw, match.end())
+        except ValueError:
+            continue
+        close = raw.find("]]", end)
+        if close == -1 or raw[end:close].strip():
+            continue
+        # The arguments go out exactly as written, so a test can compare them byte for byte.
+        script.tools.append((match.group(1), raw[match.end() : end]))
+        kept.append(raw[position : match.start()])
+        position = close + 2
+    kept.append(raw[position:])
+    text = "".join(kept)
+    for name, value in _NUMBER_DIRECTIVE.findall(text):
+        number = int(value)
+        if name == "delay_ms":
+            script.delay = number / 1000.0
+        else:
+            setattr(script, name, number)
+    for name in _FLAG_DIRECTIVE.findall(text):
+        setattr(script, name, True)
+    text = _FLAG_DIRECTIVE.sub("", _NUMBER_DIRECTIVE.sub("", text))
+    script.text = " ".join(text.split())
+    return script
+
+
+# --- Conversations: the last user text and the tool results after it -------------
+
+
+def _text_of(content):
+    """The text of a message's content, whether a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _openai_turn(messages):
+    """(last user text, tool results after it, whether the last message is a tool result)."""
+    last_user = -1
+    for index, message in enumerate(messages):
+        if message.get("role") == "user":
+            last_user = index
+    raw = _text_of(messages[last_user].get("content")) if last_user >= 0 else ""
+    results = [_text_of(m.get("content")) for m in messages[last_user + 1 :] if m.get("role") == "tool"]
+    ends_with_tool = bool(messages) and messages[-1].get("role") == "tool"
+    return raw, results, ends_with_tool
+
+
+def _anthropic_tool_results(message):
+    content = message.get("content")
+    if message.get("role") != "user" or not isinstance(content, list):
+        return []
+    return [
+        _text_of(block.get("content"))
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ]
+
+
+def _anthropic_turn(messages):
+    """Like `_openai_turn`; tool results live in user messages as tool_result blocks."""
+    last_user = -1
+    for index, message in enumerate(messages):
+        if message.get("role") == "user" and not _anthropic_tool_results(message):
+            last_user = index
+    raw = _text_of(messages[last_user].get("content")) if last_user >= 0 else ""
+    results = [text for message in messages[last_user + 1 :] for text in _anthropic_tool_results(message)]
+    ends_with_tool = bool(messages) and bool(_anthropic_tool_results(messages[-1]))
+    return raw, results, ends_with_tool
+
+
+# --- The reply plan ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Plan:
+    """One model round: reasoning pieces, then either text pieces or one tool call.
+
+    A text piece of None means "a time stamp, taken when the chunk is written".
+    """
+
+    thinking: list[str]
+    text: list[str | None]
+    tool_name: str | None = None
+    tool_id: str = ""
+    tool_args: str = ""
+    tool_pieces: list[str] = field(default_factory=list)
+    prompt_tokens: int = 1
+
+    @property
+    def piece_count(self):
+        return len(self.thinking) + len(self.text) + len(self.tool_pieces)
+
+
+def _pieces(text):
+    return _PIECES.findall(text) or [text]
+
+
+def make_plan(script, tool_results, ends_with_tool, prompt_chars, id_prefix):
+    """Decide this round's answer from the script and the tool results so far."""
+    thinking = ["Let me think ", "about this ", "step by step."] if script.think else []
+    plan = Plan(thinking=thinking, text=[], prompt_tokens=max(1, prompt_chars // 4))
+    done = len(tool_results)
+    if script.tools and done < len(script.tools) and (ends_with_tool or done == 0):
+        plan.tool_name, plan.tool_args = script.tools[done]
+        plan.tool_id = id_prefix + uuid.uuid4().hex[:24]
+        args = plan.tool_args
+        plan.tool_pieces = [args[i : i + 4] for i in range(0, len(args), 4)] or [""]
+        return plan
+    if tool_results:
+        reply = "Tool said: " + tool_results[-1]
+        plan.text = _pieces(reply)
+    elif script.echo_prompt:
+        plan.text = _pieces(script.raw)
+    elif script.chunks is not None:
+        plan.text = [f"tok{i} " for i in range(1, script.chunks + 1)]
+    else:
+        plan.text = _pieces("Echo: " + script.text if script.text else "Echo:")
+    if script.stamp:
+        plan.text = [None] * len(plan.text)
+    return plan
+
+
+def _stamp():
+    return "<t:%.6f> " % time.time()
+
+
+# --- Stream control ------------------------------------------------------------------
+
+# Sentinels the frame generators yield between byte frames; `_SSEStream` acts on them.
+_PAUSE = object()
+_DROP = object()
+_HANG = object()
+
+
+class _DropConnection(Exception):
+    """Raised inside the app to make uvicorn cut the TCP connection mid-response."""
+
+
+class _QuietDrops(logging.Filter):
+    """Keeps uvicorn from logging a traceback for every connection we drop on purpose."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, _DropConnection)
+
+
+class _Controls:
+    """Inserts pauses, a malformed line, a hang or a drop before content pieces."""
+
+    def __init__(self, script, plan, malformed_frame):
+        self.script = script
+        self.count = 0
+        self.malformed_at = max(1, plan.piece_count // 2) if script.malformed else -1
+        self.malformed_frame = malformed_frame
+
+    def before(self):
+        script = self.script
+        if self.count:
+            if script.delay:
+                yield _PAUSE
+            if self.count == 1 and script.hang:
+                yield _HANG
+        if self.count == self.malformed_at:
+            yield self.malformed_frame
+        if script.reset_after is not None and self.count >= script.reset_after:
+            yield _DROP
+        self.count += 1
+
+    def at_end(self):
+        if self.script.hang and self.count == 1:
+            yield _HANG
+        if self.script.reset_after is not None:
+            yield _DROP
+
+
+class _SSEStream:
+    """An ASGI response writing SSE frames as they are generated.
+
+    A watcher task notices when the client goes away, so a stopped stream ends
+    here too and the request log can say so.
+    """
+
+    _HEADERS = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-request-id", b"req_mock"),
+    ]
+
+    def __init__(self, frames, delay, record):
+        self.frames = frames
+        self.delay = delay
+        self.record = record
+
+    async def __call__(self, scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": self._HEADERS})
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            for frame in self.frames:
+                if frame.__class__ is bytes:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                elif frame is _PAUSE:
+                    await asyncio.sleep(self.delay)
+                elif frame is _HANG:
+                    await asyncio.wait((watcher,), timeout=HANG_SECONDS)
+                elif frame is _DROP:
+                    raise _DropConnection()
+                if watcher.done():
+                    self.record["_disconnected"] = True
+                    return
+        finally:
+            watcher.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_for_disconnect(receive):
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# --- OpenAI format ---------------------------------------------------------------------
+
+
+def _openai_frames(script, plan, model, include_usage):
+    head = 'data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":' % (
+        uuid.uuid4().hex[:24],
+        int(time.time()),
+        _dumps(model),
+    )
+    tail = ',"logprobs":null,"finish_reason":null}]}\n\n'
+    controls = _Controls(script, plan, b"data: {this is not json\n\n")
+    yield (head + '{"role":"assistant","content":""}' + tail).encode()
+    for piece in plan.thinking:
+        yield from controls.before()
+        yield (head + '{"reasoning_content":' + _dumps(piece) + "}" + tail).encode()
+    if plan.tool_name is not None:
+        for number, piece in enumerate(plan.tool_pieces):
+            yield from controls.before()
+            if number == 0:
+                call = '{"index":0,"id":%s,"type":"function","function":{"name":%s,"arguments":%s}}' % (
+                    _dumps(plan.tool_id),
+                    _dumps(plan.tool_name),
+                    _dumps(piece),
+                )
+            else:
+                call = '{"index":0,"function":{"arguments":%s}}' % _dumps(piece)
+            yield (head + '{"tool_calls":[' + call + "]}" + tail).encode()
+    for piece in plan.text:
+        yield from controls.before()
+        yield (head + '{"content":' + _dumps(_stamp() if piece is None else piece) + "}" + tail).encode()
+    yield from controls.at_end()
+    finish = "tool_calls" if plan.tool_name is not None else "stop"
+    yield (head + '{},"logprobs":null,"finish_reason":"%s"}]}\n\n' % finish).encode()
+    if include_usage:
+        usage = _dumps(_openai_usage(plan), separators=(",", ":"))
+        yield (head.replace('"choices":[{"index":0,"delta":', '"choices":[],"usage":') + usage + "}\n\n").encode()
+    yield b"data: [DONE]\n\n"
+
+
+def _openai_usage(plan):
+    completion = plan.piece_count
+    return {"prompt_tokens": plan.prompt_tokens, "completion_tokens": completion, "total_tokens": plan.prompt_tokens + completion}
+
+
+def _openai_message(plan, model):
+    """The whole reply as a non-streaming chat.completion object."""
+    message = {"role": "assistant", "content": None}
+    if plan.thinking:
+        message["reasoning_content"] = "".join(plan.thinking)
+    if plan.tool_name is not None:
+        message["tool_calls"] = [
+            {"id": plan.tool_id, "type": "function", "function": {"name": plan.tool_name, "arguments": plan.tool_args}}
+        ]
+    else:
+        message["content"] = "".join(_stamp() if piece is None else piece for piece in plan.text)
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if plan.tool_name is not None else "stop",
+            }
+        ],
+        "usage": _openai_usage(plan),
+    }
+
+
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", None, "Invalid request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported"),
+    404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again shortly."),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+
+def _openai_error(status, key):
+    kind, code, message = _OPENAI_ERRORS.get(status, ("server_error", None, f"Mock failure {status}."))
+    body = {"error": {"message": message.format(key=key), "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers={"retry-after-ms": RETRY_AFTER_MS})
+
+
+# --- Anthropic format ------------------------------------------------------------------
+
+
+def _event(name, payload):
+    return b"event: " + name + b"\ndata: " + payload.encode() + b"\n\n"
+
+
+def _anthropic_frames(script, plan, model):
+    controls = _Controls(script, plan, b"event: content_block_delta\ndata: {this is not json\n\n")
+    message = {
+        "id": "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": 1},
+    }
+    yield _event(b"message_start", _dumps({"type": "message_start", "message": message}, separators=(",", ":")))
+    yield _event(b"ping", '{"type":"ping"}')
+    index = 0
+    if plan.thinking:
+        yield _block_start(index, '{"type":"thinking","thinking":"","signature":""}')
+        for piece in plan.thinking:
+            yield from controls.before()
+            yield _block_delta(index, '{"type":"thinking_delta","thinking":%s}' % _dumps(piece))
+        signature = hashlib.sha256("".join(plan.thinking).encode()).hexdigest()
+        yield _block_delta(index, '{"type":"signature_delta","signature":"%s"}' % signature)
+        yield _block_stop(index)
+        index += 1
+    if plan.tool_name is not None:
+        start = '{"type":"tool_use","id":%s,"name":%s,"input":{}}' % (_dumps(plan.tool_id), _dumps(plan.tool_name))
+        yield _block_start(index, start)
+        for piece in plan.tool_pieces:
+            yield from controls.before()
+            yield _block_delta(index, '{"type":"input_json_delta","partial_json":%s}' % _dumps(piece))
+    else:
+        yield _block_start(index, '{"type":"text","text":""}')
+        for piece in plan.text:
+            yield from controls.before()
+            text = _stamp() if piece is None else piece
+            yield _block_delta(index, '{"type":"text_delta","text":%s}' % _dumps(text))
+    yield from controls.at_end()
+    yield _block_stop(index)
+    stop = "tool_use" if plan.tool_name is not None else "end_turn"
+    yield _event(
+        b"message_delta",
+        '{"type":"message_delta","delta":{"stop_reason":"%s","stop_sequence":null},"usage":{"output_tokens":%d}}'
+        % (stop, plan.piece_count),
+    )
+    yield _event(b"message_stop", '{"type":"message_stop"}')
+
+
+def _block_start(index, block):
+    return _event(b"content_block_start", '{"type":"content_block_start","index":%d,"content_block":%s}' % (index, block))
+
+
+def _block_delta(index, delta):
+    return _event(b"content_block_delta", '{"type":"content_block_delta","index":%d,"delta":%s}' % (index, delta))
+
+
+def _block_stop(index):
+    return _event(b"content_block_stop", '{"type":"content_block_stop","index":%d}' % index)
+
+
+def _anthropic_message(plan, model):
+    """The whole reply as a non-streaming Messages API object."""
+    content = []
+    if plan.thinking:
+        signature = hashlib.sha256("".join(plan.thinking).encode()).hexdigest()
+        content.append({"type": "thinking", "thinking": "".join(plan.thinking), "signature": signature})
+    if plan.tool_name is not None:
+        content.append({"type": "tool_use", "id": plan.tool_id, "name": plan.tool_name, "input": json.loads(plan.tool_args)})
+    else:
+        content.append({"type": "text", "text": "".join(_stamp() if piece is None else piece for piece in plan.text)})
+    return {
+        "id": "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if plan.tool_name is not None else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": plan.piece_count},
+    }
+
+
+_ANTHROPIC_ERRORS = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("authentication_error", "invalid x-api-key: {key}"),
+    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "The requested resource could not be found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
+    500: ("api_error", "An unexpected error has occurred internal to Anthropic's systems."),
+    529: ("overloaded_error", "Anthropic's API is temporarily overloaded."),
+}
+
+
+def _anthropic_error(status, key):
+    kind, message = _ANTHROPIC_ERRORS.get(status, ("api_error", f"Mock failure {status}."))
+    body = {"type": "error", "error": {"type": kind, "message": message.format(key=key)}, "request_id": "req_mock"}
+    return JSONResponse(body, status_code=status, headers={"retry-after-ms": RETRY_AFTER_MS})
+
+
+# --- The app ------------------------------------------------------------------------------
+
+
+class _State:
+    """What the mock remembers: recent requests, and bodies that already failed once."""
+
+    def __init__(self):
+        self.requests = deque(maxlen=REQUEST_LOG_SIZE)
+        self.failed_once = set()
+
+    async def record(self, request):
+        body_bytes = await request.body()
+        try:
+            body = json.loads(body_bytes) if body_bytes else {}
+        except ValueError:
+            body = None
+        entry = dict(body) if isinstance(body, dict) else {"_raw": body_bytes.decode(errors="replace")}
+        entry["_path"] = request.url.path
+        entry["_headers"] = {
+            name: ("[MASKED]" if name in SECRET_HEADERS else value) for name, value in request.headers.items()
+        }
+        entry["_disconnected"] = False
+        self.requests.append(entry)
+        return body, body_bytes, entry
+
+    def should_fail(self, script, body_bytes):
+        if script.fail:
+            return script.fail
+        if script.fail_once:
+            digest = hashlib.sha256(body_bytes).digest()
+            if digest not in self.failed_once:
+                self.failed_once.add(digest)
+                return script.fail_once
+        return None
+
+
+def _bearer_key(request):
+    value = request.headers.get("authorization", "")
+    return value[7:] if value[:7].lower() == "bearer " else value
+
+
+def _prompt_chars(body):
+    return len(json.dumps(body.get("messages", []))) + len(str(body.get("system", "")))
+
+
+def create_app():
+    """Build a fresh mock server app with its own request log."""
+    state = _State()
+
+    async def models(request):
+        return JSONResponse(
+            {"object": "list", "data": [{"id": DEFAULT_MODEL, "object": "model", "created": 0, "owned_by": "mock"}]}
+        )
+
+    async def chat_completions(request):
+        body, body_bytes, entry = await state.record(request)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _openai_error(400, "")
+        raw, results, ends_with_tool = _openai_turn(body["messages"])
+        script = parse_script(raw)
+        failure = state.should_fail(script, body_bytes)
+        if failure:
+            return _openai_error(failure, _bearer_key(request))
+        plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "call_")
+        model = body.get("model") or DEFAULT_MODEL
+        if not body.get("stream"):
+            return JSONResponse(_openai_message(plan, model))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return _SSEStream(_openai_frames(script, plan, model, include_usage), script.delay, entry)
+
+    async def messages(request):
+        body, body_bytes, entry = await state.record(request)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _anthropic_error(400, "")
+        raw, results, ends_with_tool = _anthropic_turn(body["messages"])
+        script = parse_script(raw)
+        failure = state.should_fail(script, body_bytes)
+        if failure:
+            # The SDK sends its key as x-api-key or, lately, as a bearer token.
+            return _anthropic_error(failure, request.headers.get("x-api-key") or _bearer_key(request))
+        plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "toolu_")
+        model = body.get("model") or DEFAULT_MODEL
+        if not body.get("stream"):
+            return JSONResponse(_anthropic_message(plan, model))
+        return _SSEStream(_anthropic_frames(script, plan, model), script.delay, entry)
+
+    async def request_log(request):
+        if request.method == "DELETE":
+            state.requests.clear()
+            state.failed_once.clear()
+            return Response(status_code=204)
+        return JSONResponse(list(state.requests))
+
+    return Starlette(
+        routes=[
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/_mock/requests", request_log, methods=["GET", "DELETE"]),
+        ]
+    )
+
+
+def make_server(host="127.0.0.1", port=11435):
+    """A uvicorn server for the mock app; the caller runs `serve()` on it."""
+    import uvicorn
+
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    config = uvicorn.Config(
+        create_app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    return uvicorn.Server(config)
+
+
+def bound_port(server):
+    """The port a started server listens on (useful when asked for port 0)."""
+    return server.servers[0].sockets[0].getsockname()[1]
+
+
+async def _serve_and_announce(server, host):
+    task = asyncio.ensure_future(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        print(f"mock_llm listening on http://{host}:{bound_port(server)}/v1", flush=True)
+    await task
+
+
+def serve(host="127.0.0.1", port=11435):
+    """Run the mock until interrupted, announcing the URL once it listens."""
+    server = make_server(host, port)
+    try:
+        asyncio.run(_serve_and_announce(server, host))
+    except KeyboardInterrupt:
+        pass

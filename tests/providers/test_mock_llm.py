@@ -1,0 +1,119 @@
+"""The mock LLM's own behaviour over plain HTTP: directives, formats, request log."""
+
+import json
+import re
+import time
+
+import httpx
+import pytest
+
+from chat.mock_llm import parse_script
+
+
+def sse_events(body):
+    """The JSON of every data line of an SSE body (bar the [DONE] marker)."""
+    lines = [line[6:] for line in body.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def chat(mock, content, **body):
+    payload = {"model": "m", "stream": True, "messages": [{"role": "user", "content": content}], **body}
+    response = httpx.post(mock.openai_url + "/chat/completions", json=payload, headers={"Authorization": "Bearer k-1"})
+    response.raise_for_status()
+    return response
+
+
+def contents(events):
+    return [e["choices"][0]["delta"].get("content") for e in events if e["choices"]][1:-1]
+
+
+def test_parse_script_reads_directives_and_keeps_the_rest():
+    script = parse_script(
+        'hi [[tool:file_write {"path": "a]]", "content": "x"}]] there [[chunks=3]] [[delay_ms=20]] '
+        '[[think]] [[stamp]] [[tool:shell {"command":"ls"}]]'
+    )
+    assert script.text == "hi there"
+    assert script.tools == [("file_write", '{"path": "a]]", "content": "x"}'), ("shell", '{"command":"ls"}')]
+    assert (script.chunks, script.delay, script.think, script.stamp) == (3, 0.02, True, True)
+    assert (script.fail, script.hang, script.echo_prompt) == (None, False, False)
+
+
+def test_models_lists_one_model(mock_llm):
+    data = httpx.get(mock_llm.openai_url + "/models").json()
+    assert data["object"] == "list" and data["data"][0]["object"] == "model"
+
+
+def test_chunks_directive_streams_numbered_tokens(mock_llm):
+    events = sse_events(chat(mock_llm, "[[chunks=5]]").text)
+    assert contents(events) == ["tok1 ", "tok2 ", "tok3 ", "tok4 ", "tok5 "]
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_delay_and_stamp_mark_each_chunk_when_written(mock_llm):
+    started = time.time()
+    events = sse_events(chat(mock_llm, "[[chunks=4]] [[delay_ms=50]] [[stamp]]").text)
+    stamps = [float(re.fullmatch(r"<t:(\d+\.\d{6})> ", text).group(1)) for text in contents(events)]
+    assert len(stamps) == 4
+    assert started <= stamps[0] <= stamps[-1] <= time.time()
+    gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+    assert min(gaps) >= 0.045
+
+
+def test_echo_prompt_returns_the_user_message_exactly(mock_llm):
+    content = "HINT: be brief\n\n  spaced   out [[echo_prompt]] ü"
+    events = sse_events(chat(mock_llm, content).text)
+    assert "".join(contents(events)) == content
+    assert len(contents(events)) > 3
+
+
+def test_non_streaming_requests_get_a_whole_completion(mock_llm):
+    response = chat(mock_llm, "plain please", stream=False)
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Echo: plain please"}
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+
+
+def test_errors_have_the_openai_shape_and_echo_the_key(mock_llm):
+    response = httpx.post(
+        mock_llm.openai_url + "/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "[[fail=401]]"}]},
+        headers={"Authorization": "Bearer my-secret-key-123"},
+    )
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "invalid_api_key" and "my-secret-key-123" in error["message"]
+
+
+def test_anthropic_stream_has_the_messages_event_sequence(mock_llm):
+    response = httpx.post(
+        mock_llm.anthropic_url + "/v1/messages",
+        json={"model": "m", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "[[think]] hi"}]},
+    )
+    names = re.findall(r"^event: (\w+)$", response.text, re.M)
+    assert names[:2] == ["message_start", "ping"]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    deltas = [json.loads(line[6:])["delta"]["type"] for line in response.text.splitlines() if '"content_block_delta"' in line]
+    assert deltas[0] == "thinking_delta" and "signature_delta" in deltas and deltas[-1] == "text_delta"
+
+
+def test_the_request_log_masks_keys_and_can_be_cleared(clean_mock_llm):
+    chat(clean_mock_llm, "logged")
+    [entry] = clean_mock_llm.requests()
+    assert entry["_path"] == "/v1/chat/completions"
+    assert entry["messages"] == [{"role": "user", "content": "logged"}]
+    assert entry["_headers"]["authorization"] == "[MASKED]"
+    assert "k-1" not in json.dumps(entry)
+    clean_mock_llm.clear()
+    assert clean_mock_llm.requests() == []
+
+
+@pytest.mark.parametrize("code", [429, 503])
+def test_fail_once_fails_only_the_first_time(clean_mock_llm, code):
+    payload = {"model": "m", "messages": [{"role": "user", "content": f"[[fail_once={code}]] once"}]}
+    first = httpx.post(clean_mock_llm.openai_url + "/chat/completions", json=payload)
+    second = httpx.post(clean_mock_llm.openai_url + "/chat/completions", json=payload)
+    assert (first.status_code, second.status_code) == (code, 200)
+    assert first.headers["retry-after-ms"]
