@@ -1,0 +1,140 @@
+"""What the server does once as it starts: print a pairing code, check Redis.
+
+Called from asgi.py before the application serves anything. Both run
+synchronously, at import time, outside any event loop.
+"""
+
+import logging
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+REDIS_CONNECT_TIMEOUT = 3.0
+_RULE = "=" * 64
+
+
+def guess_base_url(argv: list[str] | None = None) -> str:
+    """The server's URL as the command line that started it says (daphne -b/-p, runserver ADDR:PORT).
+
+    The ASGI application is never told where it listens; this is only for the
+    instructions printed next to the pairing code, so a guess is good enough.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    host, port = "127.0.0.1", "8000"
+    for flag, value in zip(argv, argv[1:]):
+        if flag in ("-b", "--bind"):
+            host = value
+        elif flag in ("-p", "--port"):
+            port = value
+    if "runserver" in argv:
+        rest = [arg for arg in argv[argv.index("runserver") + 1 :] if not arg.startswith("-")]
+        if rest:
+            addr = rest[0]
+            if addr.isdigit():
+                port = addr
+            elif ":" in addr:
+                host, port = addr.rsplit(":", 1)
+    host = host.strip("[]")
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: this machine is one of them
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def announce_pairing(stdout=None, *, base_url: str | None = None) -> str | None:
+    """Print a fresh pairing code when pairing is required and no device is paired yet.
+
+    Upstream prints its code at start-up too: the operator reads it off the
+    console, where nobody but them is looking. Returns the code, or None when
+    none was needed or the database is not ready. `stdout` defaults to the
+    current sys.stdout, looked up at call time; `base_url` to guess_base_url().
+    """
+    # Imported here so that importing this module needs no app registry.
+    from sessions_app.pairing import CODE_TTL_SECONDS, pairing_code_issue, pairing_required
+    from sessions_app.selectors_pairing import device_any_paired
+
+    out = stdout or sys.stdout
+    if not pairing_required():
+        return None
+    try:
+        if device_any_paired():
+            return None
+        code = pairing_code_issue()
+    except DatabaseError as exc:  # no such table / relation does not exist
+        out.write(
+            f"Construct gateway: the database is not ready ({type(exc).__name__}); "
+            "run `python manage.py migrate` first.\n"
+        )
+        return None
+    base = (base_url or guess_base_url()).rstrip("/")
+    out.write(
+        "\n".join(
+            [
+                "",
+                _RULE,
+                "  Construct gateway: pairing required",
+                "",
+                f"  One-time pairing code:  {code}   (valid for {CODE_TTL_SECONDS // 60} minutes)",
+                "",
+                f"  In a browser: open {base}/ and enter the code.",
+                f'  From a script: curl -X POST -H "X-Pairing-Code: {code}" {base}/pair',
+                "  A fresh code at any time: python manage.py pairing_code",
+                _RULE,
+                "",
+                "",
+            ]
+        )
+    )
+    out.flush()
+    return code
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, fit for an error message."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if not password:
+        return url
+    userinfo = f"{parts.username or ''}:***"
+    netloc = f"{userinfo}@{parts.netloc.rsplit('@', 1)[1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_redis(url: str) -> None:
+    """Ping REDIS_URL once; raise ImproperlyConfigured naming the variable when it does not answer.
+
+    Without this a wrong REDIS_URL shows up only at the first socket, as a
+    channel-layer traceback; failing at start is what the contract asks.
+    """
+    import redis
+
+    password = None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        pass
+    client = None
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_CONNECT_TIMEOUT
+        )
+        client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if password:
+            reason = reason.replace(password, "***")
+        raise ImproperlyConfigured(
+            f"REDIS_URL {redact_url(url)} is unreachable: {reason}"
+        ) from None
+    finally:
+        if client is not None:
+            client.close()
+    logger.info("Redis at %s answers", redact_url(url))

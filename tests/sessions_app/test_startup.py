@@ -1,0 +1,129 @@
+"""Start-up: the pairing announcement and the Redis check."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from construct_site.startup import announce_pairing, check_redis, guess_base_url, redact_url
+from sessions_app.pairing import device_pair
+from tests.factories import make_device
+from tests.support import services
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_announces_a_working_code_when_nothing_is_paired():
+    out = io.StringIO()
+
+    code = announce_pairing(stdout=out, base_url="http://127.0.0.1:8765")
+
+    text = out.getvalue()
+    assert len(code) == 6 and code.isdigit()
+    assert code in text
+    assert f'curl -X POST -H "X-Pairing-Code: {code}" http://127.0.0.1:8765/pair' in text
+    assert "open http://127.0.0.1:8765/" in text
+    assert "python manage.py pairing_code" in text
+    assert device_pair(code=code, client="a")
+
+
+@pytest.mark.django_db
+def test_no_announcement_once_a_device_is_paired():
+    make_device()
+    out = io.StringIO()
+
+    assert announce_pairing(stdout=out) is None
+    assert out.getvalue() == ""
+
+
+@pytest.mark.django_db
+def test_no_announcement_when_pairing_is_not_required(settings):
+    settings.CONSTRUCT_REQUIRE_PAIRING = False
+    out = io.StringIO()
+
+    assert announce_pairing(stdout=out) is None
+    assert out.getvalue() == ""
+
+
+def test_an_unmigrated_database_gets_a_hint_not_a_crash(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="construct_site.settings",
+        CONSTRUCT_REQUIRE_PAIRING="true",
+    )
+    script = (
+        "import django; django.setup()\n"
+        "from construct_site.startup import announce_pairing\n"
+        "print('returned', announce_pairing())\n"
+    )
+
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and "run `python manage.py migrate`" in lines[0]
+    assert lines[1] == "returned None"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["daphne", "-b", "0.0.0.0", "-p", "9000", "construct_site.asgi:application"],
+         "http://127.0.0.1:9000"),
+        (["daphne", "--bind", "example.org", "construct_site.asgi:application"],
+         "http://example.org:8000"),
+        (["manage.py", "runserver", "8001"], "http://127.0.0.1:8001"),
+        (["manage.py", "runserver", "--noreload", "10.1.2.3:8002"], "http://10.1.2.3:8002"),
+        (["daphne", "-b", "::1", "-p", "8003", "x:y"], "http://[::1]:8003"),
+        (["pytest"], "http://127.0.0.1:8000"),
+    ],
+)
+def test_guess_base_url(argv, expected):
+    assert guess_base_url(argv) == expected
+
+
+def test_redact_url_hides_the_password_only():
+    assert redact_url("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert redact_url("redis://user:s3cret@cache:6379/0") == "redis://user:***@cache:6379/0"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_check_redis_accepts_a_live_server():
+    url = os.environ.get("REDIS_URL") or services.DEFAULT_REDIS_URL
+    reason = services.redis_error(url)
+    if reason:
+        services.missing(f"Redis at {url} is not usable: {reason}")
+
+    check_redis(url)
+
+
+def test_check_redis_names_the_variable_and_hides_the_password():
+    port = services.free_port()
+
+    with pytest.raises(ImproperlyConfigured) as failure:
+        check_redis(f"redis://:hunter2secret@127.0.0.1:{port}/0")
+
+    message = str(failure.value)
+    assert message.startswith(f"REDIS_URL redis://:***@127.0.0.1:{port}/0 is unreachable: ")
+    assert "hunter2secret" not in message
+
+
+def test_check_redis_wrong_password_does_not_leak_it():
+    url = services.DEFAULT_REDIS_URL
+    reason = services.redis_error(url)
+    if reason:
+        services.missing(f"Redis at {url} is not usable: {reason}")
+    bad = url.replace("redis://", "redis://nobody:hunter2secret@", 1)
+
+    with pytest.raises(ImproperlyConfigured) as failure:
+        check_redis(bad)
+
+    assert "hunter2secret" not in str(failure.value)
+    assert "REDIS_URL" in str(failure.value)
