@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Set up and run Construct gateway with nothing but Python 3.11.
+
+    python3 run.py serve [--host 127.0.0.1] [--port 8000]
+    python3 run.py test [pytest args...]
+
+Both create ``.venv`` and install the pinned requirements on first use (and
+again only when a requirements file changes), so a fresh clone needs no
+other step. Standard library only: this file runs before anything is installed.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".install-stamp"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+DEFAULT_TEST_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Variables that pick the database and channel layer; the first test pass
+# removes them so it really runs on the embedded defaults.
+SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL")
+
+
+def say(message):
+    print(f"run.py: {message}", flush=True)
+
+
+# --- virtualenv and requirements ---------------------------------------------
+
+
+def requirement_files(path):
+    """``path`` and every file it pulls in with ``-r``/``-c``, in order."""
+    found = [path]
+    for line in path.read_text().splitlines():
+        match = re.match(r"^\s*(?:-r|-c|--requirement|--constraint)[\s=]+(\S+)", line)
+        if match:
+            for nested in requirement_files((path.parent / match.group(1)).resolve()):
+                if nested not in found:
+                    found.append(nested)
+    return found
+
+
+def requirements_hash(path):
+    """One hash over a requirements file and all it includes."""
+    digest = hashlib.sha256()
+    for item in requirement_files(path):
+        digest.update(item.name.encode() + b"\0" + item.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def read_stamp():
+    try:
+        return json.loads(STAMP.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def venv_works():
+    if not PYTHON.exists():
+        return False
+    probe = subprocess.run([str(PYTHON), "-c", "import pip"], capture_output=True)
+    return probe.returncode == 0
+
+
+def ensure_venv(requirements):
+    """Create ``.venv`` if needed and install ``requirements`` unless the stamp says it is done."""
+    if not venv_works():
+        say(f"creating virtualenv in {VENV.name}/")
+        try:
+            venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+        except Exception as exc:  # ensurepip missing is the usual cause
+            sys.exit(
+                f"run.py: could not create {VENV.name}/ ({exc}). On Debian/Ubuntu install "
+                "the venv module first: apt-get install python3-venv"
+            )
+    path = ROOT / requirements
+    wanted = requirements_hash(path)
+    stamp = read_stamp()
+    if stamp.get(requirements) == wanted:
+        return
+    say(f"installing {requirements} into {VENV.name}/ (first run or changed requirements)")
+    started = time.monotonic()
+    subprocess.run(
+        [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
+         "--progress-bar", "off", "-r", str(path)],
+        cwd=ROOT,
+        check=True,
+    )
+    # Installing a file also installs what it includes: mark those done too.
+    for item in requirement_files(path):
+        name = item.relative_to(ROOT).as_posix() if item.is_relative_to(ROOT) else str(item)
+        stamp[name] = requirements_hash(item)
+    STAMP.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    say(f"installed in {time.monotonic() - started:.0f} s")
+
+
+def venv_env(base=None):
+    """An environment in which ``python`` and ``daphne`` are the venv's."""
+    env = dict(os.environ if base is None else base)
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def manage(*args):
+    return subprocess.run([str(PYTHON), "manage.py", *args], cwd=ROOT, env=venv_env()).returncode
+
+
+# --- serve -------------------------------------------------------------------
+
+
+def serve(host, port):
+    ensure_venv("requirements.txt")
+    if manage("migrate", "--noinput") != 0:
+        sys.exit("run.py: manage.py migrate failed; see the message above")
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"\n    Construct gateway: http://{shown_host}:{port}/\n", flush=True)
+    daphne = BIN / "daphne"
+    argv = [str(daphne)] if daphne.exists() else [str(PYTHON), "-m", "daphne"]
+    argv += ["-b", host, "-p", str(port), "construct_site.asgi:application"]
+    os.chdir(ROOT)
+    os.execve(argv[0], argv, venv_env())
+
+
+# --- test --------------------------------------------------------------------
+
+
+# Probes run in the venv, with the same drivers the tests use; each prints
+# one line saying what went wrong.
+PROBE = """
+import sys
+try:
+    {connect}
+except Exception as exc:
+    lines = str(exc).strip().splitlines() or [""]
+    sys.exit(f"{{type(exc).__name__}}: {{lines[0]}}")
+"""
+POSTGRES_PROBE = PROBE.format(
+    connect="import psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()"
+)
+REDIS_PROBE = PROBE.format(
+    connect="import redis; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3, "
+    "socket_timeout=3).ping()"
+)
+
+
+def probe_error(code, url):
+    """None when ``code`` connects to ``url`` in the venv, else its one-line error."""
+    probe = subprocess.run([str(PYTHON), "-c", code, url], capture_output=True, text=True)
+    if probe.returncode == 0:
+        return None
+    lines = [line for line in probe.stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {probe.returncode}"
+
+
+def redacted(url):
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    return url
+
+
+def pytest_pass(title, pytest_args, env):
+    print(f"\n===== {title} =====", flush=True)
+    code = subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    if code == 5:
+        say(f"{title}: no tests were collected, which counts as a failure")
+    elif code != 0:
+        say(f"{title}: failed (pytest exit status {code})")
+    return code
+
+
+def test(pytest_args):
+    ensure_venv("requirements-dev.txt")
+    base_env = venv_env({k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES})
+    failures = []
+
+    title = "pass 1/2: embedded defaults (SQLite, in-process channel layer)"
+    if pytest_pass(title, pytest_args, base_env) != 0:
+        failures.append(title)
+
+    database_url = os.environ.get("CONSTRUCT_TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+    redis_url = os.environ.get("CONSTRUCT_TEST_REDIS_URL") or DEFAULT_TEST_REDIS_URL
+    title = "pass 2/2: PostgreSQL and Redis"
+    problems = []
+    for name, code, url in (("PostgreSQL", POSTGRES_PROBE, database_url),
+                            ("Redis", REDIS_PROBE, redis_url)):
+        error = probe_error(code, url)
+        if error:
+            problems.append(f"{name} at {redacted(url)} is not reachable: {error}")
+    required = os.environ.get("CONSTRUCT_REQUIRE_SERVICES", "").lower() in {"1", "true", "yes"}
+    if problems:
+        print(f"\n===== {title}: SKIPPED =====", flush=True)
+        for problem in problems:
+            say(problem)
+        if required:
+            say("CONSTRUCT_REQUIRE_SERVICES=1, so a skipped pass is a failure")
+            failures.append(title)
+        else:
+            say("set CONSTRUCT_TEST_DATABASE_URL / CONSTRUCT_TEST_REDIS_URL to point elsewhere")
+    else:
+        env = dict(base_env, DATABASE_URL=database_url, REDIS_URL=redis_url)
+        if pytest_pass(f"{title} ({redacted(database_url)}, {redacted(redis_url)})",
+                       pytest_args, env) != 0:
+            failures.append(title)
+
+    print(flush=True)
+    if failures:
+        say("FAILED: " + "; ".join(failures))
+        return 1
+    say("pass 1 succeeded; pass 2 SKIPPED (services not reachable)" if problems
+        else "both passes succeeded")
+    return 0
+
+
+# --- command line ------------------------------------------------------------
+
+
+def main(argv):
+    if argv[:1] == ["test"]:
+        # Everything after "test" belongs to pytest, --help included.
+        return test(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="Set up and run Construct gateway.",
+        epilog="run.py test [pytest args...]: set up, then run the test suite",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="set up, migrate and run daphne")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    commands.add_parser("test", help="set up and run pytest (arguments go to pytest)")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
