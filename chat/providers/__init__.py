@@ -1,0 +1,34 @@
+"""Model providers behind one small interface (see base.py), and the factory.
+
+Each provider module is imported only when chosen, so one SDK is loaded, not both.
+"""
+
+from chat.errors import AgentInitFailed, sanitize
+from chat.providers.base import ProviderConfig
+
+NOT_CONFIGURED = (
+    "No model provider is configured. Set CONSTRUCT_API_KEY (or OPENAI_API_KEY / ANTHROPIC_API_KEY), "
+    "or CONSTRUCT_BASE_URL for a local OpenAI-compatible server such as Ollama "
+    "(http://127.0.0.1:11434/v1); choose the provider with CONSTRUCT_PROVIDER (openai or anthropic) "
+    "and the model with CONSTRUCT_MODEL."
+)
+
+
+def build_provider(config: ProviderConfig):
+    """Build the provider `config` names; AgentInitFailed says how to fix a bad config."""
+    if not config.api_key and not config.base_url:
+        raise AgentInitFailed(NOT_CONFIGURED)
+    try:
+        if config.provider == "openai":
+            from chat.providers.openai_compat import OpenAICompatProvider
+
+            return OpenAICompatProvider(config)
+        if config.provider == "anthropic":
+            from chat.providers.anthropic import AnthropicProvider
+
+            return AnthropicProvider(config)
+    except (ValueError, TypeError) as exc:  # the SDK refused a setting, e.g. a bad base URL
+        raise AgentInitFailed(sanitize(f"Could not set up the {config.provider} provider: {exc}")) from None
+    raise AgentInitFailed(
+        sanitize(f"Unknown provider {config.provider!r}: set CONSTRUCT_PROVIDER to 'openai' or 'anthropic'.")
+    )

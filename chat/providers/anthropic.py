@@ -1,0 +1,243 @@
+"""Anthropic's Messages API.
+
+As with the OpenAI provider, the official SDK connects, authenticates and
+retries before the response starts, and the event stream is read raw: every
+event's JSON names its own type, so one `json.loads` per line is all it takes.
+"""
+
+import json
+import logging
+import uuid
+from contextlib import aclosing
+
+import anthropic
+import httpx2
+
+from chat.errors import ProviderAuthError, ProviderError, register_secret, sanitize
+from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
+from chat.providers.sse import sse_data
+
+logger = logging.getLogger(__name__)
+
+PLACEHOLDER_KEY = "no-key-needed"
+CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_TOKENS = 4096
+# Optional request settings an operator may pass through `ProviderConfig.extra`.
+PASSTHROUGH = ("temperature", "top_p", "top_k", "thinking", "extra_body")
+# Anthropic's stop reasons in the neutral (OpenAI) words the agent knows.
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicProvider:
+    """Streams Claude replies from the Messages API."""
+
+    name = "anthropic"
+    supports_tools = True
+
+    def __init__(self, config):
+        self.model = config.model
+        self._extra = dict(config.extra or {})
+        self._max_tokens = int(self._extra.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        if config.api_key:
+            register_secret(config.api_key)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=config.api_key or PLACEHOLDER_KEY,
+            base_url=_sdk_base_url(config.base_url),
+            timeout=httpx2.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT, config.timeout)),
+            max_retries=config.max_retries,
+        )
+
+    async def aclose(self):
+        await self._client.close()
+
+    async def stream(self, messages, *, tools=None):
+        """Stream one reply as TextDelta / ThinkingDelta events, then the assembled
+        ToolCallRequests, the Usage and Finish."""
+        system, converted = to_anthropic_messages(messages)
+        params = {"model": self.model, "max_tokens": self._max_tokens, "messages": converted, "stream": True}
+        if system:
+            params["system"] = system
+        if tools:
+            params["tools"] = to_anthropic_tools(tools)
+        for key in PASSTHROUGH:
+            if key in self._extra:
+                params[key] = self._extra[key]
+        try:
+            # Leaving this block, also by the consumer's aclose(), closes the response.
+            async with self._client.messages.with_streaming_response.create(**params) as response:
+                async with aclosing(self._events(response.http_response)) as events:
+                    async for event in events:
+                        yield event
+        except anthropic.APIStatusError as exc:
+            raise _status_error(exc) from None
+        except anthropic.APIConnectionError as exc:
+            raise _failure(ProviderError, "Provider unreachable: %s", _describe(exc.__cause__ or exc)) from None
+        except httpx2.TimeoutException:
+            raise _failure(ProviderError, "Provider stream stalled: no data within the timeout") from None
+        except httpx2.TransportError as exc:
+            raise _failure(ProviderError, "Provider stream broke off: %s", _describe(exc)) from None
+
+    async def _events(self, http_response):
+        tools = {}
+        finished = []
+        input_tokens = output_tokens = 0
+        stop_reason = None
+        stopped = False
+        async with aclosing(sse_data(http_response.aiter_bytes())) as stream:
+            async for data in stream:
+                try:
+                    event = json.loads(data)
+                    kind = event["type"]
+                    if kind == "content_block_delta":
+                        delta = event["delta"]
+                        delta_kind = delta["type"]
+                        if delta_kind == "text_delta":
+                            yield TextDelta(delta["text"])
+                        elif delta_kind == "thinking_delta":
+                            yield ThinkingDelta(delta["thinking"])
+                        elif delta_kind == "input_json_delta" and event["index"] in tools:
+                            tools[event["index"]]["json"].append(delta["partial_json"])
+                    elif kind == "content_block_start":
+                        block = event["content_block"]
+                        if block["type"] == "tool_use":
+                            tools[event["index"]] = {"id": block.get("id"), "name": block["name"], "input": block.get("input"), "json": []}
+                    elif kind == "content_block_stop":
+                        if event["index"] in tools:
+                            finished.append(tools.pop(event["index"]))
+                    elif kind == "message_start":
+                        input_tokens = _input_tokens(event["message"].get("usage") or {})
+                    elif kind == "message_delta":
+                        stop_reason = event["delta"].get("stop_reason") or stop_reason
+                        usage = event.get("usage") or {}
+                        output_tokens = usage.get("output_tokens") or output_tokens
+                        input_tokens = _input_tokens(usage) or input_tokens
+                    elif kind == "message_stop":
+                        stopped = True
+                    elif kind == "error":
+                        error = event.get("error") or {}
+                        raise _failure(
+                            ProviderError,
+                            "Provider reported an error mid-stream: %s: %s",
+                            error.get("type", "error"),
+                            error.get("message", ""),
+                        )
+                except (ValueError, AttributeError, TypeError, KeyError):
+                    raise _failure(ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+        if not stopped:
+            raise _failure(ProviderError, "Provider stream broke off before the end of the reply")
+        for call in finished:
+            arguments = "".join(call["json"]) or (json.dumps(call["input"]) if call["input"] else "{}")
+            yield ToolCallRequest(id=call["id"] or "toolu_" + uuid.uuid4().hex[:24], name=call["name"], arguments=arguments)
+        yield Usage(model=self.model, input_tokens=int(input_tokens), output_tokens=int(output_tokens))
+        yield Finish(STOP_REASONS.get(stop_reason, stop_reason or "stop"))
+
+
+def _sdk_base_url(url):
+    """The SDK adds "/v1/messages" itself, so an OpenAI-style ".../v1" URL loses its "/v1"."""
+    if not url:
+        return None
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+def _input_tokens(usage):
+    """Prompt tokens, counting cache reads and writes: all of them were sent."""
+    return (
+        (usage.get("input_tokens") or 0)
+        + (usage.get("cache_creation_input_tokens") or 0)
+        + (usage.get("cache_read_input_tokens") or 0)
+    )
+
+
+# --- Neutral history -> Anthropic wire format -------------------------------------------
+
+
+def to_anthropic_messages(messages):
+    """Split neutral messages into (system text, Messages API messages).
+
+    System messages go to `system`; assistant tool calls become tool_use blocks;
+    tool results become tool_result blocks in a user message, consecutive
+    results sharing one message as the API expects.
+    """
+    system = []
+    converted = []
+    for message in messages:
+        role = message["role"]
+        content = message.get("content") or ""
+        if role == "system":
+            if content:
+                system.append(content)
+        elif role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content}
+            previous = converted[-1] if converted else None
+            if previous and previous["role"] == "user" and _is_tool_results(previous["content"]):
+                previous["content"].append(block)
+            else:
+                converted.append({"role": "user", "content": [block]})
+        elif role == "assistant":
+            blocks = [{"type": "text", "text": content}] if content else []
+            for call in message.get("tool_calls") or ():
+                blocks.append({"type": "tool_use", "id": call["id"], "name": call["name"], "input": _tool_input(call)})
+            if blocks:  # the API refuses empty assistant turns (a stopped, silent reply)
+                converted.append({"role": "assistant", "content": blocks})
+        else:
+            converted.append({"role": "user", "content": content})
+    return "\n\n".join(system), converted
+
+
+def _is_tool_results(content):
+    return isinstance(content, list) and all(block.get("type") == "tool_result" for block in content)
+
+
+def _tool_input(call):
+    """A tool call's arguments as the object Anthropic wants; bad JSON is kept, not lost."""
+    try:
+        value = json.loads(call.get("arguments") or "{}")
+    except ValueError:
+        return {"_raw_arguments": call.get("arguments")}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def to_anthropic_tools(tools):
+    return [
+        {
+            "name": tool["name"],
+            "description": tool.get("description", ""),
+            "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
+        for tool in tools
+    ]
+
+
+# --- Errors, mapped once here -----------------------------------------------------------
+
+
+def _failure(kind, template, *args):
+    """Build one of our errors with a sanitized message, and log it without secrets."""
+    message = sanitize(template % args if args else template)
+    logger.warning("Anthropic provider failed: %s", message)
+    return kind(message)
+
+
+def _status_error(exc):
+    status = exc.status_code
+    detail = exc.api_message if isinstance(getattr(exc, "api_message", None), str) else None
+    if detail is None:
+        body = exc.body
+        error = body.get("error", body) if isinstance(body, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else (body if isinstance(body, str) else None)
+    detail = detail or "no details"
+    if status in (401, 403):
+        return _failure(ProviderAuthError, "Provider rejected the API key (HTTP %s): %s", status, detail)
+    return _failure(ProviderError, "Provider returned HTTP %s: %s", status, detail)
+
+
+def _describe(exc):
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,218 @@
+"""Any OpenAI-compatible Chat Completions server: OpenAI, Ollama, vLLM, LM Studio, ...
+
+The official SDK connects, authenticates and retries (429 and 5xx are retried
+before the response starts, never after a token was streamed). The stream body
+itself is read raw, line by line, because the SDK's typed chunks are slow.
+"""
+
+import json
+import logging
+import uuid
+from contextlib import aclosing
+
+import httpx2
+import openai
+
+from chat.errors import ProviderAuthError, ProviderError, register_secret, sanitize
+from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
+from chat.providers.sse import sse_data
+
+logger = logging.getLogger(__name__)
+
+# Local servers (Ollama, llama.cpp) need no key, but the SDK insists on one.
+PLACEHOLDER_KEY = "no-key-needed"
+CONNECT_TIMEOUT = 10.0
+# Optional request settings an operator may pass through `ProviderConfig.extra`.
+PASSTHROUGH = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "reasoning_effort", "extra_body")
+
+
+class OpenAICompatProvider:
+    """Streams Chat Completions from an OpenAI-compatible server."""
+
+    name = "openai"
+    supports_tools = True
+
+    def __init__(self, config):
+        self.model = config.model
+        self._extra = dict(config.extra or {})
+        self._stream_usage = self._extra.pop("stream_usage", True)
+        if config.api_key:
+            register_secret(config.api_key)
+        self._client = openai.AsyncOpenAI(
+            api_key=config.api_key or PLACEHOLDER_KEY,
+            base_url=config.base_url or None,
+            timeout=httpx2.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT, config.timeout)),
+            max_retries=config.max_retries,
+        )
+
+    async def aclose(self):
+        await self._client.close()
+
+    async def stream(self, messages, *, tools=None):
+        """Stream one completion as TextDelta / ThinkingDelta events, then the
+        assembled ToolCallRequests, the Usage (when the server reports it) and Finish."""
+        params = {"model": self.model, "messages": to_openai_messages(messages), "stream": True}
+        if self._stream_usage:
+            params["stream_options"] = {"include_usage": True}
+        if tools:
+            params["tools"] = to_openai_tools(tools)
+        for key in PASSTHROUGH:
+            if key in self._extra:
+                params[key] = self._extra[key]
+        try:
+            # Leaving this block, also by the consumer's aclose(), closes the response.
+            async with self._client.chat.completions.with_streaming_response.create(**params) as response:
+                async with aclosing(self._events(response.http_response)) as events:
+                    async for event in events:
+                        yield event
+        except openai.APIStatusError as exc:
+            raise _status_error(exc) from None
+        except openai.APIConnectionError as exc:
+            raise _failure(ProviderError, "Provider unreachable: %s", _describe(exc.__cause__ or exc)) from None
+        except httpx2.TimeoutException:
+            raise _failure(ProviderError, "Provider stream stalled: no data within the timeout") from None
+        except httpx2.TransportError as exc:
+            raise _failure(ProviderError, "Provider stream broke off: %s", _describe(exc)) from None
+
+    async def _events(self, http_response):
+        calls = {}
+        usage = None
+        finish = None
+        done = False
+        async with aclosing(sse_data(http_response.aiter_bytes())) as stream:
+            async for data in stream:
+                if done:
+                    continue
+                if data == b"[DONE]":
+                    done = True
+                    continue
+                try:
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise _failure(ProviderError, "Provider reported an error mid-stream: %s", _message(chunk, ""))
+                    for choice in chunk.get("choices") or ():
+                        if choice.get("index", 0) != 0:
+                            continue
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content")
+                        if text:
+                            yield TextDelta(text)
+                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                        if reasoning and isinstance(reasoning, str):
+                            yield ThinkingDelta(reasoning)
+                        if delta.get("tool_calls"):
+                            _collect_tool_calls(calls, delta["tool_calls"])
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                except (ValueError, AttributeError, TypeError, KeyError):
+                    raise _failure(ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+        if not done and finish is None:
+            raise _failure(ProviderError, "Provider stream broke off before the end of the reply")
+        for index in sorted(calls):
+            call = calls[index]
+            call_id = call["id"] or "call_" + uuid.uuid4().hex[:24]
+            yield ToolCallRequest(id=call_id, name=call["name"], arguments="".join(call["arguments"]) or "{}")
+        if usage:
+            yield Usage(
+                model=self.model,
+                input_tokens=int(usage.get("prompt_tokens") or 0),
+                output_tokens=int(usage.get("completion_tokens") or 0),
+            )
+        yield Finish(finish or "stop")
+
+
+def _collect_tool_calls(calls, deltas):
+    """Assemble streamed tool-call pieces by index: id and name come once, arguments in pieces."""
+    for position, piece in enumerate(deltas):
+        index = piece.get("index", position)
+        call = calls.get(index)
+        if call is None:
+            call = calls[index] = {"id": "", "name": "", "arguments": []}
+        if piece.get("id"):
+            call["id"] = piece["id"]
+        function = piece.get("function") or {}
+        if function.get("name"):
+            call["name"] = function["name"]
+        if function.get("arguments"):
+            call["arguments"].append(function["arguments"])
+
+
+# --- Neutral history -> OpenAI wire format ------------------------------------------
+
+
+def to_openai_messages(messages):
+    """Convert neutral messages (see base.py) to Chat Completions messages."""
+    converted = []
+    for message in messages:
+        role = message["role"]
+        if role == "tool":
+            converted.append(
+                {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message.get("content") or ""}
+            )
+        elif role == "assistant" and message.get("tool_calls"):
+            converted.append(
+                {
+                    "role": "assistant",
+                    "content": message.get("content") or None,
+                    "tool_calls": [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": call.get("arguments") or "{}"},
+                        }
+                        for call in message["tool_calls"]
+                    ],
+                }
+            )
+        else:
+            converted.append({"role": role, "content": message.get("content") or ""})
+    return converted
+
+
+def to_openai_tools(tools):
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool["name"],
+                "description": tool.get("description", ""),
+                "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+            },
+        }
+        for tool in tools
+    ]
+
+
+# --- Errors, mapped once here -----------------------------------------------------------
+
+
+def _failure(kind, template, *args):
+    """Build one of our errors with a sanitized message, and log it without secrets."""
+    message = sanitize(template % args if args else template)
+    logger.warning("OpenAI-compatible provider failed: %s", message)
+    return kind(message)
+
+
+def _message(body, fallback):
+    """The provider's own error message from an error body, if it has one."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    if isinstance(error, str):
+        return error
+    return fallback
+
+
+def _status_error(exc):
+    status = exc.status_code
+    detail = _message(exc.body, "no details")
+    if status in (401, 403):
+        return _failure(ProviderAuthError, "Provider rejected the API key (HTTP %s): %s", status, detail)
+    return _failure(ProviderError, "Provider returned HTTP %s: %s", status, detail)
+
+
+def _describe(exc):
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,59 @@
+"""build_provider's configuration errors, and the SSE line reader on awkward input."""
+
+import pytest
+
+from chat.errors import AgentInitFailed
+from chat.providers import build_provider
+from chat.providers.base import ProviderConfig, TextDelta
+from chat.providers.sse import sse_data
+from tests.providers.helpers import collect
+
+
+def test_no_key_and_no_base_url_says_how_to_configure():
+    with pytest.raises(AgentInitFailed) as caught:
+        build_provider(ProviderConfig(provider="openai", model="gpt-4o-mini"))
+    message = str(caught.value)
+    for name in ("CONSTRUCT_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CONSTRUCT_BASE_URL", "CONSTRUCT_PROVIDER", "CONSTRUCT_MODEL"):
+        assert name in message
+    assert "http://127.0.0.1:11434/v1" in message
+    assert caught.value.code == "AGENT_INIT_FAILED"
+
+
+def test_an_unknown_provider_is_named():
+    with pytest.raises(AgentInitFailed, match="'gemini'"):
+        build_provider(ProviderConfig(provider="gemini", model="x", api_key="k-123456"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_a_base_url_without_a_key_works_for_local_servers(clean_mock_llm, kind):
+    url = clean_mock_llm.openai_url if kind == "openai" else clean_mock_llm.anthropic_url
+    provider = build_provider(ProviderConfig(provider=kind, model="llama3", base_url=url))
+    try:
+        events = await collect(provider, "local")
+    finally:
+        await provider.aclose()
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Echo: local"
+    assert clean_mock_llm.last_request()["_headers"]["authorization"] == "[MASKED]"
+
+
+async def _chunks(*parts):
+    for part in parts:
+        yield part
+
+
+async def _read(*parts):
+    return [data async for data in sse_data(_chunks(*parts))]
+
+
+@pytest.mark.asyncio
+async def test_sse_events_split_anywhere_across_chunks():
+    body = b'event: a\ndata: {"x": 1}\n\n: comment\ndata:{"y":2}\r\n\r\ndata: [DONE]\n\n'
+    expected = [b'{"x": 1}', b'{"y":2}', b"[DONE]"]
+    assert await _read(body) == expected
+    assert await _read(*[body[i : i + 1] for i in range(len(body))]) == expected
+
+
+@pytest.mark.asyncio
+async def test_sse_multi_line_data_is_joined_and_a_missing_last_blank_line_is_forgiven():
+    assert await _read(b"data: one\ndata: two\n\ndata: tail") == [b"one\ntwo", b"tail"]

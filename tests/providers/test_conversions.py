@@ -1,0 +1,41 @@
+"""Neutral history to each wire format, on the edge cases a live stream rarely shows."""
+
+from chat.providers.anthropic import to_anthropic_messages
+from chat.providers.openai_compat import to_openai_messages, to_openai_tools
+
+
+def test_anthropic_keeps_bad_tool_arguments_and_drops_empty_assistant_turns():
+    system, messages = to_anthropic_messages(
+        [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": ""},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "t1", "name": "x", "arguments": "{oops"}]},
+            {"role": "tool", "tool_call_id": "t1", "name": "x", "content": "err"},
+            {"role": "user", "content": "next"},
+        ]
+    )
+    assert system == ""
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "user"]
+    assert messages[1]["content"] == [{"type": "tool_use", "id": "t1", "name": "x", "input": {"_raw_arguments": "{oops"}}]
+    assert messages[2]["content"] == [{"type": "tool_result", "tool_use_id": "t1", "content": "err"}]
+    assert messages[3] == {"role": "user", "content": "next"}
+
+
+def test_openai_plain_assistant_text_stays_a_string_and_empty_arguments_become_an_object():
+    messages = to_openai_messages(
+        [
+            {"role": "assistant", "content": "hello"},
+            {"role": "assistant", "content": "calling", "tool_calls": [{"id": "c1", "name": "f", "arguments": ""}]},
+        ]
+    )
+    assert messages[0] == {"role": "assistant", "content": "hello"}
+    assert messages[1]["content"] == "calling"
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "f", "arguments": "{}"}
+
+
+def test_openai_tools_without_parameters_get_an_empty_object_schema():
+    [tool] = to_openai_tools([{"name": "clear_canvas"}])
+    assert tool == {
+        "type": "function",
+        "function": {"name": "clear_canvas", "description": "", "parameters": {"type": "object", "properties": {}}},
+    }
