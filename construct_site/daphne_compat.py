@@ -1,34 +1,51 @@
-"""Let daphne close a WebSocket with the RFC 6455 server codes.
+"""Two gaps between daphne and the chat socket's contract, closed at start-up.
 
-Daphne turns an ASGI ``websocket.close`` into autobahn's ``sendClose(code)``.
-``sendClose`` is autobahn's *application* API and, following the IANA
-registry's rules for applications, only accepts 1000 and 3000-4999: a close
-with 1011 ("internal error") raises inside daphne and the client never gets
-a close frame with that code. The chat socket must close with 1011 when the
-agent cannot start, so we route the codes a server itself is meant to send
-straight to ``sendCloseFrame``, the lower-level call autobahn uses for its
-own protocol-level closes, which writes any code. Every other code keeps
-autobahn's checked path, so a bad code from the application still fails loudly.
+1. Close codes. Daphne turns an ASGI ``websocket.close`` into autobahn's
+   ``sendClose(code)``. ``sendClose`` is autobahn's *application* API and,
+   following the IANA registry's rules for applications, only accepts 1000
+   and 3000-4999: a close with 1011 ("internal error") raises inside daphne,
+   the application dies with a logged traceback, and about a second later
+   daphne's crash handler closes the socket with 1011 whatever code was asked
+   for (a 1008 arrives as 1011). The chat socket must close with 1011 when
+   the agent cannot start, so the codes a server itself is meant to send go
+   straight to ``sendCloseFrame``, the lower-level call autobahn uses for its
+   own protocol-level closes. Every other code keeps autobahn's checked path,
+   so a bad code from the application still fails loudly.
 
-Call ``patch_daphne_close_codes()`` once at start-up (an ``AppConfig.ready``
-does); calling it again is harmless.
+2. Frame size. Daphne caps a WebSocket message at 1 MiB (its CLI default)
+   and autobahn drops the connection above it. The contract wants a frame
+   over CONSTRUCT_MAX_FRAME_BYTES answered with ``MESSAGE_TOO_LARGE`` on a
+   socket that stays open, so the application must see such frames: the
+   transport limit is raised to a multiple of the application's limit. Past
+   that, autobahn still closes with 1009, which bounds memory per socket.
+
+Both functions are idempotent; an ``AppConfig.ready`` calls them.
 """
 
 # RFC 6455 section 7.4.1 codes that an endpoint (here the server) may send
 # itself: going away, policy violation, internal error, try again later.
 SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1013})
 
-_MARKER = "_construct_close_codes_patched"
+# How far past the application's frame limit the transport still delivers a
+# frame, so that the application can answer it with an error frame.
+TRANSPORT_HEADROOM = 4
+
+_MARKER = "_construct_patched"
 
 
-def patch_daphne_close_codes():
-    """Make daphne's ``WebSocketProtocol.serverClose`` accept server close codes."""
+def _websocket_protocol():
     # daphne.server installs the asyncio Twisted reactor on import; import it
     # before anything else from Twisted, as daphne's own AppConfig does.
     import daphne.server  # noqa: F401
     from daphne.ws_protocol import WebSocketProtocol
 
-    original = WebSocketProtocol.serverClose
+    return WebSocketProtocol
+
+
+def patch_daphne_close_codes():
+    """Make daphne's ``WebSocketProtocol.serverClose`` send the RFC 6455 server codes."""
+    protocol = _websocket_protocol()
+    original = protocol.serverClose
     if getattr(original, _MARKER, False):
         return
 
@@ -40,4 +57,30 @@ def patch_daphne_close_codes():
 
     setattr(serverClose, _MARKER, True)
     serverClose.__doc__ = original.__doc__
-    WebSocketProtocol.serverClose = serverClose
+    protocol.serverClose = serverClose
+
+
+def patch_daphne_message_limit(max_frame_bytes, headroom=TRANSPORT_HEADROOM):
+    """Let daphne deliver frames up to ``headroom`` times the application's limit.
+
+    A larger limit given to daphne on its command line is kept. Calling
+    again replaces the limit.
+    """
+    protocol = _websocket_protocol()
+    protocol._construct_transport_limit = max_frame_bytes * headroom
+    original = protocol.onConnect
+    if getattr(original, _MARKER, False):
+        return
+
+    def onConnect(self, request):
+        # Autobahn copied the factory's limits onto this connection when the
+        # TCP connection was made; frames are only read after this handshake.
+        limit = type(self)._construct_transport_limit
+        for name in ("maxMessagePayloadSize", "maxFramePayloadSize"):
+            if 0 < getattr(self, name) < limit:  # 0 means unlimited
+                setattr(self, name, limit)
+        return original(self, request)
+
+    setattr(onConnect, _MARKER, True)
+    onConnect.__doc__ = original.__doc__
+    protocol.onConnect = onConnect

@@ -1,15 +1,20 @@
-"""A tiny ASGI app that sends one frame, then closes with a server code.
+"""A tiny ASGI app for testing daphne's WebSocket edges.
 
-It does what the chat consumer does when the agent cannot start: one text
-frame, then ``websocket.close`` with code 1011 (or the code given as the
-query string, e.g. ``/ws/x?1008``). Daphne loads it with
-``tests.e2e.close_app:application``; the patch is applied at import, as the
-project's AppConfig applies it at start-up.
+``/ws/echo`` answers every message with its length. Any other path does
+what the chat consumer does when the agent cannot start: one text frame,
+then ``websocket.close`` with code 1011 (or the code given as the query
+string, e.g. ``/ws/x?1008``). Daphne loads it with
+``tests.e2e.close_app:application``; the patches are applied at import, as
+the project's AppConfig applies them at start-up.
 """
 
-from construct_site.daphne_compat import patch_daphne_close_codes
+from construct_site.daphne_compat import patch_daphne_close_codes, patch_daphne_message_limit
+
+# The application limit the chat socket has by default.
+APP_FRAME_LIMIT = 1_048_576
 
 patch_daphne_close_codes()
+patch_daphne_message_limit(APP_FRAME_LIMIT)
 
 CLEAN_CLOSE_MARK = "close_app: closed cleanly with"
 ERROR_FRAME = '{"type": "error", "code": "AGENT_INIT_FAILED", "message": "test"}'
@@ -29,6 +34,11 @@ async def application(scope, receive, send):
     assert scope["type"] == "websocket"
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
+    if scope["path"] == "/ws/echo":
+        while (message := await receive())["type"] == "websocket.receive":
+            size = len(message.get("text") or message.get("bytes") or "")
+            await send({"type": "websocket.send", "text": str(size)})
+        return
     await send({"type": "websocket.send", "text": ERROR_FRAME})
     # The code to close with comes in the query string; 1011 by default.
     code = int(scope["query_string"].decode() or 1011)
