@@ -42,7 +42,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -322,10 +321,9 @@ async def _wait_for_disconnect(receive):
 
 
 def _openai_frames(script, plan, model, include_usage):
-    head = 'data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":' % (
-        uuid.uuid4().hex[:24],
-        int(time.time()),
-        _dumps(model),
+    head = (
+        'data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,'
+        '"choices":[{"index":0,"delta":' % (uuid.uuid4().hex[:24], int(time.time()), _dumps(model))
     )
     tail = ',"logprobs":null,"finish_reason":null}]}\n\n'
     controls = _Controls(script, plan, b"data: {this is not json\n\n")
@@ -359,7 +357,11 @@ def _openai_frames(script, plan, model, include_usage):
 
 def _openai_usage(plan):
     completion = plan.piece_count
-    return {"prompt_tokens": plan.prompt_tokens, "completion_tokens": completion, "total_tokens": plan.prompt_tokens + completion}
+    return {
+        "prompt_tokens": plan.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": plan.prompt_tokens + completion,
+    }
 
 
 def _openai_message(plan, model):
@@ -392,7 +394,11 @@ def _openai_message(plan, model):
 
 _OPENAI_ERRORS = {
     400: ("invalid_request_error", None, "Invalid request."),
-    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys.",
+    ),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported"),
     404: ("invalid_request_error", "model_not_found", "The model does not exist or you do not have access to it."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again shortly."),
@@ -462,7 +468,8 @@ def _anthropic_frames(script, plan, model):
 
 
 def _block_start(index, block):
-    return _event(b"content_block_start", '{"type":"content_block_start","index":%d,"content_block":%s}' % (index, block))
+    payload = '{"type":"content_block_start","index":%d,"content_block":%s}' % (index, block)
+    return _event(b"content_block_start", payload)
 
 
 def _block_delta(index, delta):
@@ -480,7 +487,8 @@ def _anthropic_message(plan, model):
         signature = hashlib.sha256("".join(plan.thinking).encode()).hexdigest()
         content.append({"type": "thinking", "thinking": "".join(plan.thinking), "signature": signature})
     if plan.tool_name is not None:
-        content.append({"type": "tool_use", "id": plan.tool_id, "name": plan.tool_name, "input": json.loads(plan.tool_args)})
+        tool_input = json.loads(plan.tool_args)
+        content.append({"type": "tool_use", "id": plan.tool_id, "name": plan.tool_name, "input": tool_input})
     else:
         content.append({"type": "text", "text": "".join(_stamp() if piece is None else piece for piece in plan.text)})
     return {

@@ -84,58 +84,83 @@ class AnthropicProvider:
             raise _failure(ProviderError, "Provider stream broke off: %s", _describe(exc)) from None
 
     async def _events(self, http_response):
-        tools = {}
-        finished = []
-        input_tokens = output_tokens = 0
-        stop_reason = None
-        stopped = False
+        reply = _Reply()
         async with aclosing(sse_data(http_response.aiter_bytes())) as stream:
             async for data in stream:
                 try:
-                    event = json.loads(data)
-                    kind = event["type"]
-                    if kind == "content_block_delta":
-                        delta = event["delta"]
-                        delta_kind = delta["type"]
-                        if delta_kind == "text_delta":
-                            yield TextDelta(delta["text"])
-                        elif delta_kind == "thinking_delta":
-                            yield ThinkingDelta(delta["thinking"])
-                        elif delta_kind == "input_json_delta" and event["index"] in tools:
-                            tools[event["index"]]["json"].append(delta["partial_json"])
-                    elif kind == "content_block_start":
-                        block = event["content_block"]
-                        if block["type"] == "tool_use":
-                            tools[event["index"]] = {"id": block.get("id"), "name": block["name"], "input": block.get("input"), "json": []}
-                    elif kind == "content_block_stop":
-                        if event["index"] in tools:
-                            finished.append(tools.pop(event["index"]))
-                    elif kind == "message_start":
-                        input_tokens = _input_tokens(event["message"].get("usage") or {})
-                    elif kind == "message_delta":
-                        stop_reason = event["delta"].get("stop_reason") or stop_reason
-                        usage = event.get("usage") or {}
-                        output_tokens = usage.get("output_tokens") or output_tokens
-                        input_tokens = _input_tokens(usage) or input_tokens
-                    elif kind == "message_stop":
-                        stopped = True
-                    elif kind == "error":
-                        error = event.get("error") or {}
-                        raise _failure(
-                            ProviderError,
-                            "Provider reported an error mid-stream: %s: %s",
-                            error.get("type", "error"),
-                            error.get("message", ""),
-                        )
+                    delta = reply.feed(json.loads(data))
                 except (ValueError, AttributeError, TypeError, KeyError):
                     raise _failure(ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
-        if not stopped:
+                if delta is not None:
+                    yield delta
+        if not reply.stopped:
             raise _failure(ProviderError, "Provider stream broke off before the end of the reply")
-        for call in finished:
+        for event in reply.ending(self.model):
+            yield event
+
+
+class _Reply:
+    """What a Messages stream says that only counts once whole: tool calls, usage, stop reason."""
+
+    def __init__(self):
+        self.open_tools = {}
+        self.tools = []
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.stop_reason = None
+        self.stopped = False
+
+    def feed(self, event):
+        """Take one event; return the text or thinking delta it carries, if any."""
+        kind = event["type"]
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            delta_kind = delta["type"]
+            if delta_kind == "text_delta":
+                return TextDelta(delta["text"])
+            if delta_kind == "thinking_delta":
+                return ThinkingDelta(delta["thinking"])
+            if delta_kind == "input_json_delta" and event["index"] in self.open_tools:
+                self.open_tools[event["index"]]["json"].append(delta["partial_json"])
+        elif kind == "content_block_start":
+            block = event["content_block"]
+            if block["type"] == "tool_use":
+                self.open_tools[event["index"]] = {
+                    "id": block.get("id"),
+                    "name": block["name"],
+                    "input": block.get("input"),
+                    "json": [],
+                }
+        elif kind == "content_block_stop":
+            if event["index"] in self.open_tools:
+                self.tools.append(self.open_tools.pop(event["index"]))
+        elif kind == "message_start":
+            self.input_tokens = _input_tokens(event["message"].get("usage") or {})
+        elif kind == "message_delta":
+            self.stop_reason = event["delta"].get("stop_reason") or self.stop_reason
+            usage = event.get("usage") or {}
+            self.output_tokens = usage.get("output_tokens") or self.output_tokens
+            self.input_tokens = _input_tokens(usage) or self.input_tokens
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            raise _failure(
+                ProviderError,
+                "Provider reported an error mid-stream: %s: %s",
+                error.get("type", "error"),
+                error.get("message", ""),
+            )
+        return None
+
+    def ending(self, model):
+        """The events that close a reply: each tool call whole, the usage, the finish."""
+        for call in self.tools:
             arguments = "".join(call["json"]) or (json.dumps(call["input"]) if call["input"] else "{}")
-            yield ToolCallRequest(id=call["id"] or "toolu_" + uuid.uuid4().hex[:24], name=call["name"], arguments=arguments)
-        yield Usage(model=self.model, input_tokens=int(input_tokens), output_tokens=int(output_tokens))
-        yield Finish(STOP_REASONS.get(stop_reason, stop_reason or "stop"))
+            call_id = call["id"] or "toolu_" + uuid.uuid4().hex[:24]
+            yield ToolCallRequest(id=call_id, name=call["name"], arguments=arguments)
+        yield Usage(model=model, input_tokens=int(self.input_tokens), output_tokens=int(self.output_tokens))
+        yield Finish(STOP_REASONS.get(self.stop_reason, self.stop_reason or "stop"))
 
 
 def _sdk_base_url(url):

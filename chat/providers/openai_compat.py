@@ -75,52 +75,70 @@ class OpenAICompatProvider:
             raise _failure(ProviderError, "Provider stream broke off: %s", _describe(exc)) from None
 
     async def _events(self, http_response):
-        calls = {}
-        usage = None
-        finish = None
-        done = False
+        reply = _Reply()
         async with aclosing(sse_data(http_response.aiter_bytes())) as stream:
             async for data in stream:
-                if done:
-                    continue
+                if reply.done:
+                    continue  # read on to the end of the body, so the connection is reused
                 if data == b"[DONE]":
-                    done = True
+                    reply.done = True
                     continue
                 try:
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise _failure(ProviderError, "Provider reported an error mid-stream: %s", _message(chunk, ""))
-                    for choice in chunk.get("choices") or ():
-                        if choice.get("index", 0) != 0:
-                            continue
-                        delta = choice.get("delta") or {}
-                        text = delta.get("content")
-                        if text:
-                            yield TextDelta(text)
-                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                        if reasoning and isinstance(reasoning, str):
-                            yield ThinkingDelta(reasoning)
-                        if delta.get("tool_calls"):
-                            _collect_tool_calls(calls, delta["tool_calls"])
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
+                    deltas = reply.feed(json.loads(data))
                 except (ValueError, AttributeError, TypeError, KeyError):
                     raise _failure(ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
-        if not done and finish is None:
+                for delta in deltas:
+                    yield delta
+        if not reply.done and reply.finish is None:
             raise _failure(ProviderError, "Provider stream broke off before the end of the reply")
-        for index in sorted(calls):
-            call = calls[index]
+        for event in reply.ending(self.model):
+            yield event
+
+
+class _Reply:
+    """What a completion stream says that only counts once whole: tool calls, usage, finish."""
+
+    def __init__(self):
+        self.calls = {}
+        self.usage = None
+        self.finish = None
+        self.done = False
+
+    def feed(self, chunk):
+        """Take one chunk; return the text and thinking deltas it carries (usually one)."""
+        if "error" in chunk:
+            raise _failure(ProviderError, "Provider reported an error mid-stream: %s", _message(chunk, ""))
+        deltas = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning and isinstance(reasoning, str):
+                deltas.append(ThinkingDelta(reasoning))
+            if delta.get("content"):
+                deltas.append(TextDelta(delta["content"]))
+            if delta.get("tool_calls"):
+                _collect_tool_calls(self.calls, delta["tool_calls"])
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        return deltas
+
+    def ending(self, model):
+        """The events that close a reply: each tool call whole, the usage if reported, the finish."""
+        for index in sorted(self.calls):
+            call = self.calls[index]
             call_id = call["id"] or "call_" + uuid.uuid4().hex[:24]
             yield ToolCallRequest(id=call_id, name=call["name"], arguments="".join(call["arguments"]) or "{}")
-        if usage:
+        if self.usage:
             yield Usage(
-                model=self.model,
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
+                model=model,
+                input_tokens=int(self.usage.get("prompt_tokens") or 0),
+                output_tokens=int(self.usage.get("completion_tokens") or 0),
             )
-        yield Finish(finish or "stop")
+        yield Finish(self.finish or "stop")
 
 
 def _collect_tool_calls(calls, deltas):

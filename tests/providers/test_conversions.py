@@ -1,6 +1,12 @@
-"""Neutral history to each wire format, on the edge cases a live stream rarely shows."""
+"""Wire-format details a live stream against the mock rarely shows: history
+conversion edge cases, and stream pieces that other servers send."""
 
+import pytest
+
+from chat.errors import ProviderError
+from chat.providers import anthropic, openai_compat
 from chat.providers.anthropic import to_anthropic_messages
+from chat.providers.base import Finish, ThinkingDelta
 from chat.providers.openai_compat import to_openai_messages, to_openai_tools
 
 
@@ -39,3 +45,32 @@ def test_openai_tools_without_parameters_get_an_empty_object_schema():
         "type": "function",
         "function": {"name": "clear_canvas", "description": "", "parameters": {"type": "object", "properties": {}}},
     }
+
+
+# --- stream pieces a live server rarely sends ----------------------------------------
+
+
+def test_openai_reasoning_field_of_ollama_and_openrouter_is_thinking_too():
+    reply = openai_compat._Reply()
+    assert reply.feed({"choices": [{"index": 0, "delta": {"reasoning": "hmm"}}]}) == [ThinkingDelta("hmm")]
+
+
+def test_openai_tool_calls_without_index_or_id_are_still_assembled():
+    reply = openai_compat._Reply()
+    reply.feed({"choices": [{"delta": {"tool_calls": [{"function": {"name": "f", "arguments": '{"a":'}}]}}]})
+    reply.feed({"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "1}"}}]}, "finish_reason": "tool_calls"}]})
+    [call, finish] = list(reply.ending("m"))
+    assert (call.name, call.arguments) == ("f", '{"a":1}') and call.id.startswith("call_")
+    assert finish == Finish("tool_calls")
+
+
+@pytest.mark.parametrize(
+    ("reply", "event"),
+    [
+        (openai_compat._Reply, {"error": {"message": "model crashed"}}),
+        (anthropic._Reply, {"type": "error", "error": {"type": "overloaded_error", "message": "model crashed"}}),
+    ],
+)
+def test_an_error_event_mid_stream_is_a_provider_error(reply, event):
+    with pytest.raises(ProviderError, match="mid-stream: .*model crashed"):
+        reply().feed(event)
