@@ -1,0 +1,212 @@
+"""Writes to sessions and their messages. Sync functions; async callers wrap them."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from sessions_app.models import ChatSession, ClientMessageId, Message, TurnWaiter, UsageRecord
+
+State = ChatSession.State
+
+
+def session_open(*, session_id: str, name: str | None = None) -> ChatSession:
+    """Fetch or create the session; a non-empty name is saved, for a new session too."""
+    name = (name or "").strip()[:200]
+    session, created = ChatSession.objects.get_or_create(
+        pk=session_id, defaults={"name": name}
+    )
+    if name and not created and session.name != name:
+        ChatSession.objects.filter(pk=session_id).update(name=name)
+        session.name = name
+    return session
+
+
+def session_rename(*, session_id: str, name: str) -> int:
+    return ChatSession.objects.filter(pk=session_id).update(name=name.strip()[:200])
+
+
+def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "") -> list[Message]:
+    """Append messages in order, numbering them after the session's last one.
+
+    Each item is {"role", "content", "data"?}. The session row is locked so two
+    processes appending at once cannot take the same number.
+    """
+    if not messages:
+        return []
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().only("message_count").get(pk=session_id)
+        first = session.message_count + 1
+        rows = Message.objects.bulk_create(
+            [
+                Message(
+                    session_id=session_id,
+                    seq=first + i,
+                    role=item["role"],
+                    content=item.get("content") or "",
+                    data=item.get("data") or {},
+                    turn_id=turn_id,
+                )
+                for i, item in enumerate(messages)
+            ]
+        )
+        ChatSession.objects.filter(pk=session_id).update(
+            message_count=F("message_count") + len(rows), last_activity=timezone.now()
+        )
+    return rows
+
+
+def message_append(*, session_id: str, role: str, content: str, data: dict | None = None,
+                   turn_id: str = "") -> Message:
+    return messages_append(
+        session_id=session_id,
+        messages=[{"role": role, "content": content, "data": data}],
+        turn_id=turn_id,
+    )[0]
+
+
+def client_id_claim(*, session_id: str, client_id: str) -> bool:
+    """Record a client's message id; False when the session has seen it already."""
+    try:
+        with transaction.atomic():
+            ClientMessageId.objects.create(session_id=session_id, client_id=client_id)
+    except IntegrityError:
+        return False
+    return True
+
+
+def client_id_release(*, session_id: str, client_id: str) -> None:
+    """Forget a client id whose message was refused, so the client may send it again."""
+    ClientMessageId.objects.filter(session_id=session_id, client_id=client_id).delete()
+
+
+# --- The session lock --------------------------------------------------------
+#
+# The lock is the session row itself: state "running" with a turn id and a
+# lease. It works across processes because every change goes through the
+# database, and a process that dies leaves a lease that runs out.
+
+
+def turn_try_start(*, session_id: str, turn_id: str, owner: str, lease_seconds: float,
+                   waiter_id: int | None = None) -> tuple[bool, dict | None]:
+    """Take the session for a new turn if nobody holds it.
+
+    Waiting messages go in order: a waiter may start only when no older waiter
+    is still waiting. Returns (started, taken_over) where taken_over describes a
+    turn whose process died (its lease ran out) and which this call ended.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().get(pk=session_id)
+        lease_alive = session.lease_expires_at is not None and session.lease_expires_at > now
+        if session.state == State.RUNNING and lease_alive:
+            return False, None
+        older = TurnWaiter.objects.filter(session_id=session_id, expires_at__gt=now)
+        if waiter_id is not None:
+            older = older.filter(id__lt=waiter_id)
+        if older.exists():
+            return False, None
+        taken_over = None
+        if session.state == State.RUNNING:
+            taken_over = {"turn_id": session.turn_id, "owner": session.turn_owner}
+        session.state = State.RUNNING
+        session.turn_id = turn_id
+        session.turn_started_at = now
+        session.turn_owner = owner
+        session.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        session.last_activity = now
+        session.save(update_fields=[
+            "state", "turn_id", "turn_started_at", "turn_owner", "lease_expires_at", "last_activity"
+        ])
+    return True, taken_over
+
+
+def turn_renew(*, session_id: str, turn_id: str, lease_seconds: float) -> bool:
+    """Extend the running turn's lease; False if the turn no longer holds the session."""
+    return bool(
+        ChatSession.objects.filter(pk=session_id, turn_id=turn_id, state=State.RUNNING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
+        )
+    )
+
+
+def turn_finish(*, session_id: str, turn_id: str, state: str) -> bool:
+    """Release the session after a turn: idle, error (keeps the turn id) or interrupted."""
+    keep_turn = state in (State.ERROR, State.INTERRUPTED)
+    return bool(
+        ChatSession.objects.filter(pk=session_id, turn_id=turn_id).update(
+            state=state,
+            turn_id=turn_id if keep_turn else None,
+            lease_expires_at=None,
+            turn_owner="",
+            last_activity=timezone.now(),
+        )
+    )
+
+
+def session_reset(*, session_id: str) -> int:
+    """Force a session back to idle (an operator's way out of a stuck turn)."""
+    return ChatSession.objects.filter(pk=session_id).update(
+        state=State.IDLE, turn_id=None, lease_expires_at=None, turn_owner=""
+    )
+
+
+def waiter_add(*, session_id: str, depth: int, timeout: float) -> int | None:
+    """Join the session's queue; None when `depth` messages wait already."""
+    now = timezone.now()
+    with transaction.atomic():
+        ChatSession.objects.select_for_update().only("pk").get(pk=session_id)
+        TurnWaiter.objects.filter(session_id=session_id, expires_at__lte=now).delete()
+        if TurnWaiter.objects.filter(session_id=session_id).count() >= depth:
+            return None
+        # The row expires a little after the wait can end, so a dead process's
+        # waiters never hold a place for long.
+        waiter = TurnWaiter.objects.create(
+            session_id=session_id, expires_at=now + timedelta(seconds=timeout + 5)
+        )
+    return waiter.id
+
+
+def waiter_remove(*, waiter_id: int) -> None:
+    TurnWaiter.objects.filter(id=waiter_id).delete()
+
+
+def sessions_recover_stale(*, now=None) -> list[str]:
+    """Mark interrupted every running session whose lease ran out. Returns their ids."""
+    now = now or timezone.now()
+    stale = ChatSession.objects.filter(state=State.RUNNING).filter(
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    )
+    ids = list(stale.values_list("pk", flat=True))
+    if ids:
+        stale.update(state=State.INTERRUPTED, lease_expires_at=None, turn_owner="")
+    return ids
+
+
+# --- Usage -------------------------------------------------------------------
+
+
+def model_price(model: str) -> dict | None:
+    """The configured price of a model: its exact name, else the part after the last '/'."""
+    prices = settings.CONSTRUCT_PRICES
+    return prices.get(model) or prices.get(model.rsplit("/", 1)[-1])
+
+
+def usage_record(*, session_id: str | None, turn_id: str, model: str, input_tokens: int,
+                 output_tokens: int) -> UsageRecord:
+    price = model_price(model) or {}
+    cost = (
+        Decimal(str(price.get("input", 0))) * input_tokens
+        + Decimal(str(price.get("output", 0))) * output_tokens
+    ) / Decimal(1_000_000)
+    return UsageRecord.objects.create(
+        session_id=session_id,
+        turn_id=turn_id,
+        model=model[:200],
+        input_tokens=max(int(input_tokens), 0),
+        output_tokens=max(int(output_tokens), 0),
+        cost_usd=cost,
+    )
