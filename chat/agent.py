@@ -1,0 +1,171 @@
+"""The agent loop: a provider, tools and a history in; typed events out.
+
+Imports neither Django nor Channels. Persisting and sending are the caller's job:
+the loop yields `Record` for every message the history should keep.
+"""
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from chat.errors import AgentError
+from chat.providers.base import TextDelta, ThinkingDelta, ToolCallRequest, Usage
+from chat.tools.base import ToolContext, ToolRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Chunk:
+    delta: str
+
+
+@dataclass(slots=True)
+class Thinking:
+    delta: str
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    args: object
+
+
+@dataclass(slots=True)
+class ToolResult:
+    id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class OperatorStatus:
+    phase: str
+    detail: str
+
+
+@dataclass(slots=True)
+class UsageInfo:
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(slots=True)
+class Record:
+    """A message the session's history keeps, in the providers' neutral shape."""
+
+    message: dict
+    data: dict = field(default_factory=dict)
+
+
+TurnEvent = Chunk | Thinking | ToolCall | ToolResult | OperatorStatus | UsageInfo | Record
+
+
+def _parse_args(arguments: str):
+    try:
+        return json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return arguments
+
+
+class Agent:
+    """Runs one turn: calls the model, runs the tools it asks for, and repeats."""
+
+    def __init__(self, provider, tools: ToolRegistry | None = None, *, max_iterations: int = 10,
+                 system_prompt: str | None = None):
+        self.provider = provider
+        self.tools = tools or ToolRegistry()
+        self.max_iterations = max_iterations
+        self.system_prompt = system_prompt
+
+    async def run(self, history: list[dict], ctx: ToolContext | None = None) -> AsyncIterator[TurnEvent]:
+        ctx = ctx or ToolContext()
+        messages = list(history)
+        if self.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        specs = self.tools.specs() if len(self.tools) and self.provider.supports_tools else None
+
+        for _ in range(self.max_iterations):
+            text: list[str] = []
+            thinking: list[str] = []
+            calls: list[ToolCallRequest] = []
+            async for event in self.provider.stream(messages, tools=specs):
+                if isinstance(event, TextDelta):
+                    if event.text:
+                        text.append(event.text)
+                        yield Chunk(event.text)
+                elif isinstance(event, ThinkingDelta):
+                    if event.text:
+                        thinking.append(event.text)
+                        yield Thinking(event.text)
+                elif isinstance(event, ToolCallRequest):
+                    calls.append(event)
+                elif isinstance(event, Usage):
+                    yield UsageInfo(event.model, event.input_tokens, event.output_tokens)
+
+            assistant = {"role": "assistant", "content": "".join(text)}
+            data = {"thinking": "".join(thinking)} if thinking else {}
+            if not calls:
+                yield Record(assistant, data)
+                return
+
+            assistant["tool_calls"] = [
+                {"id": call.id, "name": call.name, "arguments": call.arguments} for call in calls
+            ]
+            messages.append(assistant)
+            yield Record(assistant, data)
+
+            for call in calls:
+                yield ToolCall(call.id, call.name, _parse_args(call.arguments))
+                output, is_error = None, False
+                async for item in self._run_tool(call, ctx):
+                    if isinstance(item, OperatorStatus):
+                        yield item
+                    else:
+                        output, is_error = item
+                result = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": output}
+                messages.append(result)
+                yield ToolResult(call.id, call.name, output, is_error)
+                yield Record(result, {"is_error": True} if is_error else {})
+
+        raise AgentError(f"Agent exceeded maximum tool iterations ({self.max_iterations})")
+
+    async def _run_tool(self, call: ToolCallRequest, ctx: ToolContext):
+        """Run one tool, passing on the status lines it reports while it runs."""
+        statuses: asyncio.Queue = asyncio.Queue()
+        tool_ctx = ToolContext(
+            session_id=ctx.session_id,
+            workspace=ctx.workspace,
+            status=lambda phase, detail: statuses.put_nowait(OperatorStatus(phase, detail)),
+            extra=ctx.extra,
+        )
+        task = asyncio.ensure_future(self.tools.call(call.name, call.arguments, tool_ctx))
+        getter = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(statuses.get())
+                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                while not statuses.empty():
+                    yield statuses.get_nowait()
+                yield task.result()
+                return
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if not task.done():
+                # A stop cancels the turn: the tool must end with it (its own
+                # cleanup kills any process it started).
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
