@@ -9,5 +9,10 @@ class ChatConfig(AppConfig):
         from django.conf import settings
 
         from chat.errors import register_secret
+        from construct_site.daphne_compat import patch_daphne_close_codes, patch_daphne_message_limit
 
         register_secret(settings.CONSTRUCT_API_KEY)
+        # Under daphne (the CLI and runserver alike): close with 1011, and let
+        # frames past our own limit reach us so we can answer MESSAGE_TOO_LARGE.
+        patch_daphne_close_codes()
+        patch_daphne_message_limit(settings.CONSTRUCT_MAX_FRAME_BYTES)

@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns = []
+from sessions_app.api import views
+
+urlpatterns = [
+    path("channel-events/", views.ChannelEventView.as_view(), name="api-channel-events"),
+]

@@ -1,0 +1,211 @@
+"""The chat socket: authenticate, decode, check the frame's type, dispatch, send.
+
+Everything else (the turn, the session lock, persistence, fan-out) lives in
+chat/turns.py and chat/hub.py, so this class stays a thin protocol layer.
+"""
+
+import asyncio
+import json
+import logging
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from chat import events, protocol, runtime, turns
+from chat.errors import AgentInitFailed, sanitize
+from chat.hub import get_hub
+from chat.protocol import FrameError, error_frame
+from sessions_app import services
+from sessions_app.audit import audit_record
+from sessions_app.clients import client_from_scope
+from sessions_app.pairing import device_authenticate
+
+logger = logging.getLogger(__name__)
+
+CLOSE_AGENT_INIT_FAILED = 1011
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """One browser tab (or script) talking to one session."""
+
+    session_id: str | None = None
+    _ready = False
+
+    async def connect(self):
+        params = protocol.query_params(self.scope)
+        self.client = client_from_scope(self.scope)
+        if settings.CONSTRUCT_REQUIRE_PAIRING:
+            token = protocol.extract_token(self.scope, params.get("token"))
+            device = await database_sync_to_async(device_authenticate)(token=token) if token else None
+            if device is None:
+                await self._audit("socket_refused", reason="missing or invalid token")
+                await self.close()
+                return
+            self.device_id = device.pk
+
+        session_id = params.get("session_id") or str(uuid.uuid4())
+        if not protocol.SESSION_ID_RE.match(session_id):
+            await self._audit("socket_refused", reason="invalid session_id")
+            await self.close()
+            return
+        subprotocol = protocol.select_subprotocol(self.scope)
+
+        try:
+            runtime.check_agent()
+        except AgentInitFailed as exc:
+            logger.error("agent initialisation failed: %s", exc)
+            await self.accept(subprotocol)
+            await self.send_json(error_frame(
+                AgentInitFailed.code, sanitize(f"Failed to initialise agent: {exc}")
+            ))
+            await self.close(code=CLOSE_AGENT_INIT_FAILED)
+            return
+
+        session = await database_sync_to_async(services.session_open)(
+            session_id=session_id, name=params.get("name")
+        )
+        self.session_id = session_id
+        self._frames = 0
+        self._connected_at = self._loop_time()
+        self._seen: dict[str, int] = {}
+        self._pending: list[tuple[dict, str]] = []
+        hub = get_hub()
+        # Attach before anything is sent, and hold live events back until the
+        # replay is out, so a late socket misses nothing and sees nothing twice.
+        hub.attach(session_id, self)
+        await self.accept(subprotocol)
+        await self.channel_layer.group_add(events.SOCKETS_GROUP, self.channel_name)
+        await self.channel_layer.group_add(events.session_group(session_id), self.channel_name)
+
+        start = {
+            "type": "session_start",
+            "session_id": session_id,
+            "resumed": session.message_count > 0,
+            "message_count": session.message_count,
+            "state": session.state,
+        }
+        if session.name:
+            start["name"] = session.name
+        running = hub.running(session_id)
+        if session.state == session.State.RUNNING and session.turn_id:
+            start["turn_id"] = session.turn_id
+        await self.send_json(start)
+        if running is not None:
+            # ?last_seq=N counts in the running turn (or in ?turn_id= if it names it).
+            after = 0
+            if params.get("turn_id", running.turn_id) == running.turn_id:
+                after = _int(params.get("last_seq"), 0)
+            self._seen[running.turn_id] = after
+            for event in hub.replay(session_id, running.turn_id, after):
+                await self._send_event(event, None)
+        self._ready = True
+        for event, text in self._pending:
+            await self._send_event(event, text)
+        self._pending = []
+        await self._audit("socket_connect", session_id=session_id)
+
+    async def disconnect(self, code):
+        if self.session_id is not None:
+            get_hub().detach(self.session_id, self)
+            await self.channel_layer.group_discard(events.SOCKETS_GROUP, self.channel_name)
+            await self.channel_layer.group_discard(
+                events.session_group(self.session_id), self.channel_name
+            )
+
+    # --- Frames from the client ------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            frame = self._decode(text_data, bytes_data)
+            await self._dispatch(frame)
+        except FrameError as exc:
+            await self.send_json(error_frame(exc.code, exc.message))
+        except Exception as exc:  # the database or the layer failed: say so, keep the socket
+            logger.exception("could not handle a frame on session %s", self.session_id)
+            await self.send_json(error_frame(
+                "AGENT_ERROR", sanitize(f"The gateway could not handle that message: {type(exc).__name__}")
+            ))
+
+    def _decode(self, text_data, bytes_data) -> dict:
+        self._frames += 1
+        if text_data is None:
+            raise FrameError("BAD_FRAME", f"Binary frames are not supported. {protocol.HINT}")
+        limit = settings.CONSTRUCT_MAX_FRAME_BYTES
+        if len(text_data) > limit or len(text_data.encode("utf-8", "surrogatepass")) > limit:
+            raise FrameError("MESSAGE_TOO_LARGE", f"Frame is larger than {limit} bytes")
+        try:
+            frame = json.loads(text_data)
+        except (ValueError, RecursionError) as exc:
+            raise FrameError("INVALID_JSON", f"Invalid JSON: {exc}. {protocol.HINT}"[:300]) from None
+        if not isinstance(frame, dict):
+            raise FrameError("BAD_FRAME", f"A frame must be a JSON object. {protocol.HINT}")
+        return frame
+
+    async def _dispatch(self, frame: dict) -> None:
+        msg_type = frame.get("type")
+        if msg_type == "connect" and self._frames == 1 and self._within_connect_window():
+            logger.debug("connect params: session=%s device=%s", frame.get("session_id"),
+                         frame.get("device_name"))
+            await self.send_json({"type": "connected", "message": "Connection established"})
+        elif msg_type == "message":
+            content, page_context, client_id = protocol.parse_message(frame)
+            await turns.message_submit(
+                session_id=self.session_id, content=content, page_context=page_context,
+                client_id=client_id, requester=turns.Requester(self.send_json),
+            )
+        elif msg_type == "stop":
+            if not await turns.turn_stop(session_id=self.session_id):
+                await self.send_json({"type": "stopped", "message": "No turn is running"})
+        else:
+            shown = msg_type if isinstance(msg_type, str) else ""
+            raise FrameError(
+                "UNKNOWN_MESSAGE_TYPE", f'Unsupported message type "{shown[:64]}". {protocol.HINT}'
+            )
+
+    # --- Events for the client -------------------------------------------
+
+    async def deliver(self, event: dict, text: str | None) -> None:
+        """A turn event for this socket's session (called by the hub)."""
+        if not self._ready:
+            self._pending.append((event, text))
+            return
+        await self._send_event(event, text)
+
+    async def _send_event(self, event: dict, text: str | None) -> None:
+        turn_id, seq = event.get("turn_id"), event.get("seq")
+        if turn_id is not None and seq is not None:
+            if seq <= self._seen.get(turn_id, 0):
+                return
+            self._seen[turn_id] = seq
+        await self.send(text_data=text if text is not None else json.dumps(event))
+
+    async def channel_event(self, message):
+        await self.send_json({"type": "agent_event", "event": message["event"]})
+
+    async def turn_batch(self, message):
+        if message.get("origin") != get_hub().process_id:
+            for event in message["events"]:
+                await self.deliver(event, None)
+
+    # --- Helpers ----------------------------------------------------------
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _within_connect_window(self) -> bool:
+        return self._loop_time() - self._connected_at <= settings.CONSTRUCT_CONNECT_FRAME_TIMEOUT
+
+    async def _audit(self, kind: str, **detail) -> None:
+        try:
+            await database_sync_to_async(audit_record)(kind=kind, client=self.client, **detail)
+        except Exception:
+            logger.warning("could not write the audit trail", exc_info=True)
+
+
+def _int(value, default: int) -> int:
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,55 @@
+"""Channel-layer groups and every event that leaves through them.
+
+Low-volume events (operator events, channel events, control messages) go through
+the channel layer. A turn's streamed events do not: see chat/hub.py.
+"""
+
+import hashlib
+import logging
+
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+# Every chat socket: operator channel events, relayed as `agent_event`.
+SOCKETS_GROUP = "construct.sockets"
+# Whoever watches the gateway's own activity: agent_start, agent_end, error.
+OPERATORS_GROUP = "construct.operators"
+
+
+def session_group(session_id: str) -> str:
+    """The group of a session's sockets on every process (ids may hold any character)."""
+    return "construct.session." + hashlib.sha256(session_id.encode()).hexdigest()[:40]
+
+
+async def _group_send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(group, message)
+    except Exception:  # a lost fan-out must not end a turn; local sockets still work
+        logger.warning("could not send to group %s", group, exc_info=True)
+
+
+async def publish_channel_event(event) -> None:
+    """Relay an operator's event to every connected chat socket."""
+    await _group_send(SOCKETS_GROUP, {"type": "channel.event", "event": event})
+
+
+async def publish_operator_event(event: dict) -> None:
+    await _group_send(OPERATORS_GROUP, {"type": "operator.event", "event": event})
+
+
+async def publish_turn_batch(session_id: str, origin: str, events: list[dict]) -> None:
+    """Several of a turn's events at once, for the session's sockets on other processes."""
+    await _group_send(
+        session_group(session_id), {"type": "turn.batch", "origin": origin, "events": events}
+    )
+
+
+async def publish_session_control(session_id: str, origin: str, action: str) -> None:
+    """Ask whichever process runs the session's turn to act on it (e.g. stop)."""
+    await _group_send(
+        session_group(session_id), {"type": "turn.control", "origin": origin, "action": action}
+    )

@@ -1,0 +1,76 @@
+"""The chat socket's wire protocol: token sources, subprotocols, frames and their checks."""
+
+import re
+from urllib.parse import parse_qs
+
+WS_PROTOCOL = "construct.v1"
+BEARER_SUBPROTO_PREFIX = "bearer."
+PAGE_CONTEXTS = ("agent_pool", "agent_teams", "skills", "workflows", "canvas")
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+CLIENT_ID_MAX = 128
+HINT = 'Send {"type":"message","content":"your text"}'
+
+
+def query_params(scope) -> dict[str, str]:
+    """The first value of each query parameter; undecodable bytes are replaced, not fatal."""
+    raw = scope.get("query_string", b"").decode("utf-8", "replace")
+    return {key: values[0] for key, values in parse_qs(raw, keep_blank_values=True).items()}
+
+
+def header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def extract_token(scope, query_token: str | None) -> str | None:
+    """The bearer token, first non-empty of: Authorization header, `bearer.` subprotocol, ?token=."""
+    auth = header(scope, b"authorization")
+    if auth and auth.startswith("Bearer "):
+        token = auth[len("Bearer "):].strip()
+        if token:
+            return token
+    for proto in scope.get("subprotocols", ()):
+        proto = proto.strip()
+        if proto.startswith(BEARER_SUBPROTO_PREFIX) and len(proto) > len(BEARER_SUBPROTO_PREFIX):
+            return proto[len(BEARER_SUBPROTO_PREFIX):]
+    if query_token:
+        return query_token
+    return None
+
+
+def select_subprotocol(scope) -> str | None:
+    """`construct.v1` when the client offers it; a `bearer.*` one is never selected."""
+    offered = [p.strip() for p in scope.get("subprotocols", ())]
+    return WS_PROTOCOL if WS_PROTOCOL in offered else None
+
+
+def error_frame(code: str, message: str) -> dict:
+    return {"type": "error", "message": message, "code": code}
+
+
+class FrameError(Exception):
+    """A client frame that cannot be accepted; carries the error frame's code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_message(frame: dict) -> tuple[str, str | None, str | None]:
+    """Check a `message` frame; returns (content, page_context, client_id)."""
+    content = frame.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise FrameError("EMPTY_CONTENT", "Message content cannot be empty")
+    page_context = frame.get("page_context")
+    if page_context not in PAGE_CONTEXTS:
+        page_context = None
+    client_id = frame.get("client_id")
+    if client_id is not None:
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX:
+            raise FrameError(
+                "BAD_FRAME", f"client_id must be a non-empty string of at most {CLIENT_ID_MAX} characters"
+            )
+    return content, page_context, client_id

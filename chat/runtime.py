@@ -1,0 +1,73 @@
+"""The agent as this deployment configures it: provider, tools, prompt, limits.
+
+The only place where the Django settings meet the Django-free agent.
+"""
+
+import asyncio
+import weakref
+
+from django.conf import settings
+
+from chat.agent import Agent
+from chat.providers import build_provider
+from chat.providers.base import ProviderConfig
+from chat.tools.base import ToolContext, ToolRegistry
+
+SYSTEM_PROMPT = (
+    "You are Construct, a helpful assistant in a chat gateway. Answer clearly and concisely. "
+    "Use the tools you are given when they help; their results come back to you."
+)
+
+# One provider (and so one HTTP connection pool) per event loop: an HTTP client
+# cannot move between loops, and tests run one loop each.
+_providers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
+
+
+def provider_config() -> ProviderConfig:
+    return ProviderConfig(
+        provider=settings.CONSTRUCT_PROVIDER,
+        model=settings.CONSTRUCT_MODEL,
+        api_key=settings.CONSTRUCT_API_KEY,
+        base_url=settings.CONSTRUCT_BASE_URL,
+    )
+
+
+def get_provider():
+    """The provider for this loop; raises AgentInitFailed when none is configured."""
+    loop = asyncio.get_running_loop()
+    provider = _providers.get(loop)
+    if provider is None:
+        provider = _providers[loop] = build_provider(provider_config())
+    return provider
+
+
+def check_agent() -> None:
+    """Raise AgentInitFailed now if a turn could not be run (checked when a socket connects)."""
+    get_provider()
+
+
+def build_tools() -> ToolRegistry:
+    try:
+        from chat.tools import default_registry
+    except ImportError:
+        return ToolRegistry()
+    return default_registry()
+
+
+def build_agent() -> Agent:
+    return Agent(
+        get_provider(),
+        build_tools(),
+        max_iterations=settings.CONSTRUCT_MAX_TOOL_ITERATIONS,
+        system_prompt=SYSTEM_PROMPT,
+    )
+
+
+def tool_context(session_id: str) -> ToolContext:
+    return ToolContext(session_id=session_id, workspace=settings.CONSTRUCT_WORKSPACE)
+
+
+def history_budget() -> int:
+    """Tokens left for the history once the system prompt and tool schemas are counted."""
+    reserve = len(SYSTEM_PROMPT) // 4 + 4096
+    return max(settings.CONSTRUCT_CONTEXT_TOKENS - reserve, 256)

@@ -1,0 +1,277 @@
+"""A turn: from an accepted message to its saved reply, owned by the session.
+
+The socket that sent the message only starts it. The turn waits for the
+session's lock (in the database, so it holds across processes), saves the user
+message, runs the agent, streams every event to all of the session's sockets
+through the hub, saves the reply and frees the session. A dropped socket changes
+none of that.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat import events, runtime
+from chat.agent import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
+from chat.errors import AgentError, GatewayError, SessionBusy, sanitize
+from chat.hub import get_hub
+from chat.prompts import page_context_hint
+from sessions_app import selectors, services
+from sessions_app.models import ChatSession
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.25
+
+
+class Requester:
+    """The socket that sent a message, for the replies meant for it alone."""
+
+    def __init__(self, send_json):
+        self._send_json = send_json
+
+    async def send(self, frame: dict) -> None:
+        try:
+            await self._send_json(frame)
+        except Exception:  # the socket is gone; the turn goes on without it
+            logger.debug("requester socket gone", exc_info=True)
+
+
+async def message_submit(*, session_id: str, content: str, page_context: str | None,
+                         client_id: str | None, requester: Requester) -> None:
+    """Accept a message: drop a resend, acknowledge, and start its work as the session's task."""
+    if client_id is not None:
+        fresh = await database_sync_to_async(services.client_id_claim)(
+            session_id=session_id, client_id=client_id
+        )
+        await requester.send({"type": "ack", "client_id": client_id, "duplicate": not fresh})
+        if not fresh:
+            return
+    get_hub().spawn(
+        session_id,
+        _message_run(session_id=session_id, content=content, page_context=page_context,
+                     client_id=client_id, requester=requester),
+    )
+
+
+async def turn_stop(*, session_id: str) -> bool:
+    """Cancel the session's running turn in this process; False when none runs here."""
+    return get_hub().stop(session_id)
+
+
+async def _message_run(*, session_id, content, page_context, client_id, requester) -> None:
+    turn_id = uuid.uuid4().hex
+    try:
+        await _acquire(session_id, turn_id, requester)
+    except GatewayError as exc:
+        if client_id is not None:
+            await database_sync_to_async(services.client_id_release)(
+                session_id=session_id, client_id=client_id
+            )
+        await requester.send({"type": "error", "message": str(exc), "code": exc.code})
+        return
+    await Turn(session_id, turn_id).run(content, page_context, client_id)
+
+
+async def _acquire(session_id: str, turn_id: str, requester: Requester) -> None:
+    """Take the session's lock, queueing behind its running turn; raise SessionBusy."""
+    hub = get_hub()
+    timeout = settings.CONSTRUCT_SESSION_QUEUE_TIMEOUT
+    depth = settings.CONSTRUCT_SESSION_QUEUE_DEPTH
+    lease = settings.CONSTRUCT_TURN_LEASE_SECONDS
+    try_start = database_sync_to_async(services.turn_try_start)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    waiter_id = None
+    try:
+        while True:
+            started, taken_over = await try_start(
+                session_id=session_id, turn_id=turn_id, owner=hub.process_id,
+                lease_seconds=lease, waiter_id=waiter_id,
+            )
+            if started:
+                if taken_over:
+                    logger.warning("session %s: took over turn %s of a process that stopped",
+                                   session_id, taken_over["turn_id"])
+                return
+            if waiter_id is None:
+                waiter_id = await database_sync_to_async(services.waiter_add)(
+                    session_id=session_id, depth=depth, timeout=timeout
+                )
+                if waiter_id is None:
+                    raise SessionBusy(
+                        f"Session is busy: {depth} messages are already waiting for the running turn"
+                    )
+                await requester.send({
+                    "type": "operator_status", "phase": "queued",
+                    "detail": "Waiting for the session's running turn to finish",
+                })
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise SessionBusy(
+                    f"Session is busy: the running turn did not finish within {timeout:g} seconds"
+                )
+            # A turn ending here wakes us at once; one on another process is seen by polling.
+            await hub.wait_turn_end(session_id, min(remaining, POLL_INTERVAL))
+    finally:
+        if waiter_id is not None:
+            await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
+
+
+class Turn:
+    """One run of the agent for one message, numbering its events."""
+
+    def __init__(self, session_id: str, turn_id: str):
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.seq = 0
+        self.hub = get_hub()
+        self.text: list[str] = []  # everything streamed: the `done` full_response
+        self.pending: list[str] = []  # streamed since the last saved message
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    async def emit(self, type_: str, **fields) -> None:
+        self.seq += 1
+        event = {"type": type_, **fields, "turn_id": self.turn_id, "seq": self.seq}
+        await self.hub.publish(self.session_id, event)
+
+    async def run(self, content: str, page_context: str | None, client_id: str | None) -> None:
+        running = self.hub.turn_begin(self.session_id, self.turn_id)
+        started = time.monotonic()
+        config = runtime.provider_config()
+        renewer = asyncio.get_running_loop().create_task(self._renew_lease())
+        state = ChatSession.State.IDLE
+        try:
+            data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
+            await database_sync_to_async(services.message_append)(
+                session_id=self.session_id, role="user", content=content, data=data,
+                turn_id=self.turn_id,
+            )
+            await events.publish_operator_event({
+                "type": "agent_start", "provider": config.provider, "model": config.model,
+                "session_id": self.session_id, "turn_id": self.turn_id,
+            })
+            try:
+                running.cancellable = True
+                await self._stream(page_context)
+            except asyncio.CancelledError:
+                running.cancellable = False
+                asyncio.current_task().uncancel()
+                await self._save_partial({"stopped": True})
+                await self.emit("stopped", message="Stopped: the partial reply is kept in history",
+                                full_response="".join(self.text))
+                return
+            except Exception as exc:
+                running.cancellable = False
+                state = ChatSession.State.ERROR
+                await self._fail(exc)
+                return
+            running.cancellable = False
+            await self.emit("chunk_reset")
+            await self.emit("done", full_response="".join(self.text), usage=self._usage())
+            await events.publish_operator_event({
+                "type": "agent_end", "provider": config.provider, "model": config.model,
+                "session_id": self.session_id, "turn_id": self.turn_id,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                **self._usage(),
+            })
+        finally:
+            renewer.cancel()
+            await self.hub.flush()
+            await database_sync_to_async(services.turn_finish)(
+                session_id=self.session_id, turn_id=self.turn_id, state=state
+            )
+            self.hub.turn_end(self.session_id, self.turn_id)
+
+    async def _stream(self, page_context: str | None) -> None:
+        agent = runtime.build_agent()
+        history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
+            session_id=self.session_id, token_budget=runtime.history_budget()
+        )
+        hint = page_context_hint(page_context)
+        if hint and history and history[-1]["role"] == "user":
+            history[-1] = {**history[-1], "content": hint + history[-1]["content"]}
+        async for event in agent.run(history, runtime.tool_context(self.session_id)):
+            if isinstance(event, Chunk):
+                self.text.append(event.delta)
+                self.pending.append(event.delta)
+                await self.emit("chunk", content=event.delta)
+            elif isinstance(event, Thinking):
+                await self.emit("thinking", content=event.delta)
+            elif isinstance(event, ToolCall):
+                await self.emit("tool_call", name=event.name, args=event.args, id=event.id)
+            elif isinstance(event, ToolResult):
+                await self.emit("tool_result", name=event.name, output=event.output, id=event.id,
+                                is_error=event.is_error)
+            elif isinstance(event, OperatorStatus):
+                await self.emit("operator_status", phase=event.phase, detail=event.detail)
+            elif isinstance(event, UsageInfo):
+                await self._record_usage(event)
+            elif isinstance(event, Record):
+                await self._save(event)
+
+    async def _save(self, record: Record) -> None:
+        message = record.message
+        data = dict(record.data)
+        if message.get("tool_calls"):
+            data["tool_calls"] = message["tool_calls"]
+        if message["role"] == "tool":
+            data.update(tool_call_id=message["tool_call_id"], name=message["name"])
+        else:
+            self.pending = []
+        await database_sync_to_async(services.message_append)(
+            session_id=self.session_id, role=message["role"], content=message.get("content") or "",
+            data=data, turn_id=self.turn_id,
+        )
+
+    async def _save_partial(self, data: dict) -> None:
+        """Keep what was streamed since the last saved message, marked as cut short."""
+        if self.pending:
+            await database_sync_to_async(services.message_append)(
+                session_id=self.session_id, role="assistant", content="".join(self.pending),
+                data=data, turn_id=self.turn_id,
+            )
+            self.pending = []
+
+    async def _record_usage(self, usage: UsageInfo) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        await database_sync_to_async(services.usage_record)(
+            session_id=self.session_id, turn_id=self.turn_id, model=usage.model,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        )
+
+    def _usage(self) -> dict:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    async def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, GatewayError):
+            code, message = exc.code, sanitize(str(exc))
+            logger.warning("turn %s of session %s failed: %s", self.turn_id, self.session_id, message)
+        else:
+            code, message = AgentError.code, sanitize(f"Agent error: {exc}")
+            logger.exception("turn %s of session %s crashed", self.turn_id, self.session_id)
+        await self._save_partial({"error": code})
+        await self.emit("error", message=message, code=code)
+        await events.publish_operator_event(
+            {"type": "error", "component": "ws_chat", "message": message, "code": code,
+             "session_id": self.session_id, "turn_id": self.turn_id}
+        )
+
+    async def _renew_lease(self) -> None:
+        lease = settings.CONSTRUCT_TURN_LEASE_SECONDS
+        renew = database_sync_to_async(services.turn_renew)
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not await renew(session_id=self.session_id, turn_id=self.turn_id,
+                                   lease_seconds=lease):
+                    logger.warning("turn %s lost its hold on session %s", self.turn_id, self.session_id)
+            except Exception:
+                logger.warning("could not renew the lease of turn %s", self.turn_id, exc_info=True)
