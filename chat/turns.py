@@ -135,6 +135,7 @@ class Turn:
         self.pending: list[str] = []  # streamed since the last saved message
         self.input_tokens = 0
         self.output_tokens = 0
+        self.released = False
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -164,6 +165,7 @@ class Turn:
                 running.cancellable = False
                 asyncio.current_task().uncancel()
                 await self._save_partial({"stopped": True})
+                await self._release(ChatSession.State.IDLE)
                 await self.emit("stopped", message="Stopped: the partial reply is kept in history",
                                 full_response="".join(self.text))
                 return
@@ -173,6 +175,9 @@ class Turn:
                 await self._fail(exc)
                 return
             running.cancellable = False
+            # The session is free before `done` goes out: a client that sends
+            # its next message on `done` finds it idle, not queued.
+            await self._release(ChatSession.State.IDLE)
             await self.emit("chunk_reset")
             await self.emit("done", full_response="".join(self.text), usage=self._usage())
             await events.publish_operator_event({
@@ -183,11 +188,17 @@ class Turn:
             })
         finally:
             renewer.cancel()
+            await self._release(state)
             await self.hub.flush()
+            self.hub.turn_end(self.session_id, self.turn_id)
+
+    async def _release(self, state: str) -> None:
+        """Free the session (once) in the state the turn ended in."""
+        if not self.released:
+            self.released = True
             await database_sync_to_async(services.turn_finish)(
                 session_id=self.session_id, turn_id=self.turn_id, state=state
             )
-            self.hub.turn_end(self.session_id, self.turn_id)
 
     async def _stream(self, page_context: str | None) -> None:
         agent = runtime.build_agent()
@@ -258,6 +269,7 @@ class Turn:
             code, message = AgentError.code, sanitize(f"Agent error: {exc}")
             logger.exception("turn %s of session %s crashed", self.turn_id, self.session_id)
         await self._save_partial({"error": code})
+        await self._release(ChatSession.State.ERROR)
         await self.emit("error", message=message, code=code)
         await events.publish_operator_event(
             {"type": "error", "component": "ws_chat", "message": message, "code": code,
