@@ -13,11 +13,14 @@ from contextlib import aclosing
 import anthropic
 import httpx2
 
-from chat.errors import ProviderAuthError, ProviderError, register_secret, sanitize
+from chat.errors import ProviderError, register_secret
 from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
+from chat.providers.failures import body_message, failure, sdk_errors
 from chat.providers.sse import sse_data
 
 logger = logging.getLogger(__name__)
+
+LABEL = "Anthropic"
 
 PLACEHOLDER_KEY = "no-key-needed"
 CONNECT_TIMEOUT = 10.0
@@ -68,20 +71,12 @@ class AnthropicProvider:
         for key in PASSTHROUGH:
             if key in self._extra:
                 params[key] = self._extra[key]
-        try:
+        with sdk_errors(LABEL, anthropic, detail=_status_detail):
             # Leaving this block, also by the consumer's aclose(), closes the response.
             async with self._client.messages.with_streaming_response.create(**params) as response:
                 async with aclosing(self._events(response.http_response)) as events:
                     async for event in events:
                         yield event
-        except anthropic.APIStatusError as exc:
-            raise _status_error(exc) from None
-        except anthropic.APIConnectionError as exc:
-            raise _failure(ProviderError, "Provider unreachable: %s", _describe(exc.__cause__ or exc)) from None
-        except httpx2.TimeoutException:
-            raise _failure(ProviderError, "Provider stream stalled: no data within the timeout") from None
-        except httpx2.TransportError as exc:
-            raise _failure(ProviderError, "Provider stream broke off: %s", _describe(exc)) from None
 
     async def _events(self, http_response):
         reply = _Reply()
@@ -90,11 +85,11 @@ class AnthropicProvider:
                 try:
                     delta = reply.feed(json.loads(data))
                 except (ValueError, AttributeError, TypeError, KeyError):
-                    raise _failure(ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                    raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
                 if delta is not None:
                     yield delta
         if not reply.stopped:
-            raise _failure(ProviderError, "Provider stream broke off before the end of the reply")
+            raise failure(LABEL, ProviderError, "Provider stream broke off before the end of the reply")
         for event in reply.ending(self.model):
             yield event
 
@@ -145,7 +140,7 @@ class _Reply:
             self.stopped = True
         elif kind == "error":
             error = event.get("error") or {}
-            raise _failure(
+            raise failure(LABEL, 
                 ProviderError,
                 "Provider reported an error mid-stream: %s: %s",
                 error.get("type", "error"),
@@ -240,29 +235,7 @@ def to_anthropic_tools(tools):
     ]
 
 
-# --- Errors, mapped once here -----------------------------------------------------------
-
-
-def _failure(kind, template, *args):
-    """Build one of our errors with a sanitized message, and log it without secrets."""
-    message = sanitize(template % args if args else template)
-    logger.warning("Anthropic provider failed: %s", message)
-    return kind(message)
-
-
-def _status_error(exc):
-    status = exc.status_code
-    detail = exc.api_message if isinstance(getattr(exc, "api_message", None), str) else None
-    if detail is None:
-        body = exc.body
-        error = body.get("error", body) if isinstance(body, dict) else None
-        detail = error.get("message") if isinstance(error, dict) else (body if isinstance(body, str) else None)
-    detail = detail or "no details"
-    if status in (401, 403):
-        return _failure(ProviderAuthError, "Provider rejected the API key (HTTP %s): %s", status, detail)
-    return _failure(ProviderError, "Provider returned HTTP %s: %s", status, detail)
-
-
-def _describe(exc):
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _status_detail(exc):
+    """Anthropic's SDK parses the error message itself; fall back to the body."""
+    detail = getattr(exc, "api_message", None)
+    return detail if isinstance(detail, str) and detail else body_message(exc.body, "no details")

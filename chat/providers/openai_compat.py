@@ -13,11 +13,14 @@ from contextlib import aclosing
 import httpx2
 import openai
 
-from chat.errors import ProviderAuthError, ProviderError, register_secret, sanitize
+from chat.errors import ProviderError, register_secret
 from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
+from chat.providers.failures import body_message, failure, sdk_errors
 from chat.providers.sse import sse_data
 
 logger = logging.getLogger(__name__)
+
+LABEL = "OpenAI-compatible"
 
 # Local servers (Ollama, llama.cpp) need no key, but the SDK insists on one.
 PLACEHOLDER_KEY = "no-key-needed"
@@ -59,20 +62,12 @@ class OpenAICompatProvider:
         for key in PASSTHROUGH:
             if key in self._extra:
                 params[key] = self._extra[key]
-        try:
+        with sdk_errors(LABEL, openai):
             # Leaving this block, also by the consumer's aclose(), closes the response.
             async with self._client.chat.completions.with_streaming_response.create(**params) as response:
                 async with aclosing(self._events(response.http_response)) as events:
                     async for event in events:
                         yield event
-        except openai.APIStatusError as exc:
-            raise _status_error(exc) from None
-        except openai.APIConnectionError as exc:
-            raise _failure(ProviderError, "Provider unreachable: %s", _describe(exc.__cause__ or exc)) from None
-        except httpx2.TimeoutException:
-            raise _failure(ProviderError, "Provider stream stalled: no data within the timeout") from None
-        except httpx2.TransportError as exc:
-            raise _failure(ProviderError, "Provider stream broke off: %s", _describe(exc)) from None
 
     async def _events(self, http_response):
         reply = _Reply()
@@ -86,11 +81,11 @@ class OpenAICompatProvider:
                 try:
                     deltas = reply.feed(json.loads(data))
                 except (ValueError, AttributeError, TypeError, KeyError):
-                    raise _failure(ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                    raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
                 for delta in deltas:
                     yield delta
         if not reply.done and reply.finish is None:
-            raise _failure(ProviderError, "Provider stream broke off before the end of the reply")
+            raise failure(LABEL, ProviderError, "Provider stream broke off before the end of the reply")
         for event in reply.ending(self.model):
             yield event
 
@@ -107,7 +102,7 @@ class _Reply:
     def feed(self, chunk):
         """Take one chunk; return the text and thinking deltas it carries (usually one)."""
         if "error" in chunk:
-            raise _failure(ProviderError, "Provider reported an error mid-stream: %s", _message(chunk, ""))
+            raise failure(LABEL, ProviderError, "Provider reported an error mid-stream: %s", body_message(chunk, ""))
         deltas = []
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
@@ -201,36 +196,3 @@ def to_openai_tools(tools):
         }
         for tool in tools
     ]
-
-
-# --- Errors, mapped once here -----------------------------------------------------------
-
-
-def _failure(kind, template, *args):
-    """Build one of our errors with a sanitized message, and log it without secrets."""
-    message = sanitize(template % args if args else template)
-    logger.warning("OpenAI-compatible provider failed: %s", message)
-    return kind(message)
-
-
-def _message(body, fallback):
-    """The provider's own error message from an error body, if it has one."""
-    error = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"]
-    if isinstance(error, str):
-        return error
-    return fallback
-
-
-def _status_error(exc):
-    status = exc.status_code
-    detail = _message(exc.body, "no details")
-    if status in (401, 403):
-        return _failure(ProviderAuthError, "Provider rejected the API key (HTTP %s): %s", status, detail)
-    return _failure(ProviderError, "Provider returned HTTP %s: %s", status, detail)
-
-
-def _describe(exc):
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
