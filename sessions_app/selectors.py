@@ -1,8 +1,15 @@
 """Reads of sessions and their messages."""
 
 import logging
+from datetime import datetime, time
+from decimal import Decimal
 
-from sessions_app.models import ChatSession, Message
+from django.conf import settings
+from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from sessions_app.models import ChatSession, Message, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +88,83 @@ def history_for_provider(*, session_id: str, token_budget: int) -> tuple[list[di
 
 def session_messages(*, session_id: str) -> list[Message]:
     return list(Message.objects.filter(session_id=session_id).order_by("seq"))
+
+
+# --- Lists and costs (REST API and admin) --------------------------------------
+
+_MONEY = DecimalField(max_digits=14, decimal_places=8)
+
+
+def session_cost_expression() -> Subquery:
+    """A session's summed usage cost, as an annotation.
+
+    A subquery, not a join: joined with a message search a Sum would count
+    each usage row once per matching message.
+    """
+    per_session = (
+        UsageRecord.objects.filter(session=OuterRef("pk"))
+        .order_by()
+        .values("session")
+        .annotate(total=Sum("cost_usd"))
+        .values("total")
+    )
+    return Coalesce(Subquery(per_session, output_field=_MONEY), Value(Decimal(0)), output_field=_MONEY)
+
+
+def session_list(*, state: str | None = None, search: str | None = None) -> QuerySet[ChatSession]:
+    """Sessions newest first, with `cost_usd`; `search` matches the name or any message's text."""
+    sessions = ChatSession.objects.annotate(cost_usd=session_cost_expression())
+    if state:
+        sessions = sessions.filter(state=state)
+    if search:
+        # IN (subquery) rather than a join: each session appears once, without DISTINCT.
+        matching = Message.objects.filter(content__icontains=search).values("session_id")
+        sessions = sessions.filter(Q(name__icontains=search) | Q(pk__in=matching))
+    return sessions.order_by("-last_activity", "-created_at", "-pk")
+
+
+def _usage_totals(records) -> dict:
+    totals = records.aggregate(
+        input_tokens=Coalesce(Sum("input_tokens"), 0),
+        output_tokens=Coalesce(Sum("output_tokens"), 0),
+        request_count=Count("id"),
+        cost_usd=Coalesce(Sum("cost_usd"), Value(Decimal(0)), output_field=_MONEY),
+    )
+    return _usage_row(totals)
+
+
+def _usage_row(row: dict) -> dict:
+    return {
+        "input_tokens": int(row["input_tokens"] or 0),
+        "output_tokens": int(row["output_tokens"] or 0),
+        "total_tokens": int(row["input_tokens"] or 0) + int(row["output_tokens"] or 0),
+        "request_count": int(row["request_count"] or 0),
+        "cost_usd": float(row["cost_usd"] or 0),
+    }
+
+
+def cost_summary(*, by_session_limit: int = 100) -> dict:
+    """Tokens, requests and cost: in all, today (UTC), per model and per session (costliest first).
+
+    A minimal version for GET /api/cost/; sessions_app.budget supersedes it
+    when present.
+    """
+    records = UsageRecord.objects.order_by()
+    summary = _usage_totals(records)
+    midnight = timezone.make_aware(datetime.combine(timezone.now().date(), time.min))
+    summary["today"] = _usage_totals(records.filter(created_at__gte=midnight))
+    grouped = dict(
+        input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
+        request_count=Count("id"), cost_usd=Sum("cost_usd"),
+    )
+    summary["by_model"] = {
+        row["model"]: _usage_row(row)
+        for row in records.values("model").annotate(**grouped).order_by("model")
+    }
+    per_session = (
+        records.filter(session__isnull=False).values("session_id").annotate(**grouped)
+        .order_by("-cost_usd", "session_id")[:by_session_limit]
+    )
+    summary["by_session"] = {row["session_id"]: _usage_row(row) for row in per_session}
+    summary["daily_budget_usd"] = settings.CONSTRUCT_DAILY_BUDGET_USD
+    return summary

@@ -154,6 +154,28 @@ def session_reset(*, session_id: str) -> int:
     )
 
 
+class SessionBusy(Exception):
+    """The session is running a turn, so it cannot be deleted now."""
+
+
+def session_delete(*, session_id: str) -> bool:
+    """Delete a session with its messages; False when there is no such session.
+
+    Raises SessionBusy while a live turn holds the session: that turn would go
+    on writing to a session that is gone. A turn whose lease ran out (its
+    process died) does not protect the session.
+    """
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().filter(pk=session_id).first()
+        if session is None:
+            return False
+        lease = session.lease_expires_at
+        if session.state == State.RUNNING and lease is not None and lease > timezone.now():
+            raise SessionBusy(f"session {session_id} is running a turn")
+        session.delete()
+    return True
+
+
 def waiter_add(*, session_id: str, depth: int, timeout: float) -> int | None:
     """Join the session's queue; None when `depth` messages wait already."""
     now = timezone.now()

@@ -1,7 +1,41 @@
-from django.urls import path
+from django.urls import path, re_path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
+from chat.protocol import SESSION_ID_RE
 from sessions_app.api import views
 
+
+class SessionIdConverter:
+    """A session id as the chat socket accepts it: letters, digits and . : - _"""
+
+    regex = SESSION_ID_RE.pattern.removeprefix("^").removesuffix("$")
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(SessionIdConverter, "session_id")
+
+# The schema and its docs need no token: they describe how to get one. No
+# authentication at all, so a stale token in a browser cannot get them a 401.
+_public = {"authentication_classes": [], "permission_classes": [AllowAny]}
+
 urlpatterns = [
+    path("sessions/", views.SessionListView.as_view(), name="api-session-list"),
+    path("sessions/<session_id:session_id>/", views.SessionDetailView.as_view(),
+         name="api-session-detail"),
+    path("sessions/<session_id:session_id>/messages/", views.SessionMessagesView.as_view(),
+         name="api-session-messages"),
+    path("sessions/<session_id:session_id>/export/", views.SessionExportView.as_view(),
+         name="api-session-export"),
+    path("cost/", views.CostView.as_view(), name="api-cost"),
     path("channel-events/", views.ChannelEventView.as_view(), name="api-channel-events"),
+    path("schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public),
+         name="api-docs"),
+    re_path(r"^(?P<rest>.*)$", views.api_not_found),
 ]

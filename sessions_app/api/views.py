@@ -1,27 +1,270 @@
-"""The REST API: one view per operation, no business logic here."""
+"""The REST API: one view per operation, each with its own serializers; no business logic here.
+
+Reads go through sessions_app.selectors, writes through sessions_app.services.
+Every answer that is not a success is a JSON object with an "error" key (see
+sessions_app.api.auth.exception_handler), and the schema says so.
+"""
+
+import logging
 
 from asgiref.sync import async_to_sync
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse, JsonResponse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import events
+from chat.protocol import SESSION_ID_RE
+from sessions_app import exports, selectors, services
+from sessions_app.api import serializers as s
+
+try:
+    from sessions_app.budget import cost_summary
+except ModuleNotFoundError as exc:  # until the budget module lands, the plain totals
+    if exc.name != "sessions_app.budget":
+        raise
+    from sessions_app.selectors import cost_summary
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 200
 
 
-class ChannelEventAcceptedSerializer(serializers.Serializer):
-    delivered = serializers.BooleanField()
+# --- shared pieces -----------------------------------------------------------
 
 
-class ChannelEventView(APIView):
+class RequestTooLarge(exceptions.APIException):
+    """The request body is over DATA_UPLOAD_MAX_MEMORY_SIZE."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large"
+    default_code = "request_too_large"
+
+
+class ApiView(APIView):
+    """The API's base view: JSON bodies only; an oversized one is a JSON 413."""
+
+    parser_classes = [JSONParser]
+
+    def handle_exception(self, exc):
+        # Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE as it reads
+        # it; uncaught, that would be its HTML 400 page.
+        if isinstance(exc, RequestDataTooBig):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            exc = RequestTooLarge(f"Request body too large: at most {limit} bytes")
+        return super().handle_exception(exc)
+
+
+class SessionPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(s.ErrorSerializer, description=description)
+
+
+UNAUTHORIZED = {401: _error("Missing, invalid or revoked bearer token; the error says how to pair")}
+NOT_FOUND = {404: _error("No session with this id")}
+BODY_ERRORS = {
+    400: _error("The body is not valid JSON or fails validation"),
+    413: _error("The body is larger than 1 MiB"),
+    415: _error("The body is not application/json"),
+}
+SESSION_ID_PARAMETER = OpenApiParameter(
+    "session_id", OpenApiTypes.STR, OpenApiParameter.PATH,
+    description="The session id the chat socket uses", pattern=SESSION_ID_RE.pattern,
+)
+
+
+def _session_or_404(session_id: str):
+    session = selectors.session_get(session_id=session_id)
+    if session is None:
+        raise exceptions.NotFound("Session not found")
+    return session
+
+
+def _session_with_cost_or_404(session_id: str):
+    session = selectors.session_list().filter(pk=session_id).first()
+    if session is None:
+        raise exceptions.NotFound("Session not found")
+    return session
+
+
+def _checked(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+class SessionListView(ApiView):
+    """Sessions, newest activity first; filter by state, search names and message text."""
+
+    pagination_class = SessionPagination
+
+    @extend_schema(
+        operation_id="sessions_list",
+        parameters=[s.SessionListInputSerializer],
+        responses={200: s.SessionOutputSerializer(many=True), 400: _error("Bad filter"),
+                   **UNAUTHORIZED, 404: _error("No such page")},
+    )
+    def get(self, request):
+        filters = _checked(s.SessionListInputSerializer, request.query_params)
+        sessions = selectors.session_list(state=filters.get("state"), search=filters.get("search"))
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(sessions, request, view=self)
+        return paginator.get_paginated_response(s.SessionOutputSerializer(page, many=True).data)
+
+
+class SessionDetailView(ApiView):
+    """One session: read it, rename it, delete it with its messages."""
+
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        description="One session, with its summed cost.",
+        parameters=[SESSION_ID_PARAMETER],
+        responses={200: s.SessionOutputSerializer, **UNAUTHORIZED, **NOT_FOUND},
+    )
+    def get(self, request, session_id):
+        return Response(s.SessionOutputSerializer(_session_with_cost_or_404(session_id)).data)
+
+    @extend_schema(
+        operation_id="sessions_rename",
+        description="Rename a session (a body without `name` changes nothing).",
+        parameters=[SESSION_ID_PARAMETER],
+        request=s.SessionRenameInputSerializer,
+        responses={200: s.SessionOutputSerializer, **BODY_ERRORS, **UNAUTHORIZED, **NOT_FOUND},
+    )
+    def patch(self, request, session_id):
+        _session_or_404(session_id)
+        data = _checked(s.SessionRenameInputSerializer, request.data)
+        if "name" in data:
+            services.session_rename(session_id=session_id, name=data["name"])
+        return Response(s.SessionOutputSerializer(_session_with_cost_or_404(session_id)).data)
+
+    @extend_schema(
+        operation_id="sessions_destroy",
+        description="Delete a session with its messages (its usage records stay, for cost totals).",
+        parameters=[SESSION_ID_PARAMETER],
+        responses={204: None, **UNAUTHORIZED, **NOT_FOUND,
+                   409: _error("A turn is running in this session; stop it first")},
+    )
+    def delete(self, request, session_id):
+        try:
+            deleted = services.session_delete(session_id=session_id)
+        except services.SessionBusy:
+            return Response(
+                {"error": "The session is running a turn: stop it, then delete the session"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        if not deleted:
+            raise exceptions.NotFound("Session not found")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionMessagesView(ApiView):
+    """A session's messages, oldest first."""
+
+    @extend_schema(
+        operation_id="sessions_messages",
+        parameters=[SESSION_ID_PARAMETER],
+        responses={200: s.MessagesOutputSerializer, **UNAUTHORIZED, **NOT_FOUND},
+    )
+    def get(self, request, session_id):
+        return Response(exports.messages_document(_session_or_404(session_id)))
+
+
+class ExportNegotiation(DefaultContentNegotiation):
+    """Content negotiation that leaves `?format=` alone: here it names the file type."""
+
+    class settings:
+        URL_FORMAT_OVERRIDE = None
+
+
+EXPORT_TYPES = {
+    "md": ("text/markdown; charset=utf-8", exports.session_markdown),
+    "json": ("application/json", exports.session_json),
+}
+
+
+EXPORT_FILE = (
+    "An attachment: Markdown for format=md, the messages document (as GET .../messages/) "
+    "for format=json"
+)
+
+
+class SessionExportView(ApiView):
+    """The whole conversation as a download: Markdown (default) or JSON."""
+
+    content_negotiation_class = ExportNegotiation
+
+    @extend_schema(
+        operation_id="sessions_export",
+        parameters=[SESSION_ID_PARAMETER, s.ExportInputSerializer],
+        responses={
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR, description=EXPORT_FILE),
+            (200, "application/json"): OpenApiResponse(
+                s.MessagesOutputSerializer, description=EXPORT_FILE
+            ),
+            400: _error("Unknown format"), **UNAUTHORIZED, **NOT_FOUND,
+        },
+    )
+    def get(self, request, session_id):
+        session = _session_or_404(session_id)
+        kind = _checked(s.ExportInputSerializer, request.query_params)["format"]
+        content_type, render = EXPORT_TYPES[kind]
+        response = HttpResponse(render(session), content_type=content_type)
+        response["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=exports.export_filename(session, kind)
+        )
+        return response
+
+
+# --- cost and channel events -------------------------------------------------
+
+
+class CostView(ApiView):
+    """Tokens, requests and cost of every provider call: totals, today, per model, per session."""
+
+    @extend_schema(operation_id="cost_retrieve",
+                   responses={200: s.CostOutputSerializer, **UNAUTHORIZED})
+    def get(self, request):
+        return Response(cost_summary())
+
+
+class ChannelEventView(ApiView):
     """POST an operator event; every connected chat socket receives it as `agent_event`."""
 
     @extend_schema(
-        request={"application/json": {"type": "object", "additionalProperties": True}},
-        responses={202: ChannelEventAcceptedSerializer, 400: OpenApiResponse(description="Not a JSON object")},
+        operation_id="channel_events_create",
+        request={"application/json": {"type": "object", "additionalProperties": True,
+                                      "minProperties": 1}},
+        responses={202: s.ChannelEventAcceptedSerializer, **BODY_ERRORS, **UNAUTHORIZED},
     )
     def post(self, request):
-        if not isinstance(request.data, dict):
-            return Response({"error": "The body must be a JSON object"}, status=status.HTTP_400_BAD_REQUEST)
+        if not isinstance(request.data, dict) or not request.data:
+            return Response({"error": "The body must be a non-empty JSON object"},
+                            status=status.HTTP_400_BAD_REQUEST)
         async_to_sync(events.publish_channel_event)(dict(request.data))
         return Response({"delivered": True}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- anything else under /api/ -----------------------------------------------
+
+
+def api_not_found(request, rest=""):
+    """A JSON 404 for any other path under /api/ (Django's own would be an HTML page)."""
+    return JsonResponse(
+        {"error": "Not found: no such API endpoint (API paths end with a slash)"}, status=404
+    )

@@ -1,0 +1,95 @@
+"""Input and output serializers of the REST API, one pair per operation.
+
+Output serializers only shape data; input serializers only check it. Neither
+saves anything: the views hand checked data to services.
+"""
+
+from rest_framework import serializers
+
+from sessions_app.models import ChatSession
+
+NAME_MAX_CHARS = ChatSession._meta.get_field("name").max_length
+SEARCH_MAX_CHARS = 200
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer: a human-readable `error`, sometimes with DRF's own keys beside it."""
+
+    error = serializers.CharField()
+    detail = serializers.CharField(required=False)
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+class SessionListInputSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=ChatSession.State.choices, required=False)
+    search = serializers.CharField(required=False, max_length=SEARCH_MAX_CHARS)
+
+
+class SessionOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    state = serializers.ChoiceField(choices=ChatSession.State.choices)
+    message_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    last_activity = serializers.DateTimeField()
+    turn_id = serializers.CharField(allow_null=True)
+    cost_usd = serializers.FloatField(help_text="Summed cost of the session's provider calls, USD")
+
+
+class SessionRenameInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=NAME_MAX_CHARS, required=False)
+
+
+# --- messages ----------------------------------------------------------------
+
+
+class MessageOutputSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    role = serializers.CharField()
+    content = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    turn_id = serializers.CharField()
+    data = serializers.JSONField(
+        help_text="Tool calls, tool call ids, thinking, page_context, client_id, a `stopped` mark"
+    )
+
+
+class MessagesOutputSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    messages = MessageOutputSerializer(many=True)
+
+
+class ExportInputSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(
+        choices=[("md", "Markdown"), ("json", "JSON")], default="md", help_text="The file type"
+    )
+
+
+# --- cost --------------------------------------------------------------------
+
+
+class UsageTotalsSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    request_count = serializers.IntegerField()
+    cost_usd = serializers.FloatField()
+
+
+class CostOutputSerializer(UsageTotalsSerializer):
+    today = UsageTotalsSerializer(help_text="Since midnight UTC")
+    by_model = serializers.DictField(child=UsageTotalsSerializer())
+    by_session = serializers.DictField(child=UsageTotalsSerializer(), help_text="Keyed by session id")
+    daily_budget_usd = serializers.FloatField(allow_null=True)
+
+
+# --- channel events ----------------------------------------------------------
+
+
+class ChannelEventAcceptedSerializer(serializers.Serializer):
+    delivered = serializers.BooleanField()

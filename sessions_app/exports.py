@@ -1,0 +1,99 @@
+"""A session as a file: Markdown for people, JSON (the messages document) for programs."""
+
+import json
+import re
+from datetime import UTC
+
+from sessions_app.models import ChatSession, Message
+from sessions_app.selectors import session_messages
+
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_BACKTICK_RUN = re.compile(r"`+")
+
+
+def export_filename(session: ChatSession, extension: str) -> str:
+    """A name safe on every file system and in a Content-Disposition header."""
+    stem = _UNSAFE_FILENAME_CHARS.sub("_", session.pk).strip("._") or "session"
+    return f"construct-{stem[:80]}.{extension}"
+
+
+def messages_document(session: ChatSession) -> dict:
+    """What GET /api/sessions/{id}/messages/ answers, and the JSON export holds."""
+    # Imported here: the API package imports this module for its export view.
+    from sessions_app.api.serializers import MessagesOutputSerializer
+
+    return MessagesOutputSerializer(
+        {"session_id": session.pk, "messages": session_messages(session_id=session.pk)}
+    ).data
+
+
+def session_json(session: ChatSession) -> str:
+    return json.dumps(messages_document(session), ensure_ascii=False, indent=2) + "\n"
+
+
+# --- Markdown ----------------------------------------------------------------
+
+
+def _fence(text: str, language: str = "") -> str:
+    """A fenced block that no run of backticks inside `text` can close early."""
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in text.splitlines())
+
+
+def _stamp(value) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def _arguments(raw) -> str:
+    """Tool arguments pretty-printed when they are JSON, else as they came."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return raw
+    return json.dumps(raw, ensure_ascii=False, indent=2)
+
+
+def _message_markdown(message: Message) -> str:
+    data = message.data or {}
+    if message.role == Message.Role.TOOL:
+        name = data.get("name") or "tool"
+        title = f"### Tool result: `{name}`" + (" (error)" if data.get("is_error") else "")
+        return f"{title}\n\n{_fence(message.content)}"
+    title = f"## {message.role.capitalize()} · {_stamp(message.created_at)}"
+    parts = [title]
+    if data.get("thinking"):
+        parts.append(_quote("**Thinking**\n\n" + data["thinking"]))
+    if message.content:
+        parts.append(message.content)
+    if data.get("stopped"):
+        parts.append("*(stopped: the reply was cut short here)*")
+    for call in data.get("tool_calls") or ():
+        parts.append(f"**Tool call** `{call.get('name', '?')}`\n\n"
+                     + _fence(_arguments(call.get("arguments", "")), "json"))
+    return "\n\n".join(parts)
+
+
+def session_markdown(session: ChatSession) -> str:
+    """The conversation as a Markdown document: a header, then each message in order."""
+    header = [
+        f"# {session.name or session.pk}",
+        "",
+        f"- Session: `{session.pk}`",
+        f"- Created: {_stamp(session.created_at)}",
+        f"- Last activity: {_stamp(session.last_activity)}",
+        f"- Messages: {session.message_count}",
+    ]
+    blocks = ["\n".join(header)]
+    blocks.extend(_message_markdown(m) for m in session_messages(session_id=session.pk))
+    return "\n\n".join(blocks) + "\n"
+
+
+def sessions_markdown(sessions) -> str:
+    """Several sessions in one document, separated by rules (the admin's export action)."""
+    return "\n---\n\n".join(session_markdown(session) for session in sessions)
