@@ -18,6 +18,7 @@ from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -50,9 +51,14 @@ class RequestTooLarge(exceptions.APIException):
 
 
 class ApiView(APIView):
-    """The API's base view: JSON bodies only; an oversized one is a JSON 413."""
+    """The API's base view: JSON in and out; an oversized body is a JSON 413.
+
+    JSON out even for a browser: the browsable API would answer a browser's
+    401 with an HTML page, and the docs live at /api/docs/.
+    """
 
     parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
 
     def handle_exception(self, exc):
         # Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE as it reads

@@ -72,6 +72,17 @@ def test_every_endpoint_refuses_without_a_valid_token(anonymous_client, method, 
     assert ChatSession.objects.get(pk=ODD_ID).name == "kept"
 
 
+def test_a_browser_gets_json_too(anonymous_client, api):
+    browser = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+    refused = anonymous_client.get("/api/sessions/", **browser)
+    listed = api.get("/api/sessions/", **browser)
+
+    assert refused.status_code == 401 and refused["Content-Type"] == "application/json"
+    assert refused.json() == {"error": AUTH_REQUIRED_MESSAGE}
+    assert listed.status_code == 200 and listed["Content-Type"] == "application/json"
+
+
 def test_without_pairing_the_api_is_open(anonymous_client, settings):
     settings.CONSTRUCT_REQUIRE_PAIRING = False
     make_session(session_id="s1")
