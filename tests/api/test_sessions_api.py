@@ -144,6 +144,24 @@ def test_page_size_is_capped_at_200(api):
     assert len(body["results"]) == 200
 
 
+def test_a_page_costs_the_same_queries_however_many_rows(api, django_assert_num_queries):
+    def fill(count):
+        for n in range(count):
+            session = make_session()
+            make_message(session=session, content="matching text")
+            _usage(session, "0.01")
+
+    fill(2)
+    api.get("/api/sessions/")  # the device's last_seen write happens once, here
+    with django_assert_num_queries(3) as small:  # device, count, page
+        api.get("/api/sessions/?search=matching")
+    fill(30)
+    with django_assert_num_queries(3):
+        body = api.get("/api/sessions/?search=matching").json()
+
+    assert body["count"] == 32 and len(small.captured_queries) == 3
+
+
 def test_a_page_past_the_end_is_a_json_404(api):
     make_session()
 
