@@ -16,3 +16,7 @@ class ChatConfig(AppConfig):
         # frames past our own limit reach us so we can answer MESSAGE_TOO_LARGE.
         patch_daphne_close_codes()
         patch_daphne_message_limit(settings.CONSTRUCT_MAX_FRAME_BYTES)
+        # Daphne's access log bypasses logging: redact ?token= there too.
+        from chat.security import patch_daphne_access_log
+
+        patch_daphne_access_log()

@@ -11,45 +11,78 @@ import uuid
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django import db
 from django.conf import settings
 
-from chat import events, protocol, runtime, turns
-from chat.errors import AgentInitFailed, sanitize
+from chat import events, limits, protocol, runtime, security, turns
+from chat.errors import DATABASE_UNAVAILABLE, AgentInitFailed, sanitize
 from chat.hub import get_hub
 from chat.protocol import FrameError, error_frame
 from sessions_app import services
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_scope
-from sessions_app.pairing import device_authenticate
+from sessions_app.pairing import device_active, device_authenticate
 
 logger = logging.getLogger(__name__)
 
 CLOSE_AGENT_INIT_FAILED = 1011
+# "Try again later": the database failed while the socket opened.
+CLOSE_TRY_AGAIN = 1013
+# The device's token was revoked: pair again rather than reconnect.
+CLOSE_TOKEN_REVOKED = 4401
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One browser tab (or script) talking to one session."""
 
     session_id: str | None = None
+    device_id: int | None = None
+    limit_key = ""
     _ready = False
+    _slot_held = False
+    _revoked = False
+    _accepted = False
 
     async def connect(self):
+        try:
+            await self._connect()
+        except db.Error as exc:
+            # Before accept, so say why on an accepted socket rather than a bare 500.
+            logger.error("could not open a chat socket: the database failed: %s", exc)
+            if not self._accepted:
+                await self.accept()
+            await self.send_json(error_frame("AGENT_ERROR", DATABASE_UNAVAILABLE))
+            await self.close(code=CLOSE_TRY_AGAIN)
+
+    async def accept(self, subprotocol=None, headers=None):
+        self._accepted = True
+        await super().accept(subprotocol, headers)
+
+    async def _connect(self):
         params = protocol.query_params(self.scope)
         self.client = client_from_scope(self.scope)
+        if not security.origin_allowed(self.scope):
+            origin = protocol.header(self.scope, b"origin") or ""
+            await self._refuse("origin not allowed", origin=origin[:200])
+            return
         if settings.CONSTRUCT_REQUIRE_PAIRING:
             token = protocol.extract_token(self.scope, params.get("token"))
             device = await database_sync_to_async(device_authenticate)(token=token) if token else None
             if device is None:
-                await self._audit("socket_refused", reason="missing or invalid token")
-                await self.close()
+                await self._refuse("missing or invalid token")
                 return
             self.device_id = device.pk
 
         session_id = params.get("session_id") or str(uuid.uuid4())
         if not protocol.SESSION_ID_RE.match(session_id):
-            await self._audit("socket_refused", reason="invalid session_id")
-            await self.close()
+            await self._refuse("invalid session_id")
             return
+        self.limit_key = limits.limit_key(device_id=self.device_id, client=self.client)
+        refusal = limits.socket_admit(self.limit_key)
+        if refusal is not None:
+            await self._refuse(refusal)
+            return
+        self._slot_held = True
         subprotocol = protocol.select_subprotocol(self.scope)
 
         try:
@@ -107,6 +140,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._audit("socket_connect", session_id=session_id)
 
     async def disconnect(self, code):
+        if self._slot_held:
+            self._slot_held = False
+            limits.socket_release(self.limit_key)
         if self.session_id is not None:
             get_hub().detach(self.session_id, self)
             await self.channel_layer.group_discard(events.SOCKETS_GROUP, self.channel_name)
@@ -117,6 +153,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # --- Frames from the client ------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self._revoked:  # closing: nothing more from this device is acted on
+            return
         try:
             frame = self._decode(text_data, bytes_data)
             await self._dispatch(frame)
@@ -124,9 +162,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(error_frame(exc.code, exc.message))
         except Exception as exc:  # the database or the layer failed: say so, keep the socket
             logger.exception("could not handle a frame on session %s", self.session_id)
-            await self.send_json(error_frame(
-                "AGENT_ERROR", sanitize(f"The gateway could not handle that message: {type(exc).__name__}")
-            ))
+            if isinstance(exc, db.Error):
+                message = DATABASE_UNAVAILABLE
+            else:
+                message = sanitize(f"The gateway could not handle that message: {type(exc).__name__}")
+            await self.send_json(error_frame("AGENT_ERROR", message))
 
     def _decode(self, text_data, bytes_data) -> dict:
         self._frames += 1
@@ -151,11 +191,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "connected", "message": "Connection established"})
         elif msg_type == "message":
             content, page_context, client_id = protocol.parse_message(frame)
+            if not await self._still_authorised():
+                return
+            retry_after = limits.message_hit(self.limit_key)
+            if retry_after:
+                await self.send_json({
+                    **error_frame("RATE_LIMITED", f"Too many messages: retry after {retry_after} s"),
+                    "retry_after": retry_after,
+                })
+                return
             await turns.message_submit(
                 session_id=self.session_id, content=content, page_context=page_context,
                 client_id=client_id, requester=turns.Requester(self.send_json),
             )
         elif msg_type == "stop":
+            if not await self._still_authorised():
+                return
             if not await turns.turn_stop(session_id=self.session_id):
                 await self.send_json({"type": "stopped", "message": "No turn is running"})
         else:
@@ -181,6 +232,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self._seen[turn_id] = seq
         await self.send(text_data=text if text is not None else json.dumps(event))
 
+    async def device_revoked(self, message):
+        if self.device_id is not None and message.get("device_id") == self.device_id:
+            await self._close_revoked()
+
     async def channel_event(self, message):
         await self.send_json({"type": "agent_event", "event": message["event"]})
 
@@ -196,6 +251,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     def _within_connect_window(self) -> bool:
         return self._loop_time() - self._connected_at <= settings.CONSTRUCT_CONNECT_FRAME_TIMEOUT
+
+    async def _refuse(self, reason: str, **detail) -> None:
+        """Refuse the upgrade (403, before accept); audited unless this client floods us."""
+        if limits.refusal_worth_auditing(self.client):
+            await self._audit("socket_refused", reason=reason, **detail)
+        else:
+            logger.info("chat socket refused for %s: %s", self.client, reason)
+        await self.close()
+
+    async def _still_authorised(self) -> bool:
+        """Check the token again (revocation acts at once, even with no shared layer)."""
+        if self.device_id is None:
+            return True
+        if await database_sync_to_async(device_active)(device_id=self.device_id):
+            return True
+        await self._close_revoked()
+        return False
+
+    async def _close_revoked(self) -> None:
+        if self._revoked:
+            return
+        self._revoked = True
+        if self.session_id is not None:
+            get_hub().detach(self.session_id, self)
+        await self.send_json(error_frame("AUTH_ERROR", "Token revoked: pair this device again"))
+        await self.close(code=CLOSE_TOKEN_REVOKED)
 
     async def _audit(self, kind: str, **detail) -> None:
         try:

@@ -8,6 +8,8 @@ import re
 
 MAX_ERROR_CHARS = 500
 REDACTED = "[REDACTED]"
+# What a client is told when the database fails under it (no host, port or SQL).
+DATABASE_UNAVAILABLE = "The gateway's database is unavailable; try again shortly"
 
 
 class GatewayError(Exception):
@@ -88,6 +90,41 @@ def redact(text):
         else:
             text = pattern.sub(REDACTED, text)
     return text
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret replaced; cheap enough for each streamed chunk.
+
+    Only exact registered values (the provider key) are looked for, one `in`
+    per secret, not the shape patterns of `redact`: a chunk is the model's own
+    text, and only a key the gateway holds must never reach a client.
+    """
+    for secret in _secrets:
+        if secret in text:
+            for known in sorted(_secrets, key=len, reverse=True):
+                text = text.replace(known, REDACTED)
+            return text
+    return text
+
+
+def scrub_value(value):
+    """`scrub` through the strings of a JSON-like value (tool arguments, event fields).
+
+    A dict of clean strings (a chunk's fields) comes back as it is, uncopied.
+    """
+    if value.__class__ is str:
+        return scrub(value)
+    if isinstance(value, dict):
+        for item in value.values():
+            if item.__class__ is not str:
+                return {key: scrub_value(item) for key, item in value.items()}
+            for secret in _secrets:
+                if secret in item:
+                    return {key: scrub_value(item) for key, item in value.items()}
+        return value
+    if isinstance(value, list):
+        return [scrub_value(item) for item in value]
+    return value
 
 
 def sanitize(text):

@@ -37,6 +37,11 @@ async def publish_channel_event(event) -> None:
     await _group_send(SOCKETS_GROUP, {"type": "channel.event", "event": event})
 
 
+async def publish_device_revoked(device_id: int) -> None:
+    """Tell every chat socket, on every process, that a device's token no longer works."""
+    await _group_send(SOCKETS_GROUP, {"type": "device.revoked", "device_id": device_id})
+
+
 async def publish_operator_event(event: dict) -> None:
     await _group_send(OPERATORS_GROUP, {"type": "operator.event", "event": event})
 

@@ -15,6 +15,7 @@ message (see `parse_script`):
     [[think]]           stream some reasoning first
     [[tool:NAME {json}]]  call a tool (several run in order, one per model round)
     [[echo_prompt]]     reply with the last user message exactly as received
+    [[echo_key]]        reply with the API key the request carried (a provider leaking it)
     [[fail=CODE]]       answer HTTP CODE with the provider's error body
     [[fail_once=CODE]]  fail the first time this request body is seen only
     [[reset_after=N]]   stream N chunks, then drop the connection
@@ -60,7 +61,7 @@ _dumps = json.dumps
 # --- Directives -----------------------------------------------------------------
 
 _NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after)=(\d+)\]\]")
-_FLAG_DIRECTIVE = re.compile(r"\[\[(stamp|think|echo_prompt|malformed|hang)\]\]")
+_FLAG_DIRECTIVE = re.compile(r"\[\[(stamp|think|echo_prompt|echo_key|malformed|hang)\]\]")
 _TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*")
 # Splits text into word-sized pieces whose concatenation is the text itself.
 _PIECES = re.compile(r"\s+|\S+\s*")
@@ -77,6 +78,7 @@ class Script:
     stamp: bool = False
     think: bool = False
     echo_prompt: bool = False
+    echo_key: bool = False
     malformed: bool = False
     hang: bool = False
     fail: int | None = None
@@ -584,6 +586,8 @@ def create_app():
         failure = state.should_fail(script, body_bytes)
         if failure:
             return _openai_error(failure, _bearer_key(request))
+        if script.echo_key:
+            script.text = _bearer_key(request)
         plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "call_")
         model = body.get("model") or DEFAULT_MODEL
         if not body.get("stream"):
@@ -601,6 +605,8 @@ def create_app():
         if failure:
             # The SDK sends its key as x-api-key or, lately, as a bearer token.
             return _anthropic_error(failure, request.headers.get("x-api-key") or _bearer_key(request))
+        if script.echo_key:
+            script.text = request.headers.get("x-api-key") or _bearer_key(request)
         plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "toolu_")
         model = body.get("model") or DEFAULT_MODEL
         if not body.get("stream"):

@@ -29,6 +29,7 @@ def provider_config() -> ProviderConfig:
         model=settings.CONSTRUCT_MODEL,
         api_key=settings.CONSTRUCT_API_KEY,
         base_url=settings.CONSTRUCT_BASE_URL,
+        timeout=settings.CONSTRUCT_PROVIDER_TIMEOUT,
     )
 
 

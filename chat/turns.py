@@ -13,11 +13,14 @@ import time
 import uuid
 
 from channels.db import database_sync_to_async
+from django import db
 from django.conf import settings
 
 from chat import events, runtime
 from chat.agent import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
-from chat.errors import AgentError, GatewayError, SessionBusy, sanitize
+from chat.errors import (
+    DATABASE_UNAVAILABLE, AgentError, GatewayError, SessionBusy, sanitize, scrub, scrub_value,
+)
 from chat.hub import get_hub
 from chat.prompts import page_context_hint
 from sessions_app import selectors, services
@@ -74,7 +77,29 @@ async def _message_run(*, session_id, content, page_context, client_id, requeste
             )
         await requester.send({"type": "error", "message": str(exc), "code": exc.code})
         return
+    except Exception as exc:  # the database failed: say so, never leave the client waiting
+        logger.error("session %s: could not start a turn: %s", session_id, exc)
+        if client_id is not None:
+            await _client_id_forget(session_id, client_id)
+        await requester.send({"type": "error", "message": _failure_message(exc), "code": AgentError.code})
+        return
     await Turn(session_id, turn_id).run(content, page_context, client_id)
+
+
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, db.Error):
+        return DATABASE_UNAVAILABLE
+    return sanitize(f"The gateway could not start the turn: {type(exc).__name__}")
+
+
+async def _client_id_forget(session_id: str, client_id: str) -> None:
+    """Forget a client id whose message was not kept, so the client may send it again."""
+    try:
+        await database_sync_to_async(services.client_id_release)(
+            session_id=session_id, client_id=client_id
+        )
+    except Exception as exc:
+        logger.warning("could not forget client id of session %s: %s", session_id, exc)
 
 
 async def _acquire(session_id: str, turn_id: str, requester: Requester) -> None:
@@ -139,7 +164,8 @@ class Turn:
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
-        event = {"type": type_, **fields, "turn_id": self.turn_id, "seq": self.seq}
+        # No key the gateway holds reaches a client, even if a provider or a tool echoes it.
+        event = {"type": type_, **scrub_value(fields), "turn_id": self.turn_id, "seq": self.seq}
         await self.hub.publish(self.session_id, event)
 
     async def run(self, content: str, page_context: str | None, client_id: str | None) -> None:
@@ -148,12 +174,14 @@ class Turn:
         config = runtime.provider_config()
         renewer = asyncio.get_running_loop().create_task(self._renew_lease())
         state = ChatSession.State.IDLE
+        user_saved = False
         try:
             data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
             await database_sync_to_async(services.message_append)(
                 session_id=self.session_id, role="user", content=content, data=data,
                 turn_id=self.turn_id,
             )
+            user_saved = True
             await events.publish_operator_event({
                 "type": "agent_start", "provider": config.provider, "model": config.model,
                 "session_id": self.session_id, "turn_id": self.turn_id,
@@ -186,6 +214,11 @@ class Turn:
                 "duration_ms": round((time.monotonic() - started) * 1000),
                 **self._usage(),
             })
+        except Exception as exc:  # the database failed outside the agent's stream
+            state = ChatSession.State.ERROR
+            if not user_saved and client_id is not None:
+                await _client_id_forget(self.session_id, client_id)  # so a resend runs
+            await self._fail(exc)
         finally:
             renewer.cancel()
             await self._release(state)
@@ -193,12 +226,20 @@ class Turn:
             self.hub.turn_end(self.session_id, self.turn_id)
 
     async def _release(self, state: str) -> None:
-        """Free the session (once) in the state the turn ended in."""
+        """Free the session (once) in the state the turn ended in.
+
+        Never raises: if the database fails here, the turn's lease runs out
+        instead and the session's next message takes it over.
+        """
         if not self.released:
             self.released = True
-            await database_sync_to_async(services.turn_finish)(
-                session_id=self.session_id, turn_id=self.turn_id, state=state
-            )
+            try:
+                await database_sync_to_async(services.turn_finish)(
+                    session_id=self.session_id, turn_id=self.turn_id, state=state
+                )
+            except Exception as exc:
+                logger.warning("turn %s could not free session %s (its lease will run out): %s",
+                               self.turn_id, self.session_id, exc)
 
     async def _stream(self, page_context: str | None) -> None:
         agent = runtime.build_agent()
@@ -237,7 +278,7 @@ class Turn:
         else:
             self.pending = []
         await database_sync_to_async(services.message_append)(
-            session_id=self.session_id, role=message["role"], content=message.get("content") or "",
+            session_id=self.session_id, role=message["role"], content=scrub(message.get("content") or ""),
             data=data, turn_id=self.turn_id,
         )
 
@@ -245,7 +286,7 @@ class Turn:
         """Keep what was streamed since the last saved message, marked as cut short."""
         if self.pending:
             await database_sync_to_async(services.message_append)(
-                session_id=self.session_id, role="assistant", content="".join(self.pending),
+                session_id=self.session_id, role="assistant", content=scrub("".join(self.pending)),
                 data=data, turn_id=self.turn_id,
             )
             self.pending = []
@@ -265,10 +306,17 @@ class Turn:
         if isinstance(exc, GatewayError):
             code, message = exc.code, sanitize(str(exc))
             logger.warning("turn %s of session %s failed: %s", self.turn_id, self.session_id, message)
+        elif isinstance(exc, db.Error):
+            code, message = AgentError.code, DATABASE_UNAVAILABLE
+            logger.error("turn %s of session %s: the database failed: %s", self.turn_id,
+                         self.session_id, exc)
         else:
             code, message = AgentError.code, sanitize(f"Agent error: {exc}")
             logger.exception("turn %s of session %s crashed", self.turn_id, self.session_id)
-        await self._save_partial({"error": code})
+        try:
+            await self._save_partial({"error": code})
+        except Exception as save_exc:
+            logger.warning("turn %s could not keep its partial reply: %s", self.turn_id, save_exc)
         await self._release(ChatSession.State.ERROR)
         await self.emit("error", message=message, code=code)
         await events.publish_operator_event(

@@ -64,6 +64,23 @@ def _env_list(name, default):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _env_rate(name, default):
+    """COUNT/SECONDS as a (count, seconds) pair, e.g. "20/10"; "0" or "off" is no limit (None)."""
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"0", "off", "none"}:
+        return None
+    count, _, seconds = raw.partition("/")
+    try:
+        rate = (int(count), float(seconds))
+    except ValueError:
+        rate = None
+    if rate is None or rate[0] < 1 or not rate[1] > 0:
+        raise ImproperlyConfigured(f"{name} must be COUNT/SECONDS such as 20/10, or off, not {raw!r}")
+    return rate
+
+
 # --- Django -----------------------------------------------------------------
 
 DEBUG = _env_bool("DJANGO_DEBUG", False)
@@ -90,6 +107,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so an oversized body is refused before anything reads it.
+    "chat.security.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -271,3 +290,10 @@ CONSTRUCT_ALLOWED_ORIGINS = _env_list("CONSTRUCT_ALLOWED_ORIGINS", [])
 # Internal tuning, not part of the contract.
 CONSTRUCT_TURN_LEASE_SECONDS = _env_number("CONSTRUCT_TURN_LEASE_SECONDS", 10.0, kind=float)
 CONSTRUCT_CONNECT_FRAME_TIMEOUT = 5.0
+# Hostile-input limits (see SECURITY.md), per device, or per client address when
+# pairing is off: messages and new sockets as COUNT/SECONDS, open sockets as a cap.
+CONSTRUCT_MESSAGE_RATE = _env_rate("CONSTRUCT_MESSAGE_RATE", (20, 10.0))
+CONSTRUCT_SOCKET_RATE = _env_rate("CONSTRUCT_SOCKET_RATE", (30, 60.0))
+CONSTRUCT_MAX_SOCKETS_PER_TOKEN = _env_number("CONSTRUCT_MAX_SOCKETS_PER_TOKEN", 20, minimum=0)
+# Seconds the provider may stay silent (connect, or between two bytes of a stream).
+CONSTRUCT_PROVIDER_TIMEOUT = _env_number("CONSTRUCT_PROVIDER_TIMEOUT", 120.0, kind=float, minimum=0.1)

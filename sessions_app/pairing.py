@@ -232,6 +232,24 @@ def device_revoke(*, device_id: int, client: str = "") -> bool:
         )
         if revoked:
             audit_record(kind=AuditEvent.Kind.DEVICE_REVOKED, client=client, device_id=device_id)
+            # Open sockets of the device close at once, once the revocation is committed.
+            transaction.on_commit(lambda: _revoked_publish(device_id))
     if revoked:
         logger.info("device %s revoked", device_id)
     return bool(revoked)
+
+
+def _revoked_publish(device_id: int) -> None:
+    from asgiref.sync import async_to_sync
+
+    from chat.events import publish_device_revoked
+
+    try:
+        async_to_sync(publish_device_revoked)(device_id)
+    except Exception:  # the sockets still refuse the token at their next message
+        logger.warning("could not tell the sockets of device %s", device_id, exc_info=True)
+
+
+def device_active(*, device_id: int) -> bool:
+    """Whether the device is paired and not revoked (the socket asks before each message)."""
+    return PairedDevice.objects.filter(pk=device_id, revoked_at__isnull=True).exists()

@@ -1,0 +1,137 @@
+"""Defences at the edges: the socket's Origin check, request body limits, a redacted access log.
+
+See SECURITY.md for the threat model these answer and the tests that prove them.
+"""
+
+import logging
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+from django.http.request import split_domain_port, validate_host
+from django.utils.deprecation import MiddlewareMixin
+
+from chat.errors import redact
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
+_MARKER = "_construct_patched"
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _origin_parts(origin: str) -> tuple[str, str, str] | None:
+    """(scheme, host, port) of an Origin value or an allowed-origin entry; None if malformed."""
+    try:
+        parts = urlsplit(origin.strip())
+        scheme = parts.scheme.lower()
+        host, port = split_domain_port(parts.netloc)
+    except ValueError:
+        return None
+    if scheme not in _DEFAULT_PORTS or not host or parts.path not in ("", "/"):
+        return None
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+# --- Cross-site WebSocket hijacking ----------------------------------------------
+
+
+def origin_allowed(scope) -> bool:
+    """Whether a socket's `Origin` may open it.
+
+    Browsers always send Origin, and a page on another site must not drive
+    the agent with the browser's access (with pairing off, that access is
+    everyone's). Allowed: no Origin at all (a script, which needs a token
+    anyway); the page's own host and port, when that host is one of
+    ALLOWED_HOSTS; a host in ALLOWED_HOSTS, any port, as Channels'
+    AllowedHostsOriginValidator does (a "*" there does not count, it would
+    allow every site); an exact origin in CONSTRUCT_ALLOWED_ORIGINS, where
+    "*" turns the check off.
+    """
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True
+    allowed = settings.CONSTRUCT_ALLOWED_ORIGINS
+    if "*" in allowed:
+        return True
+    parts = _origin_parts(origin)
+    if parts is None:  # "null" (a sandboxed frame, a file), or junk
+        return False
+    if any(_origin_parts(entry) == parts for entry in allowed):
+        return True
+    _scheme, host, port = parts
+    if validate_host(host, [h for h in settings.ALLOWED_HOSTS if h != "*"]):
+        return True
+    own = _header(scope, b"host")
+    if own:
+        own_host, own_port = split_domain_port(own)
+        own_port = own_port or _DEFAULT_PORTS.get(scope.get("scheme", "ws"), "80")
+        if (own_host, own_port) == (host, port) and validate_host(own_host, settings.ALLOWED_HOSTS):
+            return True
+    return False
+
+
+# --- Request bodies ---------------------------------------------------------------
+
+
+def _too_large() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return JsonResponse(
+        {"error": f"Request body too large: at most {limit} bytes"}, status=413
+    )
+
+
+class BodyLimitMiddleware(MiddlewareMixin):
+    """Answer a body over DATA_UPLOAD_MAX_MEMORY_SIZE with 413 JSON, not Django's 400 page.
+
+    A declared Content-Length is refused before anything reads the body; a body
+    that turns out larger (Django counts it as it reads) is refused the same way.
+    """
+
+    def process_request(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            return _too_large()
+        return None
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, RequestDataTooBig):
+            return _too_large()
+        return None
+
+
+# --- The access log ---------------------------------------------------------------
+
+
+def patch_daphne_access_log() -> None:
+    """Redact secrets (a `?token=`) from daphne's access log lines.
+
+    Daphne writes its access log straight to a stream, not through logging,
+    so the RedactingFilter never sees those lines; an HTTP request line keeps
+    its query string. Idempotent.
+    """
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:  # not served by daphne
+        return
+    original = AccessLogGenerator.write_entry
+    if getattr(original, _MARKER, False):
+        return
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        return original(self, host, date, redact(request), *args, **kwargs)
+
+    setattr(write_entry, _MARKER, True)
+    write_entry.__doc__ = original.__doc__
+    AccessLogGenerator.write_entry = write_entry

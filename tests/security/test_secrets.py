@@ -1,0 +1,118 @@
+"""Secrets (the provider key, tokens, pairing codes) reach no frame, log line, error or admin page."""
+
+import json
+import logging
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib import admin
+from django.urls import reverse
+
+from chat.errors import REDACTED, register_secret, scrub, scrub_value
+from sessions_app.models import Message
+from tests.chat.conftest import FAKE_KEY, frames_until, open_socket, send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_scrub_replaces_registered_secrets_only():
+    register_secret("s3cr3t-value-for-scrub")
+    assert scrub("a s3cr3t-value-for-scrub b") == f"a {REDACTED} b"
+    assert scrub("nothing here, sk-look-alike-12345678") == "nothing here, sk-look-alike-12345678"
+    fields = {"content": "plain"}
+    assert scrub_value(fields) is fields  # the streaming fast path copies nothing
+    assert scrub_value({"args": {"cmd": ["echo", "s3cr3t-value-for-scrub"]}, "n": 3}) == {
+        "args": {"cmd": ["echo", REDACTED]}, "n": 3}
+
+
+@database_sync_to_async
+def saved_text(session_id):
+    return json.dumps(list(Message.objects.filter(session_id=session_id).values("content", "data")))
+
+
+async def test_a_provider_echoing_the_key_in_its_reply(gateway, token, caplog):
+    caplog.set_level(logging.DEBUG)
+    comm, _ = await open_socket(token, query="session_id=echo")
+    await send(comm, type="message", content="[[echo_key]]")
+    frames = await frames_until(comm)
+    assert frames[-1]["type"] == "done"
+    assert frames[-1]["full_response"] == f"Echo: {REDACTED}"
+    assert REDACTED in "".join(f.get("content", "") for f in frames if f["type"] == "chunk")
+    assert FAKE_KEY not in json.dumps(frames)
+    assert FAKE_KEY not in await saved_text("echo")
+    assert FAKE_KEY not in caplog.text
+    await comm.disconnect()
+
+
+async def test_a_provider_echoing_the_key_in_its_error(gateway, token, caplog):
+    caplog.set_level(logging.DEBUG)
+    comm, _ = await open_socket(token, query="session_id=fail")
+    await send(comm, type="message", content="[[fail=401]]")
+    frames = await frames_until(comm)
+    assert frames[-1]["code"] == "AUTH_ERROR"
+    assert FAKE_KEY not in json.dumps(frames)
+    assert FAKE_KEY not in await saved_text("fail")
+    assert FAKE_KEY not in caplog.text
+    await comm.disconnect()
+
+
+async def test_anthropic_echoing_the_key(gateway, token, mock_llm, caplog):
+    gateway.CONSTRUCT_PROVIDER = "anthropic"
+    gateway.CONSTRUCT_BASE_URL = mock_llm.anthropic_url
+    caplog.set_level(logging.DEBUG)
+    comm, _ = await open_socket(token, query="session_id=anthropic")
+    for content, last in (("[[echo_key]]", "done"), ("[[fail=401]]", "error")):
+        await send(comm, type="message", content=content)
+        frames = await frames_until(comm)
+        assert frames[-1]["type"] == last
+        assert FAKE_KEY not in json.dumps(frames)
+    assert FAKE_KEY not in await saved_text("anthropic")
+    assert FAKE_KEY not in caplog.text
+    await comm.disconnect()
+
+
+async def test_the_token_is_in_no_frame_and_no_log_line(gateway, token, caplog):
+    caplog.set_level(logging.DEBUG)
+    comm, _ = await open_socket(token, query="session_id=tok")
+    await send(comm, type="message", content="[[echo_prompt]] hello")
+    frames = await frames_until(comm)
+    await comm.disconnect()
+    assert token not in json.dumps(frames)
+    assert token not in caplog.text
+
+
+# --- The admin ----------------------------------------------------------------------
+
+
+def admin_pages(client):
+    """Every admin changelist and change page there is, as text."""
+    pages = [client.get(reverse("admin:index")).content.decode()]
+    for model, model_admin in admin.site._registry.items():
+        meta = model._meta
+        changelist = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        pages.append(client.get(changelist).content.decode())
+        for obj in model.objects.all()[:20]:
+            change = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk])
+            response = client.get(change)
+            assert response.status_code in (200, 302, 403), change
+            pages.append(response.content.decode())
+    return pages
+
+
+def test_no_secret_on_any_admin_page(client, django_user_model):
+    from sessions_app.pairing import device_pair, pairing_code_issue
+    from tests.factories import make_message, make_session
+
+    code = pairing_code_issue()
+    token = device_pair(code=code, client="10.0.0.1", name="phone")
+    unused_code = pairing_code_issue()
+    session = make_session(session_id="admin-check", name="Check")
+    make_message(session=session, content="hello")
+    staff = django_user_model.objects.create_superuser("root", "root@example.com", "pw-not-secret")
+    client.force_login(staff)
+
+    pages = admin_pages(client)
+
+    text = "\n".join(pages)
+    for secret in (token, code, unused_code, FAKE_KEY):
+        assert secret not in text
