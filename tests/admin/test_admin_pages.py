@@ -1,13 +1,17 @@
 """Django admin, driven with the test Client as a logged-in staff superuser."""
 
+import asyncio
 import re
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
+from chat import events
 from sessions_app.models import AuditEvent, ChatSession, MemoryNote, PairedDevice, UsageRecord
 from sessions_app.pairing import device_pair
 from tests.factories import make_device, make_message, make_pairing_code, make_session
@@ -193,6 +197,21 @@ def test_revoke_action_refuses_the_token_and_is_audited(admin_client):
     audit = AuditEvent.objects.filter(kind=AuditEvent.Kind.DEVICE_REVOKED).get()
     assert audit.detail == {"device_id": device.pk}
     assert audit.client == "127.0.0.1"
+
+
+def test_revoke_action_tells_the_open_sockets(admin_client, django_capture_on_commit_callbacks):
+    device, _ = make_device()
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.SOCKETS_GROUP, channel)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            _action(admin_client, "/admin/sessions_app/paireddevice/", "revoke", [device.pk])
+
+        message = async_to_sync(asyncio.wait_for)(layer.receive(channel), 5)
+    finally:
+        async_to_sync(layer.group_discard)(events.SOCKETS_GROUP, channel)
+    assert message == {"type": "device.revoked", "device_id": device.pk}
 
 
 def test_revoking_twice_is_counted_once(admin_client):
