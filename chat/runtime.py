@@ -7,10 +7,14 @@ import asyncio
 import weakref
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
+from chat import mcp
 from chat.agent import Agent
+from chat.errors import AgentInitFailed
 from chat.providers import build_provider
 from chat.providers.base import ProviderConfig
+from chat.tools import default_registry
 from chat.tools.base import ToolContext, ToolRegistry
 
 SYSTEM_PROMPT = (
@@ -45,23 +49,37 @@ def get_provider():
 def check_agent() -> None:
     """Raise AgentInitFailed now if a turn could not be run (checked when a socket connects)."""
     get_provider()
+    mcp_servers()
 
 
-def build_tools() -> ToolRegistry:
+def mcp_servers() -> list[mcp.ServerConfig]:
     try:
-        from chat.tools import default_registry
-    except ImportError:
-        return ToolRegistry()
-    return default_registry()
+        return mcp.parse_servers(settings.CONSTRUCT_MCP_SERVERS)
+    except ImproperlyConfigured as exc:
+        raise AgentInitFailed(str(exc)) from None
 
 
-def build_agent() -> Agent:
+def build_tools(extra=()) -> ToolRegistry:
+    registry = default_registry()
+    for tool in extra:
+        registry.add(tool)
+    return registry
+
+
+def build_agent(extra_tools=()) -> Agent:
     return Agent(
         get_provider(),
-        build_tools(),
+        build_tools(extra_tools),
         max_iterations=settings.CONSTRUCT_MAX_TOOL_ITERATIONS,
         system_prompt=SYSTEM_PROMPT,
     )
+
+
+async def prepare_agent() -> Agent:
+    """The agent for a turn, with the tools of the MCP servers (started on first use)."""
+    servers = mcp_servers()
+    extra = await mcp.get_manager(servers).tools() if servers else []
+    return build_agent(extra)
 
 
 def tool_context(session_id: str) -> ToolContext:

@@ -23,7 +23,7 @@ from chat.errors import (
 )
 from chat.hub import get_hub
 from chat.prompts import page_context_hint
-from sessions_app import selectors, services
+from sessions_app import budget, selectors, services
 from sessions_app.models import ChatSession
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ async def turn_stop(*, session_id: str) -> bool:
 async def _message_run(*, session_id, content, page_context, client_id, requester) -> None:
     turn_id = uuid.uuid4().hex
     try:
+        await _budget_check(requester)
         await _acquire(session_id, turn_id, requester)
     except GatewayError as exc:
         if client_id is not None:
@@ -100,6 +101,13 @@ async def _client_id_forget(session_id: str, client_id: str) -> None:
         )
     except Exception as exc:
         logger.warning("could not forget client id of session %s: %s", session_id, exc)
+
+
+async def _budget_check(requester: Requester) -> None:
+    """Refuse the message once the daily budget is spent (BudgetExceeded); warn from 80 %."""
+    status = await database_sync_to_async(budget.budget_check)()
+    if status.warning:
+        await requester.send({"type": "operator_status", "phase": "budget", "detail": status.warning})
 
 
 async def _acquire(session_id: str, turn_id: str, requester: Requester) -> None:
@@ -160,6 +168,7 @@ class Turn:
         self.pending: list[str] = []  # streamed since the last saved message
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cost_usd = 0.0
         self.released = False
 
     async def emit(self, type_: str, **fields) -> None:
@@ -242,7 +251,7 @@ class Turn:
                                self.turn_id, self.session_id, exc)
 
     async def _stream(self, page_context: str | None) -> None:
-        agent = runtime.build_agent()
+        agent = await runtime.prepare_agent()
         history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
             session_id=self.session_id, token_budget=runtime.history_budget()
         )
@@ -294,13 +303,15 @@ class Turn:
     async def _record_usage(self, usage: UsageInfo) -> None:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
-        await database_sync_to_async(services.usage_record)(
+        record = await database_sync_to_async(services.usage_record)(
             session_id=self.session_id, turn_id=self.turn_id, model=usage.model,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         )
+        self.cost_usd += float(record.cost_usd)
 
     def _usage(self) -> dict:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": round(self.cost_usd, 8)}
 
     async def _fail(self, exc: Exception) -> None:
         if isinstance(exc, GatewayError):

@@ -83,7 +83,39 @@ def history_for_provider(*, session_id: str, token_budget: int) -> tuple[list[di
     if dropped:
         logger.info("history of session %s: sent %d messages, left out %d to fit %d tokens",
                     session_id, len(kept), dropped, token_budget)
-    return kept, dropped
+    return pair_tool_results(kept), dropped
+
+
+UNANSWERED_TOOL_CALL = "[no result: the turn ended before this tool finished]"
+
+
+def pair_tool_results(messages: list[dict]) -> list[dict]:
+    """Every tool call followed by its result, and no result without its call.
+
+    A turn stopped (or crashed) in the middle of a tool leaves a call without a
+    result, and both providers refuse such a history: the missing result is
+    filled in. A result whose call is not right before it is left out.
+    """
+    paired: list[dict] = []
+    unanswered: dict[str, str] = {}
+
+    def fill_in():
+        for call_id, name in unanswered.items():
+            paired.append({"role": "tool", "tool_call_id": call_id, "name": name,
+                           "content": UNANSWERED_TOOL_CALL})
+        unanswered.clear()
+
+    for message in messages:
+        if message["role"] == "tool":
+            if unanswered.pop(message["tool_call_id"], None) is not None:
+                paired.append(message)
+            continue
+        fill_in()
+        paired.append(message)
+        for call in message.get("tool_calls") or ():
+            unanswered[call.get("id", "")] = call.get("name", "")
+    fill_in()
+    return paired
 
 
 def session_messages(*, session_id: str) -> list[Message]:
