@@ -104,35 +104,38 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._connected_at = self._loop_time()
         self._seen: dict[str, int] = {}
         self._pending: list[tuple[dict, str]] = []
+        await turns.turn_recover_stale(session=session)
         hub = get_hub()
         # Attach before anything is sent, and hold live events back until the
         # replay is out, so a late socket misses nothing and sees nothing twice.
         hub.attach(session_id, self)
         await self.accept(subprotocol)
         await self.channel_layer.group_add(events.SOCKETS_GROUP, self.channel_name)
-        await self.channel_layer.group_add(events.session_group(session_id), self.channel_name)
+        # Other processes' events for this session reach us from here on, so
+        # the replay read next and the live events overlap rather than gap.
+        await hub.watch(session_id)
+        # ?last_seq=N counts in the running turn (or in ?turn_id= if it names it).
+        last_seq = _int(params.get("last_seq"), 0)
+        state, turn_id, replay = await turns.turn_replay(
+            session=session, last_seq=last_seq, turn_id=params.get("turn_id")
+        )
 
         start = {
             "type": "session_start",
             "session_id": session_id,
             "resumed": session.message_count > 0,
             "message_count": session.message_count,
-            "state": session.state,
+            "state": state,
         }
         if session.name:
             start["name"] = session.name
-        running = hub.running(session_id)
-        if session.state == session.State.RUNNING and session.turn_id:
-            start["turn_id"] = session.turn_id
+        if turn_id is not None:
+            start["turn_id"] = turn_id
+            if params.get("turn_id", turn_id) == turn_id:
+                self._seen[turn_id] = last_seq
         await self.send_json(start)
-        if running is not None:
-            # ?last_seq=N counts in the running turn (or in ?turn_id= if it names it).
-            after = 0
-            if params.get("turn_id", running.turn_id) == running.turn_id:
-                after = _int(params.get("last_seq"), 0)
-            self._seen[running.turn_id] = after
-            for event in hub.replay(session_id, running.turn_id, after):
-                await self._send_event(event, None)
+        for event in replay:
+            await self._send_event(event, None)
         self._ready = True
         for event, text in self._pending:
             await self._send_event(event, text)
@@ -146,9 +149,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.session_id is not None:
             get_hub().detach(self.session_id, self)
             await self.channel_layer.group_discard(events.SOCKETS_GROUP, self.channel_name)
-            await self.channel_layer.group_discard(
-                events.session_group(self.session_id), self.channel_name
-            )
 
     # --- Frames from the client ------------------------------------------
 
@@ -238,11 +238,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def channel_event(self, message):
         await self.send_json({"type": "agent_event", "event": message["event"]})
-
-    async def turn_batch(self, message):
-        if message.get("origin") != get_hub().process_id:
-            for event in message["events"]:
-                await self.deliver(event, None)
 
     # --- Helpers ----------------------------------------------------------
 

@@ -1,10 +1,9 @@
 """Channel-layer groups and every event that leaves through them.
 
-Low-volume events (operator events, channel events, control messages) go through
-the channel layer. A turn's streamed events do not: see chat/hub.py.
+Low-volume events (operator events, channel events) go through the channel
+layer. A turn's streamed events do not: see chat/hub.py and chat/turnlog.py.
 """
 
-import hashlib
 import logging
 
 from channels.layers import get_channel_layer
@@ -15,11 +14,6 @@ logger = logging.getLogger(__name__)
 SOCKETS_GROUP = "construct.sockets"
 # Whoever watches the gateway's own activity: agent_start, agent_end, error.
 OPERATORS_GROUP = "construct.operators"
-
-
-def session_group(session_id: str) -> str:
-    """The group of a session's sockets on every process (ids may hold any character)."""
-    return "construct.session." + hashlib.sha256(session_id.encode()).hexdigest()[:40]
 
 
 async def _group_send(group: str, message: dict) -> None:
@@ -44,17 +38,3 @@ async def publish_device_revoked(device_id: int) -> None:
 
 async def publish_operator_event(event: dict) -> None:
     await _group_send(OPERATORS_GROUP, {"type": "operator.event", "event": event})
-
-
-async def publish_turn_batch(session_id: str, origin: str, events: list[dict]) -> None:
-    """Several of a turn's events at once, for the session's sockets on other processes."""
-    await _group_send(
-        session_group(session_id), {"type": "turn.batch", "origin": origin, "events": events}
-    )
-
-
-async def publish_session_control(session_id: str, origin: str, action: str) -> None:
-    """Ask whichever process runs the session's turn to act on it (e.g. stop)."""
-    await _group_send(
-        session_group(session_id), {"type": "turn.control", "origin": origin, "action": action}
-    )

@@ -15,13 +15,14 @@ import uuid
 from channels.db import database_sync_to_async
 from django import db
 from django.conf import settings
+from django.utils import timezone
 
-from chat import events, runtime
+from chat import events, runtime, turnlog
 from chat.agent import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
 from chat.errors import (
     DATABASE_UNAVAILABLE, AgentError, GatewayError, SessionBusy, sanitize, scrub, scrub_value,
 )
-from chat.hub import get_hub
+from chat.hub import TERMINAL_TYPES, get_hub
 from chat.prompts import page_context_hint
 from sessions_app import budget, selectors, services
 from sessions_app.models import ChatSession
@@ -62,15 +63,35 @@ async def message_submit(*, session_id: str, content: str, page_context: str | N
 
 
 async def turn_stop(*, session_id: str) -> bool:
-    """Cancel the session's running turn in this process; False when none runs here."""
-    return get_hub().stop(session_id)
+    """Cancel the session's running turn, here or on the process that runs it.
+
+    False when no turn runs anywhere (or its process is gone). The turn's own
+    `stopped` event is the answer, to every socket of the session.
+    """
+    hub = get_hub()
+    if hub.stop(session_id):
+        return True
+    if hub.bus is None or hub.running(session_id) is not None:
+        return False
+    session = await database_sync_to_async(selectors.session_get)(session_id=session_id)
+    if session is None or session.state != ChatSession.State.RUNNING or not session.turn_owner:
+        return False
+    try:
+        heard = await hub.bus.send_control(
+            session.turn_owner, {"action": "stop", "session_id": session_id, "turn_id": session.turn_id}
+        )
+    except Exception as exc:
+        logger.warning("could not ask process %s to stop turn %s: %r", session.turn_owner,
+                       session.turn_id, exc)
+        return False
+    return heard > 0
 
 
 async def _message_run(*, session_id, content, page_context, client_id, requester) -> None:
     turn_id = uuid.uuid4().hex
     try:
         await _budget_check(requester)
-        await _acquire(session_id, turn_id, requester)
+        taken_over = await _acquire(session_id, turn_id, requester)
     except GatewayError as exc:
         if client_id is not None:
             await database_sync_to_async(services.client_id_release)(
@@ -84,7 +105,19 @@ async def _message_run(*, session_id, content, page_context, client_id, requeste
             await _client_id_forget(session_id, client_id)
         await requester.send({"type": "error", "message": _failure_message(exc), "code": AgentError.code})
         return
+    if taken_over is not None:
+        try:
+            await turn_interrupted(session_id=session_id, turn_id=taken_over["turn_id"])
+        except Exception:  # the new message runs whatever became of the old turn
+            logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
     await Turn(session_id, turn_id).run(content, page_context, client_id)
+
+
+async def _budget_check(requester: Requester) -> None:
+    """Refuse the message once the daily budget is spent (BudgetExceeded); warn from 80 %."""
+    status = await database_sync_to_async(budget.budget_check)()
+    if status.warning:
+        await requester.send({"type": "operator_status", "phase": "budget", "detail": status.warning})
 
 
 def _failure_message(exc: Exception) -> str:
@@ -103,16 +136,13 @@ async def _client_id_forget(session_id: str, client_id: str) -> None:
         logger.warning("could not forget client id of session %s: %s", session_id, exc)
 
 
-async def _budget_check(requester: Requester) -> None:
-    """Refuse the message once the daily budget is spent (BudgetExceeded); warn from 80 %."""
-    status = await database_sync_to_async(budget.budget_check)()
-    if status.warning:
-        await requester.send({"type": "operator_status", "phase": "budget", "detail": status.warning})
+async def _acquire(session_id: str, turn_id: str, requester: Requester) -> dict | None:
+    """Take the session's lock, queueing behind its running turn; raise SessionBusy.
 
-
-async def _acquire(session_id: str, turn_id: str, requester: Requester) -> None:
-    """Take the session's lock, queueing behind its running turn; raise SessionBusy."""
+    Returns the turn it took over from a dead process ({"turn_id", "owner"}), if any.
+    """
     hub = get_hub()
+    await hub.ready()
     timeout = settings.CONSTRUCT_SESSION_QUEUE_TIMEOUT
     depth = settings.CONSTRUCT_SESSION_QUEUE_DEPTH
     lease = settings.CONSTRUCT_TURN_LEASE_SECONDS
@@ -130,7 +160,7 @@ async def _acquire(session_id: str, turn_id: str, requester: Requester) -> None:
                 if taken_over:
                     logger.warning("session %s: took over turn %s of a process that stopped",
                                    session_id, taken_over["turn_id"])
-                return
+                return taken_over
             if waiter_id is None:
                 waiter_id = await database_sync_to_async(services.waiter_add)(
                     session_id=session_id, depth=depth, timeout=timeout
@@ -154,6 +184,133 @@ async def _acquire(session_id: str, turn_id: str, requester: Requester) -> None:
     finally:
         if waiter_id is not None:
             await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
+
+
+# --- Turns seen from a socket, and turns whose process died ------------------------
+
+INTERRUPTED_MESSAGE = (
+    "Interrupted: the server process running this turn stopped; the partial reply is kept in history"
+)
+
+
+async def turn_recover_stale(*, session: ChatSession) -> None:
+    """End the session's turn as interrupted if its process died (its lease ran out).
+
+    Called as a socket opens, before it joins the session: it is told
+    "interrupted" in session_start; sockets already watching get the turn's end.
+    """
+    lease = session.lease_expires_at
+    if (session.state == ChatSession.State.RUNNING and session.turn_id
+            and get_hub().running(session.id) is None
+            and (lease is None or lease <= timezone.now())):
+        if await turn_interrupted(session_id=session.id, turn_id=session.turn_id, mark=True):
+            session.state = ChatSession.State.INTERRUPTED
+
+
+async def turn_replay(*, session: ChatSession, last_seq: int = 0,
+                      turn_id: str | None = None) -> tuple[str, str | None, list[dict]]:
+    """What a socket that connects now is told: (state, running turn id, its events so far).
+
+    Called once the socket is attached and watching (hub.attach, hub.watch), so
+    whatever the turn emits later reaches it live. `last_seq` counts in the
+    running turn, or in `turn_id` when the client names the running one.
+    """
+    hub = get_hub()
+    local = hub.running(session.id)
+    if local is not None:
+        last = local.events[-1]["type"] if local.events else None
+        if last in TERMINAL_TYPES:  # ended; only its last window is still going out
+            ended = ChatSession.State.ERROR if last == "error" else ChatSession.State.IDLE
+            return ended, None, []
+        after = last_seq if turn_id in (None, local.turn_id) else 0
+        return ChatSession.State.RUNNING, local.turn_id, hub.replay(session.id, local.turn_id, after)
+    state, current = session.state, session.turn_id
+    if state != ChatSession.State.RUNNING or not current:
+        return state, None, []
+    after = last_seq if turn_id in (None, current) else 0
+    hub.follow(session.id, current, after)
+    replay = await _logged(current, after)
+    hub.seen(session.id, replay)
+    return state, current, replay
+
+
+async def turn_check_remote(*, session_id: str, turn_id: str, seq: int) -> bool:
+    """Look at a quiet turn of another process; False once there is nothing more to wait for."""
+    session = await database_sync_to_async(selectors.session_get)(session_id=session_id)
+    if session is None:
+        return False
+    if session.state == ChatSession.State.RUNNING and session.turn_id == turn_id:
+        lease = session.lease_expires_at
+        if lease is not None and lease > timezone.now():
+            return True
+        await turn_interrupted(session_id=session_id, turn_id=turn_id, mark=True)
+        return False
+    # It ended and its last window never reached this process: send the rest.
+    rest = await _logged(turn_id, seq)
+    if rest:
+        await get_hub().deliver_remote(session_id, rest)
+    return False
+
+
+async def turn_interrupted(*, session_id: str, turn_id: str, mark: bool = False) -> bool:
+    """End a turn whose process died: keep what it streamed, tell whoever watches it.
+
+    With `mark`, first mark the session interrupted, if the turn still holds
+    it with a lease that ran out; False when it does not (someone else ended
+    it). Without, the caller has taken the session over already (turn_try_start).
+    """
+    if mark and not await database_sync_to_async(services.turn_interrupt)(
+        session_id=session_id, turn_id=turn_id
+    ):
+        return False
+    hub = get_hub()
+    logged = await _logged(turn_id)
+    if any(event["type"] in TERMINAL_TYPES for event in logged):
+        return True  # it did end; only the session row missed it
+    text = _unsaved_text(logged)
+    if text:
+        await database_sync_to_async(services.message_append)(
+            session_id=session_id, role="assistant", content=text, data={"interrupted": True},
+            turn_id=turn_id,
+        )
+    seq = max([event["seq"] for event in logged] + [hub.seen_seq(session_id, turn_id)])
+    logger.warning("session %s: turn %s was interrupted (its process stopped) after %d events",
+                   session_id, turn_id, seq)
+    await hub.publish(session_id, {
+        "type": "error", "message": INTERRUPTED_MESSAGE, "code": AgentError.code,
+        "interrupted": True, "turn_id": turn_id, "seq": seq + 1,
+    })
+    await events.publish_operator_event({
+        "type": "error", "component": "ws_chat", "message": INTERRUPTED_MESSAGE,
+        "code": AgentError.code, "session_id": session_id, "turn_id": turn_id,
+    })
+    return True
+
+
+async def _logged(turn_id: str, after_seq: int = 0) -> list[dict]:
+    """A turn's events from the shared log; none without Redis, or while it is away."""
+    if get_hub().bus is None:
+        return []
+    try:
+        return await turnlog.log_read(turn_id, after_seq)
+    except Exception as exc:
+        logger.warning("could not read the log of turn %s: %r", turn_id, exc)
+        return []
+
+
+def _unsaved_text(logged: list[dict]) -> str:
+    """The text a turn streamed after its last saved assistant message.
+
+    The agent saves an assistant message (with its tool calls) before it
+    announces the calls, so text before the last `tool_call` is in history.
+    """
+    parts: list[str] = []
+    for event in logged:
+        if event["type"] == "tool_call":
+            parts = []
+        elif event["type"] == "chunk":
+            parts.append(event.get("content", ""))
+    return "".join(parts)
 
 
 class Turn:

@@ -147,6 +147,20 @@ def turn_finish(*, session_id: str, turn_id: str, state: str) -> bool:
     )
 
 
+def turn_interrupt(*, session_id: str, turn_id: str) -> bool:
+    """Mark a turn interrupted if it still holds the session with a lease that ran out.
+
+    Its process died. Exactly one caller gets True, however many processes
+    notice at once, and only it keeps what the turn streamed.
+    """
+    now = timezone.now()
+    return bool(
+        ChatSession.objects.filter(pk=session_id, turn_id=turn_id, state=State.RUNNING)
+        .filter(Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True))
+        .update(state=State.INTERRUPTED, lease_expires_at=None, turn_owner="", last_activity=now)
+    )
+
+
 def session_reset(*, session_id: str) -> int:
     """Force a session back to idle (an operator's way out of a stuck turn)."""
     return ChatSession.objects.filter(pk=session_id).update(
