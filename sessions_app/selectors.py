@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 # history inside the window; the provider's own count is recorded afterwards.
 CHARS_PER_TOKEN = 4
 _HISTORY_BATCH = 200
+_HISTORY_BATCH_MAX = 3200
 _HISTORY_FIELDS = ("seq", "role", "content", "data")
 
 
@@ -57,13 +58,18 @@ def history_for_provider(*, session_id: str, token_budget: int) -> tuple[list[di
     used = 0
     total = ChatSession.objects.filter(pk=session_id).values_list("message_count", flat=True).first() or 0
     rows = Message.objects.filter(session_id=session_id).order_by("-seq").values_list(*_HISTORY_FIELDS)
-    offset = 0
+    # Keyset pages (seq below the last one read): each is one range of the
+    # (session, seq) index, where OFFSET would scan again all it skips. After
+    # the first page, a page is sized to what the budget left should hold.
+    size = _HISTORY_BATCH
+    before = None
     full = False
     while not full:
-        batch = list(rows[offset : offset + _HISTORY_BATCH])
+        page = rows if before is None else rows.filter(seq__lt=before)
+        batch = list(page[:size])
         if not batch:
             break
-        offset += len(batch)
+        before = batch[-1][0]
         for _seq, role, content, data in batch:
             if role == Message.Role.SYSTEM:
                 continue
@@ -74,6 +80,8 @@ def history_for_provider(*, session_id: str, token_budget: int) -> tuple[list[di
                 break
             kept.append(message)
             used += cost
+        per_message = used / max(len(kept), 1)
+        size = max(50, min(int((token_budget - used) / per_message * 1.2) + 10, _HISTORY_BATCH_MAX))
     kept.reverse()
     # The window opens on a user message: never on tool results whose call was
     # cut off, nor on an assistant message (Anthropic refuses both).

@@ -1,6 +1,7 @@
 """The history sent to the provider stays inside CONSTRUCT_CONTEXT_TOKENS."""
 
 import logging
+import re
 
 import pytest
 from channels.db import database_sync_to_async
@@ -100,3 +101,13 @@ def test_unanswered_calls_get_a_result_and_stray_results_go():
         {"role": "tool", "tool_call_id": "b", "name": "file_read", "content": UNANSWERED_TOOL_CALL},
         messages[4],
     ]
+
+
+def test_the_read_costs_the_window_not_the_session(db, django_assert_max_num_queries):
+    fill_session("long", 500)  # 2,000 messages
+    with django_assert_max_num_queries(3) as queries:  # the count, then a page or two of the newest
+        history, dropped = selectors.history_for_provider(session_id="long", token_budget=2000)
+    reads = [q["sql"] for q in queries.captured_queries if "sessions_app_message" in q["sql"]]
+    assert reads and all(re.search(r"LIMIT \d+$", sql) for sql in reads)  # never the whole session
+    assert history[-1]["content"] == f"answer 499 {FILLER}"
+    assert dropped == 2000 - len(history) > 1900
