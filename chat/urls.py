@@ -1,3 +1,7 @@
 from django.urls import path
 
-urlpatterns = []
+from chat import views
+
+urlpatterns = [
+    path("", views.index, name="chat-index"),
+]

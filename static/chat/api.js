@@ -1,0 +1,114 @@
+// The gateway's HTTP side: pairing, health, and the REST API with the stored token.
+
+const TOKEN_KEY = "construct.token";
+
+/** The gateway refused the token (REST 401): the browser must pair again. */
+export class AuthError extends Error {}
+
+/** Any other failed request; `status` is the HTTP status (0: no answer). */
+export class ApiError extends Error {
+  constructor(status, message, data = null) {
+    super(message);
+    this.status = status;
+    this.data = data;
+  }
+}
+
+export const tokenStore = {
+  get() {
+    try {
+      return localStorage.getItem(TOKEN_KEY) || "";
+    } catch {
+      return "";
+    }
+  },
+  set(token) {
+    localStorage.setItem(TOKEN_KEY, token);
+  },
+  clear() {
+    localStorage.removeItem(TOKEN_KEY);
+  },
+};
+
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+async function request(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const token = tokenStore.get();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (error) {
+    throw new ApiError(0, `The gateway did not answer (${error.message})`);
+  }
+  if (response.status === 401) {
+    const data = await readJson(response);
+    throw new AuthError((data && data.error) || "The gateway refused this browser's token");
+  }
+  if (response.status === 204) return null;
+  const data = await readJson(response);
+  if (!response.ok) {
+    throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`, data);
+  }
+  return data;
+}
+
+/** A same-origin path for a pagination link (DRF makes them absolute). */
+function localPath(url) {
+  const parsed = new URL(url, location.href);
+  return parsed.pathname + parsed.search;
+}
+
+const sessionPath = (id) => `/api/sessions/${encodeURIComponent(id)}/`;
+
+export const api = {
+  health: () => request("GET", "/health"),
+
+  /** Trade a 6-digit code for a token. Resolves to the token (null when pairing is off). */
+  async pair(code) {
+    let response;
+    try {
+      response = await fetch("/pair", {
+        method: "POST",
+        headers: { "X-Pairing-Code": code, "X-Device-Name": deviceName() },
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (error) {
+      throw new ApiError(0, `The gateway did not answer (${error.message})`);
+    }
+    const data = (await readJson(response)) || {};
+    if (response.ok) return data.token ?? null;
+    throw new ApiError(response.status, data.error || `HTTP ${response.status}`, data);
+  },
+
+  sessions({ search = "", next = null, pageSize = 50 } = {}) {
+    if (next) return request("GET", localPath(next));
+    const query = new URLSearchParams({ page_size: String(pageSize) });
+    if (search) query.set("search", search);
+    return request("GET", `/api/sessions/?${query}`);
+  },
+  session: (id) => request("GET", sessionPath(id)),
+  rename: (id, name) => request("PATCH", sessionPath(id), { name }),
+  remove: (id) => request("DELETE", sessionPath(id)),
+  messages: (id) => request("GET", `${sessionPath(id)}messages/`),
+};
+
+function deviceName() {
+  const agent = navigator.userAgentData?.platform || navigator.platform || "browser";
+  return `Browser (${agent})`.slice(0, 100);
+}

@@ -1,0 +1,318 @@
+// What the conversation looks like: Markdown made safe, messages, a turn as it streams,
+// tool cards. Nothing here talks to the network.
+
+const { marked, DOMPurify } = window;
+
+// --- Markdown, sanitised --------------------------------------------------------------
+
+const escapeHtml = (text) =>
+  String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+marked.use({
+  gfm: true,
+  breaks: true,
+  // Raw HTML in a message is shown as the text it is, never as markup. DOMPurify
+  // below is the second wall, for whatever Markdown itself turns into HTML.
+  renderer: {
+    html(token) {
+      const text = escapeHtml(token.text ?? token.raw ?? "");
+      return token.block ? `<p>${text.trim().replace(/\n/g, "<br>")}</p>\n` : text;
+    },
+  },
+});
+
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A" && node.hasAttribute("href")) {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+  }
+});
+
+const PURIFY_CONFIG = {
+  USE_PROFILES: { html: true },
+  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "object", "embed"],
+  FORBID_ATTR: ["style"],
+};
+
+/** Markdown to HTML that is safe to assign to innerHTML. */
+export function markdownToSafeHtml(text) {
+  const html = marked.parse(String(text ?? ""), { async: false });
+  return DOMPurify.sanitize(html, PURIFY_CONFIG);
+}
+
+// --- Small DOM helper -----------------------------------------------------------------
+
+/** el("div", {class: "x"}, "text", child): strings become text nodes, never markup. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+const ICONS = {
+  // 24x24 outline paths: a pencil, a bin.
+  pencil: "M4 20h4L18.5 9.5a2.1 2.1 0 0 0-4-4L4 16v4z M13.5 6.5l4 4",
+  trash: "M4 7h16 M10 11v6 M14 11v6 M5 7l1 13h12l1-13 M9 7V4h6v3",
+};
+
+/** A small inline SVG icon (no font or image needed), hidden from screen readers. */
+export function icon(name) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  for (const [key, value] of Object.entries({
+    viewBox: "0 0 24 24", width: "16", height: "16", fill: "none", stroke: "currentColor",
+    "stroke-width": "1.8", "stroke-linecap": "round", "stroke-linejoin": "round", "aria-hidden": "true",
+  })) svg.setAttribute(key, value);
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
+// --- Throttled Markdown rendering -----------------------------------------------------
+
+// A streaming reply is re-rendered at most once a frame, however fast chunks arrive.
+const dirty = new Set();
+let flushScheduled = false;
+let afterFlush = () => {};
+
+export function onRendered(callback) {
+  afterFlush = callback;
+}
+
+function scheduleFlush() {
+  if (flushScheduled) return;
+  flushScheduled = true;
+  let done = false;
+  const run = () => {
+    if (done) return;
+    done = true;
+    flushRendering();
+  };
+  requestAnimationFrame(run);
+  setTimeout(run, 100); // a hidden tab gets no animation frames
+}
+
+export function flushRendering() {
+  flushScheduled = false;
+  for (const segment of dirty) segment.render();
+  dirty.clear();
+  afterFlush();
+}
+
+class MarkdownSegment {
+  constructor(className = "md") {
+    this.text = "";
+    this.el = el("div", { class: className });
+  }
+
+  append(delta) {
+    this.text += delta;
+    dirty.add(this);
+    scheduleFlush();
+  }
+
+  set(text) {
+    this.text = text;
+    dirty.add(this);
+    scheduleFlush();
+  }
+
+  render() {
+    this.el.innerHTML = markdownToSafeHtml(this.text);
+  }
+}
+
+// --- Messages -------------------------------------------------------------------------
+
+function timeLabel(date) {
+  const when = date ? new Date(date) : new Date();
+  return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** A message the person wrote; `setStatus` shows queued / sending / failed. */
+export function userMessage(content, { createdAt = null, status = "" } = {}) {
+  const body = new MarkdownSegment();
+  body.set(content);
+  const statusEl = el("span", { class: "msg-status" });
+  const meta = el("div", { class: "meta" }, el("span", { class: "who" }, "You"), el("time", {}, timeLabel(createdAt)), statusEl);
+  const article = el("article", { class: "msg user" }, meta, body.el);
+  const view = {
+    el: article,
+    setStatus(text, kind = "") {
+      statusEl.textContent = text;
+      statusEl.dataset.kind = kind;
+      article.classList.toggle("pending", kind === "queued" || kind === "sending");
+      article.classList.toggle("failed", kind === "failed");
+    },
+  };
+  view.setStatus(status, status ? "queued" : "");
+  return view;
+}
+
+/** Tool arguments for display: pretty JSON when they are JSON. */
+function prettyArgs(args) {
+  if (typeof args === "string") {
+    try {
+      return JSON.stringify(JSON.parse(args), null, 2);
+    } catch {
+      return args;
+    }
+  }
+  return JSON.stringify(args ?? {}, null, 2);
+}
+
+class ToolCard {
+  constructor(id, name, args) {
+    this.id = id;
+    this.state = el("span", { class: "tool-state", "data-state": "running" }, "running…");
+    this.resultPre = el("pre", { class: "tool-output" });
+    this.result = el("details", { class: "tool-result", hidden: true }, el("summary", {}, "Result"), this.resultPre);
+    this.el = el(
+      "div",
+      { class: "tool-card", "data-tool-id": id || "", "data-tool-name": name || "" },
+      el("div", { class: "tool-head" }, el("span", { class: "tool-icon", "aria-hidden": "true" }, "⚙"),
+        el("code", { class: "tool-name" }, name || "tool"), this.state),
+      el("details", { class: "tool-args" }, el("summary", {}, "Arguments"), el("pre", {}, prettyArgs(args))),
+      this.result,
+    );
+  }
+
+  setResult(output, isError) {
+    const text = typeof output === "string" ? output : JSON.stringify(output, null, 2);
+    this.resultPre.textContent = text;
+    this.result.hidden = false;
+    // Short results are worth seeing at once; long ones stay one click away.
+    this.result.open = text.length <= 400;
+    this.state.textContent = isError ? "failed" : "done";
+    this.state.dataset.state = isError ? "error" : "done";
+    this.el.classList.toggle("error", Boolean(isError));
+  }
+
+  interrupt() {
+    if (this.state.dataset.state === "running") {
+      this.state.textContent = "no result";
+      this.state.dataset.state = "idle";
+    }
+  }
+}
+
+/**
+ * One assistant turn: thinking, text and tool cards in the order they came.
+ * Events are numbered per turn (`seq`); `accept` drops any already seen, so a
+ * replay after a reconnect never shows text twice.
+ */
+export class TurnView {
+  constructor(turnId, { live = true, createdAt = null } = {}) {
+    this.turnId = turnId;
+    this.lastSeq = 0;
+    this.finished = !live;
+    this.segments = [];
+    this.text = null;
+    this.thinking = null;
+    this.tools = new Map();
+    this.body = el("div", { class: "turn-body" });
+    this.note = el("div", { class: "turn-note", hidden: true });
+    this.typing = el("span", { class: "typing", "aria-hidden": "true" }, el("i"), el("i"), el("i"));
+    this.el = el(
+      "article",
+      { class: "msg assistant", "data-turn": turnId || "", "aria-busy": live ? "true" : "false" },
+      el("div", { class: "meta" }, el("span", { class: "who" }, "Construct"), el("time", {}, timeLabel(createdAt))),
+      this.body,
+      live ? this.typing : null,
+      this.note,
+    );
+    if (live) this.el.classList.add("streaming");
+  }
+
+  /** True the first time a seq is seen; a number at or below the last one is a repeat. */
+  accept(seq) {
+    if (typeof seq !== "number") return true;
+    if (seq <= this.lastSeq) return false;
+    this.lastSeq = seq;
+    return true;
+  }
+
+  chunk(delta) {
+    if (!delta) return;
+    this.thinking = null;
+    if (!this.text) {
+      this.text = new MarkdownSegment("md answer");
+      this.segments.push(this.text);
+      this.body.append(this.text.el);
+    }
+    this.text.append(delta);
+  }
+
+  think(delta) {
+    if (!delta) return;
+    if (!this.thinking) {
+      const pre = el("div", { class: "thinking-text" });
+      const details = el("details", { class: "thinking" }, el("summary", {}, "Thinking"), pre);
+      this.thinking = { pre, text: "" };
+      this.body.append(details);
+    }
+    this.thinking.text += delta;
+    this.thinking.pre.textContent = this.thinking.text;
+  }
+
+  toolCall(id, name, args) {
+    this.text = null;
+    this.thinking = null;
+    const card = new ToolCard(id, name, args);
+    this.tools.set(id || `#${this.tools.size}`, card);
+    this.body.append(card.el);
+  }
+
+  toolResult(id, name, output, isError) {
+    let card = this.tools.get(id);
+    if (!card) {
+      card = new ToolCard(id, name, "");
+      this.tools.set(id || `#${this.tools.size}`, card);
+      this.body.append(card.el);
+    }
+    card.setResult(output, isError);
+  }
+
+  /** Everything the turn streamed as text so far. */
+  streamedText() {
+    return this.segments.map((s) => s.text).join("");
+  }
+
+  /**
+   * The turn ended (`done`, `stopped`, `error`). `fullResponse` is the server's
+   * whole text: if what streamed differs (events were lost), it replaces it.
+   */
+  finish(kind, fullResponse = null, note = "") {
+    this.finished = true;
+    if (typeof fullResponse === "string" && fullResponse !== this.streamedText()) {
+      for (const segment of this.segments) segment.el.remove();
+      this.segments = [];
+      this.text = null;
+      this.chunk(fullResponse);
+    }
+    for (const card of this.tools.values()) card.interrupt();
+    this.typing.remove();
+    this.el.classList.remove("streaming");
+    this.el.setAttribute("aria-busy", "false");
+    this.el.dataset.end = kind;
+    if (note) this.setNote(note, kind);
+    if (!this.body.childElementCount && !note) this.setNote("(no reply)", "empty");
+  }
+
+  setNote(text, kind = "") {
+    this.note.textContent = text;
+    this.note.dataset.kind = kind;
+    this.note.hidden = false;
+  }
+}

@@ -1,0 +1,186 @@
+// The session sidebar: newest first with their state, search, rename in place, delete with a confirm.
+
+import { AuthError, api } from "./api.js";
+import { el, icon } from "./render.js";
+
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+function whenLabel(iso) {
+  if (!iso) return "";
+  const seconds = (new Date(iso).getTime() - Date.now()) / 1000;
+  const abs = Math.abs(seconds);
+  if (abs < 45) return "just now";
+  if (abs < 3600) return relative.format(Math.round(seconds / 60), "minute");
+  if (abs < 86400) return relative.format(Math.round(seconds / 3600), "hour");
+  if (abs < 7 * 86400) return relative.format(Math.round(seconds / 86400), "day");
+  return new Date(iso).toLocaleDateString();
+}
+
+export function sessionUrl(id) {
+  return `${location.pathname}?session=${encodeURIComponent(id)}`;
+}
+
+export class Sidebar {
+  /**
+   * `elements`: list, empty, more, search. `hooks`: current() -> the open session id;
+   * open(id); deleted(id); named(id, name) after a rename or a refresh of the open one;
+   * authFailed(); error(code, text).
+   */
+  constructor(elements, hooks) {
+    Object.assign(this, elements);
+    this.hooks = hooks;
+    this.sessions = [];
+    this.next = null;
+    this.editing = false; // a rename or a delete confirm is open: keep the list still
+    this.loads = 0;
+    this.timer = null;
+    this.more.addEventListener("click", () => this.loadMore());
+    let searchTimer = null;
+    this.search.addEventListener("input", () => {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(() => this.load(), 250);
+    });
+  }
+
+  /** Reload the list soon (several calls in a row make one request). */
+  refresh() {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.load(), 150);
+  }
+
+  async load() {
+    const ticket = ++this.loads;
+    try {
+      const page = await api.sessions({ search: this.search.value.trim() });
+      if (ticket !== this.loads) return; // a newer search answered first
+      this.sessions = page.results || [];
+      this.next = page.next || null;
+      this.draw();
+    } catch (error) {
+      if (error instanceof AuthError) this.hooks.authFailed();
+    }
+  }
+
+  async loadMore() {
+    if (!this.next) return;
+    try {
+      const page = await api.sessions({ next: this.next });
+      this.sessions = this.sessions.concat(page.results || []);
+      this.next = page.next || null;
+      this.draw();
+    } catch (error) {
+      if (error instanceof AuthError) this.hooks.authFailed();
+    }
+  }
+
+  draw({ force = false } = {}) {
+    if (this.editing && !force) return;
+    this.editing = false;
+    const currentId = this.hooks.current();
+    const searching = Boolean(this.search.value.trim());
+    // Sessions opened and never used are not worth a line, except the open one.
+    const shown = this.sessions.filter((s) => searching || s.message_count > 0 || s.id === currentId);
+    this.list.replaceChildren(...shown.map((s) => this.item(s, s.id === currentId)));
+    this.empty.hidden = shown.length > 0;
+    this.empty.textContent = searching ? "No session matches." : "No sessions yet.";
+    this.more.hidden = !this.next;
+    const current = this.sessions.find((s) => s.id === currentId);
+    if (current) this.hooks.named(current.id, current.name);
+  }
+
+  item(session, current) {
+    const label = session.name || "Untitled chat";
+    const link = el(
+      "a",
+      { class: "session-link", href: sessionUrl(session.id), "aria-current": current ? "page" : null, title: session.id },
+      el("span", { class: "session-name" }, label),
+      el(
+        "span",
+        { class: "session-meta" },
+        el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
+        el("span", {}, `${session.message_count} msg`),
+        el("time", { datetime: session.last_activity }, whenLabel(session.last_activity)),
+      ),
+    );
+    link.addEventListener("click", (event) => {
+      if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      this.hooks.open(session.id);
+    });
+    const rename = el("button", { type: "button", class: "icon-btn", "aria-label": `Rename ${label}`, title: "Rename" }, icon("pencil"));
+    const remove = el("button", { type: "button", class: "icon-btn", "aria-label": `Delete ${label}`, title: "Delete" }, icon("trash"));
+    const item = el("li", { class: "session-item", "data-session-id": session.id }, link,
+      el("div", { class: "session-actions" }, rename, remove));
+    rename.addEventListener("click", () => this.rename(item, session));
+    remove.addEventListener("click", () => this.confirmDelete(item, session));
+    return item;
+  }
+
+  rename(item, session) {
+    this.editing = true;
+    const input = el("input", {
+      class: "rename-input", type: "text", value: session.name || "", maxlength: "200", "aria-label": "New session name",
+    });
+    item.replaceChildren(input);
+    input.focus();
+    input.select();
+    let finished = false;
+    const finish = async (save) => {
+      if (finished) return;
+      finished = true;
+      const name = input.value.trim();
+      if (save && name !== (session.name || "")) {
+        try {
+          const updated = await api.rename(session.id, name);
+          session.name = updated.name;
+          this.hooks.named(session.id, updated.name);
+        } catch (error) {
+          if (error instanceof AuthError) return this.hooks.authFailed();
+          this.hooks.error("", `Could not rename the session: ${error.message}`);
+        }
+      }
+      this.draw({ force: true });
+      this.load();
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        finish(false);
+      }
+    });
+    input.addEventListener("blur", () => finish(true));
+  }
+
+  confirmDelete(item, session) {
+    this.editing = true;
+    const yes = el("button", { type: "button", class: "btn danger small" }, "Delete");
+    const no = el("button", { type: "button", class: "btn ghost small" }, "Cancel");
+    item.replaceChildren(el("div", { class: "confirm", role: "group", "aria-label": "Confirm delete" },
+      el("span", {}, `Delete “${session.name || "Untitled chat"}” and its messages?`), el("div", {}, yes, no)));
+    no.focus();
+    no.addEventListener("click", () => this.draw({ force: true }));
+    item.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.draw({ force: true });
+    });
+    yes.addEventListener("click", async () => {
+      yes.disabled = true;
+      try {
+        await api.remove(session.id);
+      } catch (error) {
+        if (error instanceof AuthError) return this.hooks.authFailed();
+        if (error.status === 409) this.hooks.error("SESSION_BUSY", "This session is answering right now: stop it first, then delete it.");
+        else this.hooks.error("", `Could not delete the session: ${error.message}`);
+        this.draw({ force: true });
+        return;
+      }
+      this.sessions = this.sessions.filter((s) => s.id !== session.id);
+      this.editing = false;
+      this.hooks.deleted(session.id);
+      this.draw({ force: true });
+      this.load();
+    });
+  }
+}
