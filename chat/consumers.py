@@ -42,6 +42,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     _slot_held = False
     _revoked = False
     _accepted = False
+    _layer_down = False
 
     async def connect(self):
         try:
@@ -53,6 +54,35 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.accept()
             await self.send_json(error_frame("AGENT_ERROR", DATABASE_UNAVAILABLE))
             await self.close(code=CLOSE_TRY_AGAIN)
+
+    # Channels reads its channel layer through `self.channel_receive`, and a
+    # layer that raises (Redis gone) ends the socket with 1011. A socket needs
+    # the layer only for events from other processes, so it waits the outage out.
+    @property
+    def channel_receive(self):
+        return self._channel_receive_patiently
+
+    @channel_receive.setter
+    def channel_receive(self, receive):
+        self._layer_receive = receive
+
+    async def _channel_receive_patiently(self):
+        delay = 0.5
+        while True:
+            try:
+                message = await self._layer_receive()
+            except Exception as exc:
+                if not self._layer_down:
+                    self._layer_down = True
+                    logger.warning("channel layer unreachable, this socket gets local events only: %s",
+                                   exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self._layer_down:
+                self._layer_down = False
+                logger.info("channel layer reachable again")
+            return message
 
     async def accept(self, subprotocol=None, headers=None):
         self._accepted = True

@@ -14,7 +14,9 @@ HINT = 'Send {"type":"message","content":"your text"}'
 def query_params(scope) -> dict[str, str]:
     """The first value of each query parameter; undecodable bytes are replaced, not fatal."""
     raw = scope.get("query_string", b"").decode("utf-8", "replace")
-    return {key: values[0] for key, values in parse_qs(raw, keep_blank_values=True).items()}
+    # NUL (%00) is no part of any valid value, and PostgreSQL text cannot hold it.
+    return {key: values[0].replace("\x00", "")
+            for key, values in parse_qs(raw, keep_blank_values=True).items()}
 
 
 def header(scope, name: bytes) -> str | None:
@@ -64,13 +66,28 @@ def parse_message(frame: dict) -> tuple[str, str | None, str | None]:
     content = frame.get("content")
     if not isinstance(content, str) or not content.strip():
         raise FrameError("EMPTY_CONTENT", "Message content cannot be empty")
+    if not _storable(content):
+        raise FrameError("BAD_FRAME", "content must be Unicode text without NUL or lone surrogates")
     page_context = frame.get("page_context")
     if page_context not in PAGE_CONTEXTS:
         page_context = None
     client_id = frame.get("client_id")
     if client_id is not None:
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX:
+        if (not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX
+                or not _storable(client_id)):
             raise FrameError(
                 "BAD_FRAME", f"client_id must be a non-empty string of at most {CLIENT_ID_MAX} characters"
             )
     return content, page_context, client_id
+
+
+def _storable(text: str) -> bool:
+    """False for text JSON lets through but a database cannot keep: a lone surrogate
+    ("\\ud800", not UTF-8 at all) or NUL (PostgreSQL text refuses it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

