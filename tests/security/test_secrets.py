@@ -116,3 +116,86 @@ def test_no_secret_on_any_admin_page(client, django_user_model):
     text = "\n".join(pages)
     for secret in (token, code, unused_code, FAKE_KEY):
         assert secret not in text
+
+
+# --- Log lines ----------------------------------------------------------------------
+
+
+def test_the_console_handler_redacts_runserver_lines():
+    """`manage.py runserver` logs each socket's path with its query through logging."""
+    import io
+
+    from chat.errors import RedactingFilter
+
+    stream = io.StringIO()
+    # The console handler settings.LOGGING installs (django.setup() applied it).
+    handler = next(h for h in logging.getLogger().handlers
+                   if any(isinstance(f, RedactingFilter) for f in h.filters))
+    old, handler.stream = handler.stream, stream
+    try:
+        token = "zc_" + "Q" * 43
+        logging.getLogger("django.channels.server").info(
+            "WebSocket HANDSHAKING %s [%s]", f"/ws/chat?session_id=s&token={token}", "127.0.0.1:5000")
+        register_secret("sk-runserver-test-key-123456")
+        logging.getLogger("chat.turns").warning("provider said %s", "bad key sk-runserver-test-key-123456")
+    finally:
+        handler.stream = old
+    out = stream.getvalue()
+    assert "token=[REDACTED]" in out and token not in out
+    assert "sk-runserver-test-key-123456" not in out
+
+
+def test_daphne_access_log_lines_are_redacted():
+    import datetime
+    import io
+
+    from daphne.access import AccessLogGenerator
+
+    from chat.security import patch_daphne_access_log
+
+    patch_daphne_access_log()
+    patch_daphne_access_log()  # idempotent
+    stream = io.StringIO()
+    log = AccessLogGenerator(stream)
+    token = "zc_" + "W" * 43
+    log("http", "complete", {"client": "127.0.0.1:1", "method": "GET", "status": 200, "size": 2,
+                             "path": f"/health?token={token}", "time_taken": 0.1})
+    log("websocket", "connected", {"client": "127.0.0.1:1", "path": f"/ws/chat?token={token}"})
+    out = stream.getvalue()
+    assert out.count("token=[REDACTED]") == 2 and token not in out
+    assert datetime.date.today().strftime("%Y") in out
+
+
+# --- The audit trail of the socket ----------------------------------------------------
+
+
+async def test_socket_events_are_chained_and_tampering_shows(gateway, token):
+    from sessions_app.audit import audit_verify
+    from sessions_app.models import AuditEvent, PairedDevice
+    from sessions_app.pairing import device_revoke
+    from tests.chat.conftest import communicator
+
+    comm, _ = await open_socket(token)
+    await comm.disconnect()
+    refused = communicator(token="zc_wrong-wrong-wrong-wrong", query="session_id=s1")
+    assert (await refused.connect(timeout=10))[0] is False
+    foreign = communicator(token=token, query="session_id=s1", headers=[("origin", "https://x.example")])
+    assert (await foreign.connect(timeout=10))[0] is False
+
+    @database_sync_to_async
+    def revoke_and_read():
+        device_revoke(device_id=PairedDevice.objects.get().pk, client="10.0.0.9")
+        return list(AuditEvent.objects.values_list("kind", flat=True)), audit_verify()
+
+    kinds, problems = await revoke_and_read()
+    assert kinds == ["socket_connect", "socket_refused", "socket_refused", "device_revoked"]
+    assert problems == []
+
+    @database_sync_to_async
+    def tamper():
+        refused_entry = AuditEvent.objects.filter(kind="socket_refused").first()
+        AuditEvent.objects.filter(pk=refused_entry.pk).update(client="somebody-else")
+        return refused_entry.pk, audit_verify()
+
+    pk, problems = await tamper()
+    assert problems == [f"entry #{pk}: content does not match its hash (edited)"]
