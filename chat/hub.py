@@ -21,10 +21,12 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import turnlog
+from sessions_app import services
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class Hub:
         self._bus: turnlog.RedisBus | None = None
         self._remote: dict[str, RemoteTurn] = {}
         self._watchdog: asyncio.Task | None = None
+        self._renewer: asyncio.Task | None = None
 
     @property
     def shared(self) -> bool:
@@ -143,7 +146,25 @@ class Hub:
     def turn_begin(self, session_id: str, turn_id: str) -> RunningTurn:
         turn = RunningTurn(turn_id=turn_id, task=asyncio.current_task())
         self._turns[session_id] = turn
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
         return turn
+
+    async def _renew_loop(self) -> None:
+        """Renew the leases of all of this process's running turns, in one query every lease/3."""
+        lease = settings.CONSTRUCT_TURN_LEASE_SECONDS
+        renew = database_sync_to_async(services.turns_renew)
+        while self._turns:
+            await asyncio.sleep(lease / 3)
+            turns = [(session_id, turn.turn_id) for session_id, turn in self._turns.items()]
+            try:
+                lost = await renew(turns=turns, lease_seconds=lease)
+            except Exception as exc:
+                logger.warning("could not renew the leases of %d turns: %r", len(turns), exc)
+                continue
+            for turn_id in lost:
+                if any(turn.turn_id == turn_id for turn in self._turns.values()):
+                    logger.warning("turn %s lost its hold on its session", turn_id)
 
     def turn_end(self, session_id: str, turn_id: str) -> None:
         turn = self._turns.get(session_id)

@@ -338,7 +338,6 @@ class Turn:
         running = self.hub.turn_begin(self.session_id, self.turn_id)
         started = time.monotonic()
         config = runtime.provider_config()
-        renewer = asyncio.get_running_loop().create_task(self._renew_lease())
         state = ChatSession.State.IDLE
         user_saved = False
         try:
@@ -386,7 +385,6 @@ class Turn:
                 await _client_id_forget(self.session_id, client_id)  # so a resend runs
             await self._fail(exc)
         finally:
-            renewer.cancel()
             await self._release(state)
             await self.hub.flush()
             self.hub.turn_end(self.session_id, self.turn_id)
@@ -491,15 +489,3 @@ class Turn:
             {"type": "error", "component": "ws_chat", "message": message, "code": code,
              "session_id": self.session_id, "turn_id": self.turn_id}
         )
-
-    async def _renew_lease(self) -> None:
-        lease = settings.CONSTRUCT_TURN_LEASE_SECONDS
-        renew = database_sync_to_async(services.turn_renew)
-        while True:
-            await asyncio.sleep(lease / 3)
-            try:
-                if not await renew(session_id=self.session_id, turn_id=self.turn_id,
-                                   lease_seconds=lease):
-                    logger.warning("turn %s lost its hold on session %s", self.turn_id, self.session_id)
-            except Exception:
-                logger.warning("could not renew the lease of turn %s", self.turn_id, exc_info=True)

@@ -133,6 +133,22 @@ def turn_renew(*, session_id: str, turn_id: str, lease_seconds: float) -> bool:
     )
 
 
+def turns_renew(*, turns: list[tuple[str, str]], lease_seconds: float) -> set[str]:
+    """Extend the leases of several running turns (session id, turn id) in one statement.
+
+    One process renews all of its turns at once, not one query per turn.
+    Returns the ids of the turns that no longer hold their session.
+    """
+    if not turns:
+        return set()
+    session_ids = [session_id for session_id, _ in turns]
+    turn_ids = {turn_id for _, turn_id in turns}
+    held = ChatSession.objects.filter(pk__in=session_ids, turn_id__in=turn_ids, state=State.RUNNING)
+    if held.update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)) == len(turns):
+        return set()
+    return turn_ids - set(held.values_list("turn_id", flat=True))
+
+
 def turn_finish(*, session_id: str, turn_id: str, state: str) -> bool:
     """Release the session after a turn: idle, error (keeps the turn id) or interrupted."""
     keep_turn = state in (State.ERROR, State.INTERRUPTED)
