@@ -21,7 +21,24 @@ EXAMPLES = 50
 
 
 @pytest.fixture
-def bearer(db):
+def keep_connection():
+    """Keep the test's database connection across requests, as Django's test client does.
+
+    The WSGI handler closes old connections when a request starts and ends; on
+    PostgreSQL that would close the connection holding the test's transaction.
+    """
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def bearer(db, keep_connection):
     _device, token = make_device(name="schemathesis")
     session = make_session(session_id="known-session", name="Known")
     make_message(session=session, content="hello")
