@@ -8,6 +8,7 @@ a call it was running becomes a tool error, and the next call starts it again.
 """
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -25,9 +26,9 @@ from chat.tools.progress import slow_status
 logger = logging.getLogger(__name__)
 
 SETTING = "CONSTRUCT_MCP_SERVERS"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 15.0
 CALL_TIMEOUT = 300.0
-RETRY_AFTER = 30.0  # a server that failed to start is not tried again sooner
+RETRY_AFTER = 60.0  # a server that failed to start is not tried again sooner (turns wait for a start)
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
 # What OpenAI and Anthropic both accept as a tool name.
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -277,8 +278,6 @@ def _result_text(result) -> str:
             resource = block.resource
             parts.append(getattr(resource, "text", None) or f"[resource: {resource.uri}]")
     if not parts and result.structured_content is not None:
-        import json
-
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
     return "\n".join(parts)
 
@@ -325,6 +324,7 @@ def _as_tool(server: MCPServer, item) -> Tool | None:
 
 
 _managers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MCPManager]" = weakref.WeakKeyDictionary()
+_closing: set[asyncio.Task] = set()  # the loop keeps only weak references to its tasks
 
 
 def get_manager(configs: list[ServerConfig]) -> MCPManager:
@@ -333,7 +333,9 @@ def get_manager(configs: list[ServerConfig]) -> MCPManager:
     manager = _managers.get(loop)
     if manager is None or [s.config for s in manager.servers.values()] != configs:
         if manager is not None:
-            loop.create_task(manager.aclose())
+            task = loop.create_task(manager.aclose())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
         manager = _managers[loop] = MCPManager(configs)
     return manager
 
