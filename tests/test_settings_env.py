@@ -43,6 +43,8 @@ def run_django(args, **env):
         ("CONSTRUCT_PRICES", "{bad"),
         ("CONSTRUCT_PRICES", '{"gpt-4o": 3}'),
         ("CONSTRUCT_MCP_SERVERS", "{}"),
+        ("CONSTRUCT_MCP_SERVERS", '[{"name": "ops"}]'),
+        ("CONSTRUCT_MCP_SERVERS", '[{"name": "a b", "command": "python"}]'),
         ("CONSTRUCT_MAX_TOOL_ITERATIONS", "abc"),
         ("DATABASE_URL", "nonsense://x"),
         ("REDIS_URL", "http://x"),

@@ -86,6 +86,10 @@ class CostOutputSerializer(UsageTotalsSerializer):
     by_model = serializers.DictField(child=UsageTotalsSerializer())
     by_session = serializers.DictField(child=UsageTotalsSerializer(), help_text="Keyed by session id")
     daily_budget_usd = serializers.FloatField(allow_null=True)
+    daily_budget_used = serializers.FloatField(
+        allow_null=True, required=False,
+        help_text="Share of today's budget spent (1.0 is all of it); null without a budget.",
+    )
 
 
 # --- channel events ----------------------------------------------------------
