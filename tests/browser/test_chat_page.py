@@ -314,8 +314,18 @@ def test_thinking_tools_canvas_events_status_and_error_banner(chat_server, token
     assert any("Blocked script execution in 'about:srcdoc'" in text for text in console)
     screenshot(page, "chat-canvas")
 
-    send(page, '[[tool:clear_canvas {"canvas_id": "main"}]] clear')
+    markdown = '{"canvas_id": "notes", "content_type": "markdown", "content": "# Notes\\n\\n<img src=x onerror=\\"window.__xss=1\\">"}'
+    send(page, f"[[tool:render_canvas {markdown}]] notes")
     wait_turn_end(page, 2, "done")
+    assert page.locator("#canvas-view .canvas-md h1").inner_text() == "Notes"
+    assert page.locator("#canvas-view [onerror]").count() == 0
+    assert page.locator("#canvas-select option").all_inner_texts() == ["main", "notes"]
+
+    send(page, '[[tool:clear_canvas {"canvas_id": "notes"}]] clear')
+    wait_turn_end(page, 3, "done")
+    assert page.locator("#canvas-view iframe").count() == 1  # back to "main"
+    send(page, '[[tool:clear_canvas {"canvas_id": "main"}]] clear')
+    wait_turn_end(page, 4, "done")
     assert page.locator("#canvas-view iframe").count() == 0
 
     status, _ = api(chat_server, token, "POST", "/api/channel-events/", {"type": "deploy", "note": "from ops"})
@@ -328,11 +338,11 @@ def test_thinking_tools_canvas_events_status_and_error_banner(chat_server, token
     send(page, '[[tool:shell {"command": "sleep 1.5"}]] wait')
     page.locator("#status-line").wait_for(state="visible")
     assert "running: sleep" in page.locator("#status-line").inner_text()
-    wait_turn_end(page, 3, "done")
+    wait_turn_end(page, 5, "done")
     assert page.locator("#status-line").is_hidden()
 
     send(page, "[[fail=400]] broken")
-    wait_turn_end(page, 4, "error")
+    wait_turn_end(page, 6, "error")
     page.locator("#banner").wait_for(state="visible")
     assert page.locator("#banner-code").inner_text() == "PROVIDER_ERROR"
 
