@@ -37,5 +37,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(**_public), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_public),
          name="api-docs"),
-    re_path(r"^(?P<rest>.*)$", views.api_not_found),
+    # [\s\S], not ".": a path with an encoded newline must get the JSON 404 too.
+    re_path(r"^(?P<rest>[\s\S]*)$", views.api_not_found),
 ]

@@ -8,7 +8,6 @@ how strict the API is about requests: it accepts an empty ?state= and refuses
 an empty channel event, which the request-side checks would report.
 """
 
-import re
 
 import pytest
 import schemathesis
@@ -62,21 +61,7 @@ schema = _load_schema()
                                  HealthCheck.filter_too_much])
 def test_api_matches_its_schema(case, bearer):
     response = case.call(headers=bearer)
-    if _known_html_fallback(case, response):
-        return
     case.validate_response(response, headers=bearer, excluded_checks=[
         checks.negative_data_rejection, checks.positive_data_acceptance])
 
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-
-
-def _known_html_fallback(case, response) -> bool:
-    """Known and reported, not fixed here: a session id outside its pattern misses every
-    API view, and the JSON 404 fallback for /api/ is then not reached. Its regex stops at
-    a newline (so Django's HTML 404 answers), and it is not exempt from CSRF (so an unsafe
-    method gets Django's HTML 403)."""
-    session_id = (case.path_parameters or {}).get("session_id")
-    content_type = (response.headers.get("content-type") or [""])[0]
-    return (session_id is not None and not SESSION_ID.match(str(session_id))
-            and response.status_code in (403, 404) and content_type.startswith("text/html"))
