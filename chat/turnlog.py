@@ -39,6 +39,7 @@ LOG_TTL_SECONDS = 600
 LOG_MAX_EVENTS = 50_000
 # Re-arm a running turn's TTL at most this often, not at every window.
 _EXPIRE_EVERY = 60.0
+_MAX_TRACKED_TURNS = 10_000
 SUBSCRIBE_TIMEOUT = 5.0
 # A Redis command that takes longer than this is treated as a failure.
 OPERATION_TIMEOUT = 3.0
@@ -234,6 +235,10 @@ class RedisBus:
         One pipeline, one round trip, whatever the number of sessions and events.
         """
         loop_time = asyncio.get_running_loop().time()
+        if len(self._counts) > _MAX_TRACKED_TURNS:
+            # Turns that ended elsewhere (interrupted ones) are never turn_done() here.
+            self._counts.clear()
+            self._expired_at.clear()
         pipe = self.redis.pipeline(transaction=False)
         for session_id, items in outbox.items():
             by_turn: dict[str, list[str]] = {}

@@ -44,28 +44,32 @@ async def test_an_operator_event_posted_to_one_reaches_sockets_on_both(cluster):
     await on_b.close()
 
 
+async def timed_frames(ws):
+    """The turn's frames, each with the time it arrived."""
+    loop = asyncio.get_running_loop()
+    frames = []
+    while not frames or frames[-1][1]["type"] not in ("done", "error", "stopped"):
+        frame = await recv(ws)
+        frames.append((loop.time(), frame))
+    return frames
+
+
 async def test_a_turn_on_one_is_watched_live_from_the_other(cluster):
     session = new_session_id()
     sender, _ = await open_socket(cluster.a, session, cluster.token)
     watcher, _ = await open_socket(cluster.b, session, cluster.token)
     await send(sender, type="message", content="[[chunks=40]] [[delay_ms=20]]")
-    loop = asyncio.get_running_loop()
-    watched_first = None
-    watched = []
-    while not watched or watched[-1]["type"] not in ("done", "error", "stopped"):
-        watched.append(await recv(watcher))
-        if watched_first is None and watched[-1]["type"] == "chunk":
-            watched_first = loop.time()
-    sent = await frames_until(sender)
-    sender_done = loop.time()
-    assert watched == sent
-    assert_contiguous(watched)
-    assert watched[-1]["type"] == "done"
-    assert watched[-1]["full_response"] == turn_text(watched) == "".join(
+    sent, watched = await asyncio.gather(timed_frames(sender), timed_frames(watcher))
+    assert [f for _, f in watched] == [f for _, f in sent]
+    frames = [f for _, f in watched]
+    assert_contiguous(frames)
+    assert frames[-1]["type"] == "done"
+    assert frames[-1]["full_response"] == turn_text(frames) == "".join(
         f"tok{i} " for i in range(1, 41)
     )
-    # Live: the watcher had the first chunk long before the turn ended (40 x 20 ms).
-    assert watched_first is not None and sender_done - watched_first > 0.3
+    # Live: the watcher had the first chunk well before the sender had the end (40 x 20 ms).
+    first_watched = next(t for t, f in watched if f["type"] == "chunk")
+    assert first_watched < sent[-1][0] - 0.2
     await sender.close()
     await watcher.close()
 
@@ -174,7 +178,7 @@ async def test_sigkill_of_the_turns_process_leaves_a_session_the_other_recovers(
         rest = await frames_until(watcher, timeout=15)
         end = rest[-1]
         assert end["type"] == "error" and end["interrupted"] is True and end["code"] == "AGENT_ERROR"
-        assert loop.time() - killed_at < 8
+        assert loop.time() - killed_at < 12
         frames = seen + rest
         assert_contiguous(frames)
         streamed = turn_text(frames)
