@@ -100,7 +100,11 @@ def turn_try_start(*, session_id: str, turn_id: str, owner: str, lease_seconds: 
     """
     now = timezone.now()
     with transaction.atomic():
-        session = ChatSession.objects.select_for_update().get(pk=session_id)
+        session = ChatSession.objects.select_for_update().filter(pk=session_id).first()
+        if session is None:
+            # Deleted (through the API or admin) while a socket stayed open on it:
+            # the next message starts the conversation afresh under the same id.
+            session = ChatSession.objects.create(pk=session_id)
         lease_alive = session.lease_expires_at is not None and session.lease_expires_at > now
         if session.state == State.RUNNING and lease_alive:
             return False, None

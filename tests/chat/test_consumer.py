@@ -527,3 +527,17 @@ async def test_operator_group_gets_agent_start_and_end(gateway, token):
     assert end["event"]["duration_ms"] >= 0
     assert end["event"]["output_tokens"] == done["usage"]["output_tokens"] > 0
     await comm.disconnect()
+
+
+async def test_a_session_deleted_under_an_open_socket_starts_afresh(gateway, token):
+    from sessions_app.services import session_delete
+
+    comm, _ = await open_socket(token)
+    await send(comm, type="message", content="before")
+    await frames_until(comm)
+    await database_sync_to_async(session_delete)(session_id="s1")
+    await send(comm, type="message", content="after the delete")
+    frames = await frames_until(comm)
+    assert frames[-1]["type"] == "done", frames
+    assert [r[1] for r in await saved("s1")] == ["after the delete", "Echo: after the delete"]
+    await comm.disconnect()
