@@ -163,6 +163,21 @@ def _failure_record(*, throttle: PairingThrottle, now: datetime) -> None:
 # --- devices -----------------------------------------------------------------
 
 
+def device_create(*, name: str = "", client: str = "", last_seen=None,
+                  revoked_at=None) -> tuple[PairedDevice, str]:
+    """A new device and its token: the token is returned once, only its hash is kept."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    device = PairedDevice.objects.create(
+        name=name,
+        token_hash=token_hash(token),
+        token_hint=token[:TOKEN_HINT_CHARS],
+        client=client,
+        last_seen=last_seen,
+        revoked_at=revoked_at,
+    )
+    return device, token
+
+
 def device_pair(*, code: str, client: str, name: str = "") -> str:
     """Trade a valid one-time code for a new device token, returned this once only.
 
@@ -184,14 +199,7 @@ def device_pair(*, code: str, client: str, name: str = "") -> str:
             _failure_record(throttle=throttle, now=now)
             refusal = InvalidPairingCode("invalid pairing code")
         else:
-            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-            device = PairedDevice.objects.create(
-                name=name,
-                token_hash=token_hash(token),
-                token_hint=token[:TOKEN_HINT_CHARS],
-                client=client,
-                last_seen=now,
-            )
+            device, token = device_create(name=name, client=client, last_seen=now)
             throttle.delete()
             audit_record(kind=AuditEvent.Kind.PAIRING_SUCCESS, client=client,
                          device_id=device.pk, name=name)

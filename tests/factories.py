@@ -4,14 +4,13 @@ They write rows directly rather than through the services, so a test of a
 service never depends on the service it tests to set up its data.
 """
 
-import secrets
 import uuid
 from datetime import timedelta
 
 from django.utils import timezone
 
 from sessions_app.models import ChatSession, Message, PairedDevice, PairingCode
-from sessions_app.pairing import TOKEN_HINT_CHARS, TOKEN_PREFIX, code_hash, token_hash
+from sessions_app.pairing import code_hash, device_create
 
 
 def make_session(*, session_id: str | None = None, name: str = "", **fields) -> ChatSession:
@@ -32,13 +31,8 @@ def make_message(*, session: ChatSession, role: str = Message.Role.USER, content
 def make_device(*, name: str = "test device", client: str = "127.0.0.1",
                 revoked: bool = False) -> tuple[PairedDevice, str]:
     """A paired device and its clear token (which the database never holds)."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    device = PairedDevice.objects.create(
-        name=name,
-        token_hash=token_hash(token),
-        token_hint=token[:TOKEN_HINT_CHARS],
-        client=client,
-        revoked_at=timezone.now() if revoked else None,
+    device, token = device_create(
+        name=name, client=client, revoked_at=timezone.now() if revoked else None
     )
     return device, token
 
