@@ -22,7 +22,6 @@ import weakref
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import turnlog
@@ -334,9 +333,3 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
-
-
-def remote_fanout_enabled() -> bool:
-    """Other processes exist only behind a shared (Redis) channel layer."""
-    layer = get_channel_layer()
-    return layer is not None and layer.__class__.__name__ != "InMemoryChannelLayer"

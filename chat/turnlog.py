@@ -28,6 +28,7 @@ import logging
 import weakref
 from collections import deque
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
@@ -74,9 +75,9 @@ def control_channel(ns: str, process_id: str) -> bytes:
 
 def shared_log_enabled() -> bool:
     """Several processes can exist only behind Redis (and the Redis channel layer)."""
-    from chat.hub import remote_fanout_enabled
-
-    return bool(settings.REDIS_URL) and remote_fanout_enabled()
+    layer = get_channel_layer()
+    return (bool(settings.REDIS_URL) and layer is not None
+            and layer.__class__.__name__ != "InMemoryChannelLayer")
 
 
 # One client per event loop: a connection cannot move between loops, and tests
