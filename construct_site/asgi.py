@@ -15,4 +15,5 @@ from django.conf import settings  # noqa: E402
 
 if settings.REDIS_URL:
     startup.check_redis(settings.REDIS_URL)
+startup.announce_shell()
 startup.announce_pairing()

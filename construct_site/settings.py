@@ -272,6 +272,13 @@ CONSTRUCT_SHELL_ALLOWLIST = _env_list(
     "CONSTRUCT_SHELL_ALLOWLIST",
     ["echo", "ls", "cat", "pwd", "date", "wc", "head", "tail", "grep", "sort", "uniq", "sleep"],
 )
+# The shell tool's sandbox: "bwrap" (bubblewrap; without it the tool is not
+# offered) or "off", by name only, to run commands on the host.
+CONSTRUCT_SHELL_SANDBOX = _env("CONSTRUCT_SHELL_SANDBOX", "bwrap").lower()
+if CONSTRUCT_SHELL_SANDBOX not in {"bwrap", "off"}:
+    raise ImproperlyConfigured(
+        f"CONSTRUCT_SHELL_SANDBOX must be 'bwrap' or 'off', not {CONSTRUCT_SHELL_SANDBOX!r}"
+    )
 CONSTRUCT_MAX_TOOL_ITERATIONS = _env_number("CONSTRUCT_MAX_TOOL_ITERATIONS", 10, minimum=1)
 CONSTRUCT_SESSION_QUEUE_TIMEOUT = _env_number(
     "CONSTRUCT_SESSION_QUEUE_TIMEOUT", 30.0, kind=float, minimum=0
@@ -294,6 +301,8 @@ CONSTRUCT_MAX_FRAME_BYTES = _env_number("CONSTRUCT_MAX_FRAME_BYTES", 1_048_576, 
 CONSTRUCT_ALLOWED_ORIGINS = _env_list("CONSTRUCT_ALLOWED_ORIGINS", [])
 
 # Internal tuning, not part of the contract.
+# The bubblewrap binary (a name on PATH or a path); tests point it elsewhere.
+CONSTRUCT_BWRAP = _env("CONSTRUCT_BWRAP", "bwrap")
 CONSTRUCT_TURN_LEASE_SECONDS = _env_number("CONSTRUCT_TURN_LEASE_SECONDS", 10.0, kind=float)
 CONSTRUCT_CONNECT_FRAME_TIMEOUT = 5.0
 # Hostile-input limits (see SECURITY.md), per device, or per client address when

@@ -94,6 +94,19 @@ def announce_pairing(stdout=None, *, base_url: str | None = None) -> str | None:
     return code
 
 
+def announce_shell() -> None:
+    """Say in one line when the shell tool is not offered, or runs without its sandbox."""
+    from django.conf import settings
+
+    from chat.tools import shell_status
+
+    status = shell_status(settings.CONSTRUCT_SHELL_SANDBOX, settings.CONSTRUCT_SHELL_ALLOWLIST,
+                          settings.CONSTRUCT_BWRAP)
+    if status is not None:
+        level, line = status
+        logger.log(level, "%s", line)
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ***, fit for an error message."""
     try:

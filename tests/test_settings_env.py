@@ -18,7 +18,7 @@ SETUP = "import django; django.setup()"
 # each case tests exactly one bad value on top of the defaults.
 CONFIG_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "CONSTRUCT_PROVIDER", "CONSTRUCT_PRICES",
-    "CONSTRUCT_MCP_SERVERS", "CONSTRUCT_MAX_TOOL_ITERATIONS",
+    "CONSTRUCT_MCP_SERVERS", "CONSTRUCT_MAX_TOOL_ITERATIONS", "CONSTRUCT_SHELL_SANDBOX",
 )
 
 
@@ -48,6 +48,8 @@ def run_django(args, **env):
         ("CONSTRUCT_MAX_TOOL_ITERATIONS", "abc"),
         ("DATABASE_URL", "nonsense://x"),
         ("REDIS_URL", "http://x"),
+        ("CONSTRUCT_SHELL_SANDBOX", "none"),
+        ("CONSTRUCT_SHELL_SANDBOX", "false"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):

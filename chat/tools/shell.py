@@ -1,9 +1,20 @@
-"""The `shell` tool: one allowlisted program, run without a shell, inside the workspace.
+"""The `shell` tool: one allowlisted program, run without a shell, in a sandbox.
 
 The command is split like a shell would split it (shlex) and run directly, so
-pipes, redirections, `;` and `$(...)` are plain text. The program runs in its own
-process group with a scrubbed environment (no key the gateway holds); on timeout
-or when the turn is stopped, the whole group is killed and reaped.
+pipes, redirections, `;` and `$(...)` are plain text. Three layers stand between
+the model and the host, each enough on its own for what it covers:
+
+1. the allowlist of programs, and a refusal of the options that make an allowed
+   program run another one or read and write files its arguments do not name
+   (`sort --compress-program`, `--files0-from`, `-o`, `-T`, ...);
+2. arguments that name paths must stay in the workspace;
+3. the sandbox (chat/tools/sandbox.py): whatever runs sees the workspace as the
+   only writable host folder, no host process, no network and no secret.
+
+On timeout or when the turn is stopped, the sandbox is killed with everything in
+it. With the sandbox switched off by the operator (`CONSTRUCT_SHELL_SANDBOX=off`),
+the program runs on the host in its own process group with a scrubbed
+environment, and only layers 1 and 2 remain.
 """
 
 import asyncio
@@ -12,11 +23,13 @@ import os
 import shlex
 import shutil
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from chat.tools.base import Tool, ToolContext, ToolFailed
 from chat.tools.files import inside, workspace_root
 from chat.tools.progress import slow_status
+from chat.tools.sandbox import PidsCgroup, Sandbox, needs_pids_cgroup, sandbox_env
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +46,17 @@ DESCRIPTION = (
 )
 
 
-def shell_tool(allowlist) -> Tool | None:
-    """The tool for these programs; None when the allowlist is empty (the tool is not offered)."""
+def shell_tool(allowlist, sandbox: Sandbox | None) -> Tool | None:
+    """The tool for these programs; None when the allowlist is empty (the tool is not offered).
+
+    `sandbox` None runs commands on the host: only when the operator asked for it by name.
+    """
     programs = tuple(dict.fromkeys(name for name in allowlist if name))
     if not programs:
         return None
 
     async def run(args: dict, ctx: ToolContext) -> str:
-        return await run_command(args.get("command"), ctx, programs)
+        return await run_command(args.get("command"), ctx, programs, sandbox)
 
     return Tool(
         name="shell",
@@ -67,9 +83,78 @@ def parse_command(command, programs, root: Path) -> list[str]:
     program = argv[0]
     if program not in programs:
         raise ToolFailed(f"program {program!r} is not allowed; allowed programs: {', '.join(programs)}")
+    _check_options(program, argv[1:])
     for arg in argv[1:]:
         _check_argument(arg, root)
     return argv
+
+
+@dataclass(frozen=True)
+class _Options:
+    """A program's options that are refused, and its short options that take a value."""
+
+    refused_long: tuple[str, ...] = ()
+    refused_short: str = ""
+    short_with_value: str = ""
+
+
+# Options that make an allowed program run another program, or read or write files
+# that its arguments do not name (so the path check below never sees them), for the
+# default programs and a few that operators often add. The sandbox contains what
+# slips past this list; the list keeps such calls from running at all.
+_REFUSED_OPTIONS = {
+    "sort": _Options(("compress-program", "files0-from", "output", "temporary-directory",
+                      "random-source"), "oT", "koStT"),
+    "wc": _Options(("files0-from",)),
+    "du": _Options(("files0-from", "exclude-from"), "X", "BdtX"),
+    "grep": _Options(("file", "exclude-from", "dereference-recursive"), "fR", "ABCDdefm"),
+    "date": _Options(("file", "reference", "set"), "frs", "dfrsI"),
+    "find": _Options(()),
+    "tar": _Options(("to-command", "use-compress-program", "info-script", "new-volume-script",
+                     "checkpoint-action", "rsh-command", "files-from", "exclude-from",
+                     "index-file"), "IFTX", "bCfFgHIKLNTVX"),
+}
+# find takes its actions as words, not options; these run programs or write files.
+_FIND_REFUSED = frozenset({"-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fprint0",
+                           "-fprintf", "-fls", "-delete"})
+
+
+def _check_options(program: str, args: list[str]) -> None:
+    """Refuse the options of `program` listed in _REFUSED_OPTIONS, however they are spelled.
+
+    GNU tools take options anywhere before `--`, long ones abbreviated to any
+    unambiguous prefix (`--comp=sh`) and short ones clustered (`-rTo/tmp`).
+    """
+    options = _REFUSED_OPTIONS.get(program)
+    if options is None:
+        return
+    value_next = False
+    for arg in args:
+        if value_next:  # the value of a short option, as in `grep -e -f`: not an option
+            value_next = False
+            continue
+        if arg == "--":
+            return
+        if program == "find" and arg in _FIND_REFUSED:
+            raise ToolFailed(f"find {arg} is not allowed: it runs programs or writes files")
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            if name and any(refused.startswith(name) for refused in options.refused_long):
+                raise ToolFailed(
+                    f"option {arg.split('=', 1)[0]!r} of {program} is not allowed: it runs "
+                    "programs or reads or writes files that the command does not name"
+                )
+        elif arg.startswith("-") and len(arg) > 1:
+            for letter in arg[1:]:
+                if letter in options.refused_short:
+                    raise ToolFailed(
+                        f"option '-{letter}' of {program} is not allowed: it runs programs or "
+                        "reads or writes files that the command does not name"
+                    )
+                if letter in options.short_with_value:
+                    # The rest of the cluster is this option's value, or else the next argument.
+                    value_next = arg.endswith(letter) and arg.index(letter) == len(arg) - 1
+                    break
 
 
 def _check_argument(arg: str, root: Path) -> None:
@@ -96,29 +181,63 @@ def _check_argument(arg: str, root: Path) -> None:
             raise ToolFailed(f"argument {value!r} points outside the workspace")
 
 
-def _environment(root: Path) -> dict:
+def _host_environment(root: Path) -> dict:
+    """The environment of an unsandboxed command: enough to run, nothing secret."""
     env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
     env.setdefault("PATH", os.defpath)
     env.update(HOME=str(root), PWD=str(root), TERM="dumb")
     return env
 
 
-async def run_command(command, ctx: ToolContext, programs) -> str:
+async def run_command(command, ctx: ToolContext, programs, sandbox: Sandbox | None) -> str:
+    """Check `command` against the allowlist and the workspace, then run it (in the sandbox)."""
     root = workspace_root(ctx)
     argv = parse_command(command, programs, root)
-    env = _environment(root)
+    timeout = float(ctx.extra.get("shell_timeout", TIMEOUT))
+    with slow_status(ctx, f"running: {argv[0]}"):
+        text, returncode, timed_out = await execute(argv, root, sandbox, timeout)
+    if timed_out:
+        raise ToolFailed(f"{argv[0]} did not finish within {timeout:g} s and was killed.\n{text}".rstrip())
+    if returncode:
+        return f"{text}\n[exit status {returncode}]".lstrip("\n")
+    return text or "[no output]"
+
+
+async def execute(argv: list[str], root: Path, sandbox: Sandbox | None,
+                  timeout: float) -> tuple[str, int | None, bool]:
+    """Run `argv` as given, in the sandbox unless it is None: (output, exit status, timed out).
+
+    No policy here: `parse_command` decides what may run; this only runs it,
+    caps its output, and kills all it started when it ends, times out or is cancelled.
+    """
+    env = sandbox_env(root) if sandbox is not None else _host_environment(root)
     executable = shutil.which(argv[0], path=env["PATH"])
     if executable is None:
         raise ToolFailed(f"program {argv[0]!r} is not installed")
-    timeout = float(ctx.extra.get("shell_timeout", TIMEOUT))
-    process = await asyncio.create_subprocess_exec(
-        executable, *argv[1:],
-        cwd=root, env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so one kill ends all it started
-    )
+    cgroup = None
+    if sandbox is None:
+        command_line, process_env = [executable, *argv[1:]], env
+    else:
+        command_line = sandbox.argv(argv[0], argv[1:], root, env)
+        if needs_pids_cgroup():
+            cgroup = PidsCgroup.create(sandbox.limits.processes)
+            if cgroup is not None:
+                command_line = cgroup.wrap(command_line)
+        # bubblewrap itself (the sandbox's PID 1 included) starts with nothing of ours.
+        process_env = {}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command_line,
+            cwd=root, env=process_env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so one kill ends all it started
+        )
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     output = bytearray()
     dropped = 0
     timed_out = False
@@ -132,23 +251,32 @@ async def run_command(command, ctx: ToolContext, programs) -> str:
         await process.wait()
 
     try:
-        with slow_status(ctx, f"running: {argv[0]}"):
-            await asyncio.wait_for(collect(), timeout)
+        await asyncio.wait_for(collect(), timeout)
     except TimeoutError:
         timed_out = True
     finally:
         # On timeout, on stop (CancelledError) and after a normal exit alike:
-        # nothing the command started outlives the call.
+        # nothing the command started outlives the call. Killing bubblewrap
+        # ends its PID namespace, and with it every process in the sandbox.
         await _kill_group(process)
+        if cgroup is not None:
+            await _remove_when_empty(cgroup)
 
     text = output.decode("utf-8", errors="replace")
     if dropped:
         text += f"\n[output cut at {MAX_OUTPUT_BYTES} bytes; {dropped} more bytes dropped]"
-    if timed_out:
-        raise ToolFailed(f"{argv[0]} did not finish within {timeout:g} s and was killed.\n{text}".rstrip())
-    if process.returncode:
-        return f"{text}\n[exit status {process.returncode}]".lstrip("\n")
-    return text or "[no output]"
+    return text, process.returncode, timed_out
+
+
+async def _remove_when_empty(cgroup: PidsCgroup) -> None:
+    """Remove a command's cgroup once the kernel has finished tearing its processes down."""
+    try:
+        for _ in range(50):
+            if not cgroup.busy():
+                break
+            await asyncio.sleep(0.02)
+    finally:  # even on a second stop; one still busy is swept at the next start
+        cgroup.remove()
 
 
 async def _kill_group(process: asyncio.subprocess.Process) -> None:

@@ -150,6 +150,16 @@ def require_chromium():
     return path
 
 
+def require_bubblewrap():
+    """The shell tool's sandbox, checked by running a command in it; skip (fail in CI) without it."""
+    from chat.tools.sandbox import SandboxUnavailable, find
+
+    try:
+        return find("bwrap")
+    except SandboxUnavailable as exc:
+        missing(f"the shell sandbox cannot run here: {exc} (apt-get install -y bubblewrap)")
+
+
 # --- private instances -------------------------------------------------------
 
 

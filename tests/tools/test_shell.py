@@ -1,4 +1,9 @@
-"""The shell tool: allowlisted programs, no shell, the workspace, a timeout, a killed group."""
+"""The shell tool: allowlisted programs, no shell, the workspace, a timeout, a killed group.
+
+Each test runs twice: in the bubblewrap sandbox (the default) and on the host
+(`CONSTRUCT_SHELL_SANDBOX=off`): the allowlist and the workspace rules hold in both.
+What only the sandbox gives is in test_sandbox.py.
+"""
 
 import asyncio
 import functools
@@ -13,6 +18,7 @@ import pytest
 from chat.tools import default_registry, shell
 from chat.tools.base import ToolContext, ToolRegistry
 from chat.tools.progress import slow_status
+from tests.support.services import require_bubblewrap
 
 ALLOWED = ["echo", "ls", "cat", "pwd", "sleep", "env", "timeout"]
 
@@ -29,9 +35,14 @@ def statuses():
     return []
 
 
+@pytest.fixture(params=["bwrap", "off"])
+def sandbox(request):
+    return require_bubblewrap() if request.param == "bwrap" else None
+
+
 @pytest.fixture
-def run(workspace, statuses):
-    registry = ToolRegistry([shell.shell_tool(ALLOWED)])
+def run(workspace, statuses, sandbox):
+    registry = ToolRegistry([shell.shell_tool(ALLOWED, sandbox)])
 
     async def run(command, **extra):
         ctx = ToolContext(session_id="s1", workspace=workspace,
@@ -151,8 +162,8 @@ async def test_a_slow_command_reports_what_it_runs(run, statuses, monkeypatch):
     assert statuses == []
 
 
-def test_an_empty_allowlist_offers_no_shell_tool(settings):
-    assert shell.shell_tool([]) is None
+def test_an_empty_allowlist_offers_no_shell_tool(settings, sandbox):
+    assert shell.shell_tool([], sandbox) is None
     settings.CONSTRUCT_SHELL_ALLOWLIST = []
     names = default_registry().names()
     assert "shell" not in names
