@@ -2,11 +2,11 @@
 // the outbox that never loses a message, and the wiring of what render.js draws.
 
 import { api, ApiError, AuthError, tokenStore } from "./api.js";
+import { hideBanner, showBanner } from "./banner.js";
 import { Canvas, EventLog } from "./panels.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { Sidebar, sessionUrl } from "./sidebar.js";
-
-const $ = (id) => document.getElementById(id);
+import { $, uuid4 } from "./util.js";
 
 const CONTEXT_KEY = "construct.page_context";
 const OUTBOX_PREFIX = "construct.outbox.";
@@ -43,10 +43,6 @@ const ui = {
   sessionList: $("session-list"),
   sessionEmpty: $("session-empty"),
   moreSessions: $("more-sessions"),
-  banner: $("banner"),
-  bannerCode: $("banner-code"),
-  bannerText: $("banner-text"),
-  bannerClose: $("banner-close"),
   messages: $("messages"),
   statusLine: $("status-line"),
   composer: $("composer"),
@@ -83,16 +79,6 @@ const state = {
 
 // --- Helpers --------------------------------------------------------------------------
 
-function uuid4() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  // Plain http on a LAN address is not a secure context: no randomUUID there.
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
 function sessionFromUrl() {
   const params = new URLSearchParams(location.search);
   const fromQuery = params.get("session");
@@ -119,19 +105,7 @@ function appendMessage(node) {
   if (stickToBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
-// --- Banner, status line, connection indicator -----------------------------------------
-
-function showBanner(code, message, kind = "error") {
-  ui.bannerCode.textContent = code || "";
-  ui.bannerCode.hidden = !code;
-  ui.bannerText.textContent = message || "";
-  ui.banner.dataset.kind = kind;
-  ui.banner.hidden = false;
-}
-
-function hideBanner() {
-  ui.banner.hidden = true;
-}
+// --- Status line, connection indicator -------------------------------------------------
 
 function setStatusLine(text) {
   ui.statusLine.textContent = text || "";
@@ -848,8 +822,6 @@ function stopTurn() {
 }
 
 ui.stop.addEventListener("click", stopTurn);
-
-ui.bannerClose.addEventListener("click", hideBanner);
 
 try {
   const saved = localStorage.getItem(CONTEXT_KEY);
