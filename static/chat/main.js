@@ -3,7 +3,7 @@
 
 import { api, ApiError, AuthError, tokenStore } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
-import { Canvas, EventLog } from "./panels.js";
+import { SidePanel } from "./panels.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { Sidebar, sessionUrl } from "./sidebar.js";
 import { $, uuid4 } from "./util.js";
@@ -35,9 +35,6 @@ const ui = {
   conn: $("conn"),
   connText: $("conn-text"),
   pageContext: $("page-context"),
-  toggleCanvas: $("toggle-canvas"),
-  toggleEvents: $("toggle-events"),
-  eventsCount: $("events-count"),
   newSession: $("new-session"),
   search: $("session-search"),
   sessionList: $("session-list"),
@@ -49,12 +46,6 @@ const ui = {
   input: $("input"),
   send: $("send"),
   stop: $("stop"),
-  sidepanel: $("sidepanel"),
-  tabCanvas: $("tab-canvas"),
-  tabEvents: $("tab-events"),
-  panelClose: $("panel-close"),
-  canvasPanel: $("canvas-panel"),
-  eventsPanel: $("events-panel"),
 };
 
 const state = {
@@ -74,7 +65,6 @@ const state = {
   retryTimer: null,
   busy: false,
   stopping: false,
-  unseenEvents: 0,
 };
 
 // --- Helpers --------------------------------------------------------------------------
@@ -736,54 +726,8 @@ ui.menuToggle.addEventListener("click", () => setSidebarOpen(!ui.sidebar.classLi
 
 // --- Side panel: Live Canvas and operator events ---------------------------------------
 
-function showPanel(which) {
-  ui.sidepanel.hidden = false;
-  ui.app.classList.add("with-panel");
-  const canvasOn = which === "canvas";
-  ui.canvasPanel.hidden = !canvasOn;
-  ui.eventsPanel.hidden = canvasOn;
-  ui.tabCanvas.setAttribute("aria-selected", String(canvasOn));
-  ui.tabEvents.setAttribute("aria-selected", String(!canvasOn));
-  ui.toggleCanvas.setAttribute("aria-pressed", String(canvasOn));
-  ui.toggleEvents.setAttribute("aria-pressed", String(!canvasOn));
-  if (!canvasOn) {
-    state.unseenEvents = 0;
-    ui.eventsCount.hidden = true;
-  }
-}
-
-function hidePanel() {
-  ui.sidepanel.hidden = true;
-  ui.app.classList.remove("with-panel");
-  ui.toggleCanvas.setAttribute("aria-pressed", "false");
-  ui.toggleEvents.setAttribute("aria-pressed", "false");
-}
-
-const panelShowing = (which) => !ui.sidepanel.hidden && !(which === "canvas" ? ui.canvasPanel : ui.eventsPanel).hidden;
-
-ui.toggleCanvas.addEventListener("click", () => (panelShowing("canvas") ? hidePanel() : showPanel("canvas")));
-ui.toggleEvents.addEventListener("click", () => (panelShowing("events") ? hidePanel() : showPanel("events")));
-ui.tabCanvas.addEventListener("click", () => showPanel("canvas"));
-ui.tabEvents.addEventListener("click", () => showPanel("events"));
-ui.panelClose.addEventListener("click", hidePanel);
-
-const canvas = new Canvas({
-  select: $("canvas-select"),
-  view: $("canvas-view"),
-  typeBadge: $("canvas-type"),
-  onShow: () => showPanel("canvas"),
-});
-
-const events = new EventLog({
-  list: $("event-list"),
-  empty: $("events-empty"),
-  onAdd: () => {
-    if (panelShowing("events")) return;
-    state.unseenEvents += 1;
-    ui.eventsCount.textContent = String(state.unseenEvents);
-    ui.eventsCount.hidden = false;
-  },
-});
+const panels = new SidePanel();
+const { canvas, events } = panels;
 
 // --- Composer --------------------------------------------------------------------------
 
