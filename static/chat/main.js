@@ -29,17 +29,10 @@ const ui = {
   pairingNotice: $("pairing-notice"),
   pairingSubmit: $("pairing-submit"),
   app: $("app"),
-  menuToggle: $("menu-toggle"),
-  sidebar: $("sidebar"),
   title: $("session-title"),
   conn: $("conn"),
   connText: $("conn-text"),
   pageContext: $("page-context"),
-  newSession: $("new-session"),
-  search: $("session-search"),
-  sessionList: $("session-list"),
-  sessionEmpty: $("session-empty"),
-  moreSessions: $("more-sessions"),
   messages: $("messages"),
   statusLine: $("status-line"),
   composer: $("composer"),
@@ -578,7 +571,8 @@ function onTurnEvent(frame) {
     case "done":
       view.finish("done", frame.full_response);
       endTurn(view);
-      nameAfterFirstQuestion(view);
+      // A session nobody named yet is named after the first question this page asked in it.
+      if (!state.sessionName && view.question) sidebar.nameAfter(state.sessionId, view.question);
       break;
     case "stopped":
       view.finish("stopped", frame.full_response, "Stopped: the reply so far is kept in history");
@@ -601,23 +595,6 @@ function endTurn(view) {
   setBusy(Boolean(state.awaiting));
   sidebar.refresh();
   pump();
-}
-
-/** A session nobody named yet is named after the first question this page asked in it. */
-async function nameAfterFirstQuestion(view) {
-  if (state.sessionName || !view.question) return;
-  const session = sidebar.sessions.find((s) => s.id === state.sessionId);
-  if (session && session.name) return;
-  const words = view.question.replace(/\s+/g, " ").trim();
-  const name = words.length > 60 ? `${words.slice(0, 57).trimEnd()}…` : words;
-  const id = state.sessionId;
-  try {
-    const updated = await api.rename(id, name);
-    if (id === state.sessionId) setTitle(updated.name);
-    sidebar.refresh();
-  } catch (error) {
-    if (error instanceof AuthError) authFailed();
-  }
 }
 
 async function insertQuestion(view, generation) {
@@ -661,29 +638,27 @@ function onLooseFrame(frame) {
 
 // --- Sessions sidebar ------------------------------------------------------------------
 
-const sidebar = new Sidebar(
-  { list: ui.sessionList, empty: ui.sessionEmpty, more: ui.moreSessions, search: ui.search },
-  {
-    current: () => state.sessionId,
-    open: (id) => switchSession(id),
-    deleted: (id) => {
-      try {
-        localStorage.removeItem(OUTBOX_PREFIX + id);
-      } catch {
-        // nothing kept
-      }
-      if (id === state.sessionId) {
-        state.outbox = [];
-        switchSession(uuid4());
-      }
-    },
-    named: (id, name) => {
-      if (id === state.sessionId) setTitle(name);
-    },
-    authFailed: () => authFailed(),
-    error: (code, text) => showBanner(code, text),
+const sidebar = new Sidebar({
+  current: () => state.sessionId,
+  open: (id) => switchSession(id),
+  create: () => switchSession(uuid4()),
+  deleted: (id) => {
+    try {
+      localStorage.removeItem(OUTBOX_PREFIX + id);
+    } catch {
+      // nothing kept
+    }
+    if (id === state.sessionId) {
+      state.outbox = [];
+      switchSession(uuid4());
+    }
   },
-);
+  named: (id, name) => {
+    if (id === state.sessionId) setTitle(name);
+  },
+  authFailed: () => authFailed(),
+  error: (code, text) => showBanner(code, text),
+});
 
 function setTitle(name) {
   state.sessionName = name || "";
@@ -706,7 +681,7 @@ function switchSession(id, { push = true } = {}) {
   else history.replaceState({ session: id }, "", sessionUrl(id));
   connect();
   sidebar.draw();
-  setSidebarOpen(false);
+  sidebar.setOpen(false);
   ui.input.focus();
 }
 
@@ -714,15 +689,6 @@ window.addEventListener("popstate", () => {
   const id = sessionFromUrl();
   if (id && id !== state.sessionId) switchSession(id, { push: false });
 });
-
-ui.newSession.addEventListener("click", () => switchSession(uuid4()));
-
-function setSidebarOpen(open) {
-  ui.sidebar.classList.toggle("open", open);
-  ui.menuToggle.setAttribute("aria-expanded", String(open));
-}
-
-ui.menuToggle.addEventListener("click", () => setSidebarOpen(!ui.sidebar.classList.contains("open")));
 
 // --- Side panel: Live Canvas and operator events ---------------------------------------
 
