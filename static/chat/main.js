@@ -3,12 +3,13 @@
 
 import { api, ApiError, AuthError, tokenStore } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
+import { Composer } from "./composer.js";
 import { SidePanel } from "./panels.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { Sidebar, sessionUrl } from "./sidebar.js";
+import { setBusy, setStopping, state } from "./state.js";
 import { $, uuid4 } from "./util.js";
 
-const CONTEXT_KEY = "construct.page_context";
 const OUTBOX_PREFIX = "construct.outbox.";
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
@@ -32,33 +33,21 @@ const ui = {
   title: $("session-title"),
   conn: $("conn"),
   connText: $("conn-text"),
-  pageContext: $("page-context"),
   messages: $("messages"),
   statusLine: $("status-line"),
-  composer: $("composer"),
-  input: $("input"),
-  send: $("send"),
-  stop: $("stop"),
 };
 
-const state = {
-  requirePairing: true,
-  sessionId: null,
-  sessionName: "",
+// What has not moved out of this file yet, next to what the features share.
+Object.assign(state, {
   socket: null,
   opened: false, // the current socket has delivered session_start
   attempt: 0, // reconnect attempts since the last good session_start
   reconnectTimer: null,
-  generation: 0, // bumped on every session switch, so late async work can tell it is stale
   frames: Promise.resolve(), // frames are handled one at a time, in order
   turns: new Map(), // turn_id -> TurnView
-  activeTurn: null, // the TurnView of the turn running now, if any
-  awaiting: null, // the sent message whose turn has not started yet
   outbox: [], // messages not yet accepted by the server: [{client_id, content, page_context, view}]
   retryTimer: null,
-  busy: false,
-  stopping: false,
-};
+});
 
 // --- Helpers --------------------------------------------------------------------------
 
@@ -98,16 +87,6 @@ function setStatusLine(text) {
 function setConn(kind, text) {
   ui.conn.dataset.state = kind;
   ui.connText.textContent = text;
-}
-
-function setBusy(busy) {
-  state.busy = busy;
-  ui.stop.hidden = !busy;
-  ui.stop.disabled = !busy || state.stopping;
-  ui.send.textContent = busy ? "Queue" : "Send";
-  ui.send.title = busy ? "The answer is still running: your message waits its turn" : "";
-  ui.composer.dataset.busy = busy ? "true" : "false";
-  if (!busy) state.stopping = false;
 }
 
 // --- Pairing ---------------------------------------------------------------------------
@@ -195,11 +174,11 @@ function drawOutbox() {
   }
 }
 
-function enqueue(content) {
+function enqueue(content, pageContext) {
   const item = {
     client_id: uuid4(),
     content,
-    page_context: ui.pageContext.value || null,
+    page_context: pageContext,
     view: userMessage(content),
   };
   state.outbox.push(item);
@@ -268,7 +247,7 @@ function onLooseError(frame) {
   state.outbox = state.outbox.filter((i) => i !== item);
   saveOutbox();
   item.view.setStatus(`Not sent: ${frame.code}`, "failed");
-  if (!ui.input.value.trim()) ui.input.value = item.content;
+  composer.giveBack(item.content);
   pump();
 }
 
@@ -627,7 +606,7 @@ function onLooseFrame(frame) {
       break;
     case "stopped":
       // "No turn is running": nothing to stop here.
-      state.stopping = false;
+      setStopping(false);
       setStatusLine(frame.message || "");
       setBusy(Boolean(state.activeTurn || state.awaiting));
       break;
@@ -682,7 +661,7 @@ function switchSession(id, { push = true } = {}) {
   connect();
   sidebar.draw();
   sidebar.setOpen(false);
-  ui.input.focus();
+  composer.focus();
 }
 
 window.addEventListener("popstate", () => {
@@ -697,55 +676,17 @@ const { canvas, events } = panels;
 
 // --- Composer --------------------------------------------------------------------------
 
-function autosize() {
-  ui.input.style.height = "auto";
-  ui.input.style.height = `${Math.min(ui.input.scrollHeight, window.innerHeight * 0.4)}px`;
-}
-
-ui.input.addEventListener("input", autosize);
-
-ui.input.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    ui.composer.requestSubmit();
-  } else if (event.key === "Escape" && state.busy) {
-    event.preventDefault();
-    stopTurn();
-  }
-});
-
-ui.composer.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const content = ui.input.value;
-  if (!content.trim()) return;
-  ui.input.value = "";
-  autosize();
-  enqueue(content);
+const composer = new Composer({
+  submit: (content, pageContext) => enqueue(content, pageContext),
+  stop: () => stopTurn(),
 });
 
 function stopTurn() {
   if (!state.busy || !socketReady()) return;
-  state.stopping = true;
-  ui.stop.disabled = true;
+  setStopping(true);
   setStatusLine("Stopping…");
   state.socket.send(JSON.stringify({ type: "stop" }));
 }
-
-ui.stop.addEventListener("click", stopTurn);
-
-try {
-  const saved = localStorage.getItem(CONTEXT_KEY);
-  if (saved !== null && [...ui.pageContext.options].some((o) => o.value === saved)) ui.pageContext.value = saved;
-} catch {
-  // no storage: the default context
-}
-ui.pageContext.addEventListener("change", () => {
-  try {
-    localStorage.setItem(CONTEXT_KEY, ui.pageContext.value);
-  } catch {
-    // not remembered
-  }
-});
 
 // --- Start -----------------------------------------------------------------------------
 
