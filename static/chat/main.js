@@ -1,9 +1,10 @@
 // The chat page: pairing, the session sidebar, the socket with its reconnects,
 // the outbox that never loses a message, and the wiring of what render.js draws.
 
-import { api, ApiError, AuthError, tokenStore } from "./api.js";
+import { api, AuthError, tokenStore } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { Composer } from "./composer.js";
+import { Pairing } from "./pairing.js";
 import { SidePanel } from "./panels.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { Sidebar, sessionUrl } from "./sidebar.js";
@@ -17,19 +18,7 @@ const SESSION_REFRESH_MS = 20000;
 const RETRYABLE = new Set(["SESSION_BUSY", "RATE_LIMITED"]);
 const CLOSE_TOKEN_REVOKED = 4401;
 
-const REFUSED_TOKEN =
-  "The gateway no longer accepts this browser's token (it was revoked, or the server was reset). " +
-  "Enter a new pairing code to continue.";
-
 const ui = {
-  boot: $("boot"),
-  pairing: $("pairing"),
-  pairingForm: $("pairing-form"),
-  pairingCode: $("pairing-code"),
-  pairingError: $("pairing-error"),
-  pairingNotice: $("pairing-notice"),
-  pairingSubmit: $("pairing-submit"),
-  app: $("app"),
   title: $("session-title"),
   conn: $("conn"),
   connText: $("conn-text"),
@@ -91,57 +80,20 @@ function setConn(kind, text) {
 
 // --- Pairing ---------------------------------------------------------------------------
 
-function showPairing(notice = "") {
-  closeSocket();
-  ui.boot.hidden = true;
-  ui.app.hidden = true;
-  ui.pairing.hidden = false;
-  ui.pairingNotice.textContent = notice;
-  ui.pairingNotice.hidden = !notice;
-  ui.pairingError.textContent = "";
-  ui.pairingCode.value = "";
-  ui.pairingSubmit.disabled = false;
-  ui.pairingCode.focus();
-}
-
-function authFailed(message = REFUSED_TOKEN) {
-  tokenStore.clear();
-  state.generation += 1;
-  showPairing(message);
-}
-
-ui.pairingCode.addEventListener("input", () => {
-  ui.pairingCode.value = ui.pairingCode.value.replace(/\D/g, "").slice(0, 6);
-  ui.pairingError.textContent = "";
+const pairing = new Pairing({
+  signedIn: () => {
+    const id = sessionFromUrl() || uuid4();
+    state.sessionId = null;
+    switchSession(id, { push: false });
+    sidebar.load();
+  },
+  signedOut: () => {
+    state.generation += 1;
+    closeSocket();
+  },
 });
 
-ui.pairingForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const code = ui.pairingCode.value.trim();
-  if (!/^\d{6}$/.test(code)) {
-    ui.pairingError.textContent = "The pairing code is 6 digits.";
-    ui.pairingCode.focus();
-    return;
-  }
-  ui.pairingSubmit.disabled = true;
-  ui.pairingError.textContent = "";
-  try {
-    const token = await api.pair(code);
-    if (token) tokenStore.set(token);
-    startApp();
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 429) {
-      const wait = error.data?.retry_after;
-      ui.pairingError.textContent = `Too many wrong codes from this browser. Try again${wait ? ` in ${wait} s` : " later"}.`;
-    } else if (error instanceof ApiError && error.status === 403) {
-      ui.pairingError.textContent = "That code was not accepted. Codes work once and expire: get a fresh one.";
-    } else {
-      ui.pairingError.textContent = error.message;
-    }
-    ui.pairingSubmit.disabled = false;
-    ui.pairingCode.select();
-  }
-});
+const authFailed = () => pairing.refuse();
 
 // --- The outbox: typed messages are kept until the server has them ----------------------
 
@@ -326,26 +278,12 @@ async function onSocketClosed(event, wasOpen, generation) {
   }
   for (const item of state.outbox) item.view?.setStatus("Waiting for the connection", "queued");
   if (event.code === CLOSE_TOKEN_REVOKED) {
-    authFailed("This browser's token was revoked. Enter a new pairing code to continue.");
+    pairing.revoked();
     return;
   }
   setConn("offline", "Disconnected");
-  if (!wasOpen && state.requirePairing) {
-    // A refused upgrade looks like any failed connection to a browser: ask the REST API.
-    if (!tokenStore.get()) {
-      authFailed("Pair this browser to start chatting.");
-      return;
-    }
-    try {
-      await api.sessions({ pageSize: 1 });
-    } catch (error) {
-      if (error instanceof AuthError) {
-        authFailed();
-        return;
-      }
-    }
-    if (generation !== state.generation) return;
-  }
+  if (!wasOpen && (await pairing.tokenRefused())) return;
+  if (generation !== state.generation) return;
   scheduleReconnect();
 }
 
@@ -371,7 +309,7 @@ function scheduleReconnect() {
 }
 
 function reconnectNow() {
-  if (state.socket || ui.app.hidden) return;
+  if (state.socket || !state.signedIn) return;
   state.attempt = 0;
   connect();
 }
@@ -690,32 +628,8 @@ function stopTurn() {
 
 // --- Start -----------------------------------------------------------------------------
 
-function startApp() {
-  ui.boot.hidden = true;
-  ui.pairing.hidden = true;
-  ui.app.hidden = false;
-  const id = sessionFromUrl() || uuid4();
-  state.sessionId = null;
-  switchSession(id, { push: false });
-  sidebar.load();
-}
-
-async function boot() {
-  let health;
-  try {
-    health = await api.health();
-  } catch (error) {
-    ui.boot.textContent = `The gateway does not answer (${error.message}). Retrying…`;
-    setTimeout(boot, 3000);
-    return;
-  }
-  state.requirePairing = Boolean(health.require_pairing);
-  if (state.requirePairing && !tokenStore.get()) showPairing();
-  else startApp();
-}
-
 setInterval(() => {
-  if (document.visibilityState === "visible" && !ui.app.hidden) sidebar.load();
+  if (document.visibilityState === "visible" && state.signedIn) sidebar.load();
 }, SESSION_REFRESH_MS);
 
 // For tests and for the curious: the live state and the current socket.
@@ -727,4 +641,4 @@ window.__construct = {
   reconnectNow,
 };
 
-boot();
+pairing.start();
