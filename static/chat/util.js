@@ -13,3 +13,8 @@ export function uuid4() {
   const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
+
+/** `table[key]` when the table itself has that key (a frame type is never an Object method). */
+export function own(table, key) {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
