@@ -1,7 +1,8 @@
-// The side panel: the Live Canvas (what render_canvas pushed, in a sandboxed frame)
-// and the operator events that reach every chat socket.
+// The side panel: the Live Canvas (what render_canvas pushed, in a sandboxed frame), the
+// operator events that reach every chat socket, and the tabs and top-bar toggles between them.
 
 import { el, markdownToSafeHtml } from "./render.js";
+import { $ } from "./util.js";
 
 function timeLabel() {
   return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -119,5 +120,74 @@ export class EventLog {
     while (this.list.childElementCount > MAX_EVENTS) this.list.lastElementChild.remove();
     this.empty.hidden = true;
     this.onAdd(event);
+  }
+}
+
+// --- The panel itself -----------------------------------------------------------------
+
+/** The panel beside the conversation: which tab shows, and how many events arrived unseen. */
+export class SidePanel {
+  constructor() {
+    this.app = $("app");
+    this.panel = $("sidepanel");
+    this.canvasPanel = $("canvas-panel");
+    this.eventsPanel = $("events-panel");
+    this.tabCanvas = $("tab-canvas");
+    this.tabEvents = $("tab-events");
+    this.toggleCanvas = $("toggle-canvas");
+    this.toggleEvents = $("toggle-events");
+    this.eventsCount = $("events-count");
+    this.unseenEvents = 0;
+
+    this.toggleCanvas.addEventListener("click", () => (this.showing("canvas") ? this.hide() : this.show("canvas")));
+    this.toggleEvents.addEventListener("click", () => (this.showing("events") ? this.hide() : this.show("events")));
+    this.tabCanvas.addEventListener("click", () => this.show("canvas"));
+    this.tabEvents.addEventListener("click", () => this.show("events"));
+    $("panel-close").addEventListener("click", () => this.hide());
+
+    this.canvas = new Canvas({
+      select: $("canvas-select"),
+      view: $("canvas-view"),
+      typeBadge: $("canvas-type"),
+      onShow: () => this.show("canvas"),
+    });
+    this.events = new EventLog({
+      list: $("event-list"),
+      empty: $("events-empty"),
+      onAdd: () => {
+        if (this.showing("events")) return;
+        this.unseenEvents += 1;
+        this.eventsCount.textContent = String(this.unseenEvents);
+        this.eventsCount.hidden = false;
+      },
+    });
+  }
+
+  /** Open the panel on "canvas" or "events". */
+  show(which) {
+    this.panel.hidden = false;
+    this.app.classList.add("with-panel");
+    const canvasOn = which === "canvas";
+    this.canvasPanel.hidden = !canvasOn;
+    this.eventsPanel.hidden = canvasOn;
+    this.tabCanvas.setAttribute("aria-selected", String(canvasOn));
+    this.tabEvents.setAttribute("aria-selected", String(!canvasOn));
+    this.toggleCanvas.setAttribute("aria-pressed", String(canvasOn));
+    this.toggleEvents.setAttribute("aria-pressed", String(!canvasOn));
+    if (!canvasOn) {
+      this.unseenEvents = 0;
+      this.eventsCount.hidden = true;
+    }
+  }
+
+  hide() {
+    this.panel.hidden = true;
+    this.app.classList.remove("with-panel");
+    this.toggleCanvas.setAttribute("aria-pressed", "false");
+    this.toggleEvents.setAttribute("aria-pressed", "false");
+  }
+
+  showing(which) {
+    return !this.panel.hidden && !(which === "canvas" ? this.canvasPanel : this.eventsPanel).hidden;
   }
 }

@@ -1,7 +1,9 @@
-// The session sidebar: newest first with their state, search, rename in place, delete with a confirm.
+// The session sidebar: newest first with their state, search, rename in place, delete with a
+// confirm, a new chat, and the menu button that shows it on a narrow screen.
 
 import { AuthError, api } from "./api.js";
 import { el, icon } from "./render.js";
+import { $ } from "./util.js";
 
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
 
@@ -22,12 +24,17 @@ export function sessionUrl(id) {
 
 export class Sidebar {
   /**
-   * `elements`: list, empty, more, search. `hooks`: current() -> the open session id;
-   * open(id); deleted(id); named(id, name) after a rename or a refresh of the open one;
+   * `hooks`: current() -> the open session id; open(id); create() for a new chat;
+   * deleted(id); named(id, name) after a rename or a refresh of the open one;
    * authFailed(); error(code, text).
    */
-  constructor(elements, hooks) {
-    Object.assign(this, elements);
+  constructor(hooks) {
+    this.nav = $("sidebar");
+    this.menuToggle = $("menu-toggle");
+    this.list = $("session-list");
+    this.empty = $("session-empty");
+    this.more = $("more-sessions");
+    this.search = $("session-search");
     this.hooks = hooks;
     this.sessions = [];
     this.next = null;
@@ -35,11 +42,19 @@ export class Sidebar {
     this.loads = 0;
     this.timer = null;
     this.more.addEventListener("click", () => this.loadMore());
+    $("new-session").addEventListener("click", () => this.hooks.create());
+    this.menuToggle.addEventListener("click", () => this.setOpen(!this.nav.classList.contains("open")));
     let searchTimer = null;
     this.search.addEventListener("input", () => {
       clearTimeout(searchTimer);
       searchTimer = setTimeout(() => this.load(), 250);
     });
+  }
+
+  /** On a narrow screen the list slides over the conversation. */
+  setOpen(open) {
+    this.nav.classList.toggle("open", open);
+    this.menuToggle.setAttribute("aria-expanded", String(open));
   }
 
   /** Reload the list soon (several calls in a row make one request). */
@@ -68,6 +83,21 @@ export class Sidebar {
       this.sessions = this.sessions.concat(page.results || []);
       this.next = page.next || null;
       this.draw();
+    } catch (error) {
+      if (error instanceof AuthError) this.hooks.authFailed();
+    }
+  }
+
+  /** A session nobody named yet is named after the first question asked in it. */
+  async nameAfter(id, question) {
+    const session = this.sessions.find((s) => s.id === id);
+    if (session && session.name) return;
+    const words = question.replace(/\s+/g, " ").trim();
+    const name = words.length > 60 ? `${words.slice(0, 57).trimEnd()}…` : words;
+    try {
+      const updated = await api.rename(id, name);
+      this.hooks.named(id, updated.name);
+      this.refresh();
     } catch (error) {
       if (error instanceof AuthError) this.hooks.authFailed();
     }
