@@ -206,7 +206,7 @@ def report(figures) -> str:
     if cfg["server_env"]:
         lines.append(f"Gateway environment added: {' '.join(cfg['server_env'])}")
     if figures.get("skipped"):
-        lines.append("Skipped: " + "; ".join(figures["skipped"]))
+        lines += figures["skipped"]
     if figures.get("burst"):
         lines += stream_section(figures, "burst", f"Burst: {cfg['sessions']} sessions x {cfg['chunks']} deltas "
                                                   f"written at once, {cfg['rounds']} round(s)")
