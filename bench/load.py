@@ -1,340 +1,441 @@
-"""Load benchmark: the real gateway against a plain relay, on one machine, over loopback.
+"""Load benchmark: the real gateway against two plain relays, on one machine, over loopback.
 
-Starts the mock LLM (`manage.py mock_llm`), the plain relay (bench/baseline_relay.py)
-and the gateway (daphne, as deployed: pairing on, a paired token), then measures:
+Starts the mock LLM (`manage.py mock_llm`), the servers under test and a client,
+all on 127.0.0.1. The servers:
 
-  stream   K sessions at once, each sending one message answered in N stamped
-           chunks ([[chunks=N]] [[stamp]]) as fast as the mock can write them:
-           chunks/s over the whole run and server CPU per chunk. At saturation
-           every chunk also waits in socket buffers, so the added latency of a
-           chunk (client receive time minus the time the mock wrote it) is
-           measured in a paced round as well: the same K sessions with the
-           chunks D ms apart ([[delay_ms=D]]), a load the machine can carry.
-           Run against the relay, the gateway on the in-process layer, and the
-           gateway with REDIS_URL set.
-  resume   connect-to-session_start time of a session with a long history
-           (messages written straight into the database).
-  idle     server memory per idle socket: RSS growth over M open sockets / M.
+  relay    bench/baseline_relay.py: websockets + httpx + json, Python
+  node     bench/node_relay/relay.js: ws + the built-in fetch, Node.js (18 or later;
+           `npm ci` installs ws from its package-lock.json on first use; without
+           node or npm this server is skipped with one line saying why)
+  inproc   the gateway as deployed (daphne, pairing on, a paired token), in-process layer
+  redis    the same gateway with REDIS_URL set
 
-Figures are printed as a Markdown table, with the gateway's as ratios to the
-relay's (and the Redis layer's to the in-process one's). Everything listens on
-127.0.0.1 only; each phase is bounded in time.
+and the measurements, each run on every selected server:
 
-    python bench/load.py                      # K=100, N=400, 3 rounds, 2,000 idle sockets
-    python bench/load.py --sessions 20 --rounds 1 --idle 200 --history 1000   # a quick look
-    python bench/load.py --database-url postgres://... --redis-url redis://...
+  burst    K sessions at once, each sending one message answered in N stamped
+           deltas ([[chunks=N]] [[stamp]]) as fast as the mock writes them;
+           R rounds, the servers' rounds interleaved.
+  paced    K sessions, each answered in N deltas D ms apart ([[delay_ms=D]]), the
+           messages spread over S ms: a load the machine can carry.
+  capacity the paced load at 100, 200, 400, 800, 1,600 sessions (100 deltas 20 ms
+           apart, each delta its own write and read): the largest step one
+           process serves with p99 added latency <= 50 ms and nothing lost.
+           Steps are interleaved across the servers; a server stops at its first
+           failed step.
+  idle     10,000 idle sockets on a fresh process: server RSS growth / sockets.
+  connect  1,000 sockets connecting at once to a fresh process: the time until
+           all got `session_start` (the relays greet with one too).
+  resume   connect-to-session_start of a session with a long history (gateway only).
+
+How deltas are counted. Every delta the mock writes is "<t:SECONDS> " with the
+time of the write. A `chunk` frame may carry several deltas joined (clients
+append `content`), so the client counts the stamps in the text that arrives,
+not frames; it checks that the text is whole (nothing but complete stamps, and
+`done.full_response` equal to what was appended), in order (stamps never go
+back; the gateway's per-turn `seq` has no gap) and complete (N stamps, then
+`done`). A turn that fails any check counts as losing deltas. The added latency
+of a delta is the client's receive time minus its stamp; the first delta's is
+the first chunk delay (the server's first chunk against the mock's first write).
+
+Figures per server: deltas/s (first send to last `done`), added latency p50/p99,
+first chunk delay p50/max, send-to-first-delta p50/max (includes the turn's set-up),
+chunk frames per delta, and server CPU per delta: user+system time of the server
+process from /proc/PID/stat (all its threads), read around each round. The mock's
+and the client's CPU per delta are printed beside it, to show who was busy. Each
+gateway figure is printed beside the two relays' of the same run, as ratios
+(gateway / relay), and each phase with the 1-minute load average at its start and end.
+
+The client is one asyncio process with a lean WebSocket protocol (bench/wsclient.py)
+that takes each read's arrival time in `data_received` and needs no task per socket.
+On two cores, more client processes would only take cycles from the server and the
+mock (the server is one process, so one core at most): one client process, its CPU per
+delta and its own loop lag (how late a 5 ms timer fires) printed beside every round,
+so a round where the client, not the server, was late shows as such. The garbage
+collector is off during a round. The client raises its own RLIMIT_NOFILE soft limit,
+and the servers inherit the raised limit (they are started after it).
+
+    python bench/load.py --quick                   # every phase, small, a couple of minutes
+    python bench/load.py                           # the full run (see bench/RESULTS.md)
+    python bench/load.py --phases relay,node,inproc,burst,paced
+    python bench/load.py --phases capacity         # capacity steps on all four servers
+    python bench/load.py --phases inproc,idle,connect --idle 10000
+    python bench/load.py --database-url postgres://... --redis-url redis://.../7
+
+--phases takes server names and measurement names. No server named: all four.
+No measurement named: burst and paced. `stream` stands for burst,paced.
 """
 
 import argparse
 import asyncio
-import contextlib
+import gc
 import json
 import os
-import resource
-import secrets
+import re
+import shlex
 import shutil
 import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from websockets.asyncio.client import connect
+from report import percentile, raw_figures, report
+from servers import Lab, Process, Target, load_average, log, raise_fd_limit, seed_history, stop_all
+from wsclient import open_socket
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-TERMINAL = ("done", "error", "stopped")
+TERMINAL = frozenset(("done", "error", "stopped"))
 CONNECT_CONCURRENCY = 100
-STEADY_AFTER = 10
-# Processes whose CPU time each round reports besides the server's (the mock LLM).
-OBSERVED: list = []
+SERVERS = ("relay", "node", "inproc", "redis")
+MEASUREMENTS = ("burst", "paced", "capacity", "idle", "connect", "resume")
+
+# "<t:1796018069.243428> ", and any beginning of one (a delta cut between two frames).
+STAMP = re.compile(r"<t:(\d+\.\d+)> ")
+STAMP_PREFIX = re.compile(r"<(?:t(?::[\d.]*(?:>)?)?)?\Z")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# --- One turn, as the client sees it ----------------------------------------------------
 
 
-def raise_fd_limit(wanted: int) -> int:
-    """Lift the soft limit on open files towards `wanted` (children inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+class Turn:
+    """The frames of one answer: deltas counted by their stamps, checked whole and in order."""
 
+    __slots__ = ("expected", "deltas", "frames", "latencies", "last_stamp", "pending", "parts",
+                 "out_of_order", "corrupt", "resets", "seq", "seq_gaps", "outcome", "sent_at",
+                 "first_latency", "first_after_send", "finished_at", "_on_finish")
 
-# --- Processes -------------------------------------------------------------------------
+    def __init__(self, expected, on_finish):
+        self.expected = expected
+        self.deltas = 0
+        self.frames = 0
+        self.latencies = []
+        self.last_stamp = 0.0
+        self.pending = ""
+        self.parts = []
+        self.out_of_order = 0
+        self.corrupt = 0
+        self.resets = 0
+        self.seq = None
+        self.seq_gaps = 0
+        self.outcome = None
+        self.sent_at = None
+        self.first_latency = None
+        self.first_after_send = None
+        self.finished_at = None
+        self._on_finish = on_finish
 
+    def on_text(self, text, now):
+        frame = json.loads(text)
+        kind = frame.get("type")
+        seq = frame.get("seq")
+        if seq is not None:
+            if self.seq is not None and seq != self.seq + 1:
+                self.seq_gaps += 1
+            self.seq = seq
+        if kind == "chunk":
+            self.frames += 1
+            content = frame.get("content") or ""
+            self.parts.append(content)
+            text = self.pending + content if self.pending else content
+            position = 0
+            latencies = self.latencies
+            while match := STAMP.match(text, position):
+                stamp = float(match.group(1))
+                if stamp < self.last_stamp:
+                    self.out_of_order += 1
+                self.last_stamp = stamp
+                latencies.append(now - stamp)
+                position = match.end()
+            if self.first_latency is None and latencies:
+                self.first_latency = latencies[0]
+                self.first_after_send = now - self.sent_at if self.sent_at else None
+            self.pending = text[position:]
+            if self.pending and not STAMP_PREFIX.match(self.pending):
+                self.corrupt += 1
+                self.pending = ""
+        elif kind == "chunk_reset":
+            # The reference protocol sends one before `done`; a chunk after it would be a second stream.
+            self.resets += 1
+        elif kind in TERMINAL:
+            if kind == "done":
+                full = frame.get("full_response")
+                if self.pending or (full is not None and full != "".join(self.parts)):
+                    self.corrupt += 1
+            elif self.outcome is None:
+                log(f"turn failed: {text[:300]}")
+            self.finish(kind, now)
 
-class Process:
-    """A server subprocess with its output in a file; RSS and CPU read from /proc."""
-
-    def __init__(self, name, command, env, workdir):
-        self.name = name
-        self.log_path = Path(workdir) / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    def finish(self, outcome, now=None):
+        if self.outcome is None:
+            self.outcome = outcome
+            self.finished_at = now or time.time()
+            self.deltas = len(self.latencies)
+            self._on_finish()
 
     @property
-    def pid(self):
-        return self.popen.pid
-
-    def wait_http(self, url, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return  # it answers
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not answer {url} in {timeout} s:\n{self.output()}")
-            time.sleep(0.1)
-
-    def wait_port(self, port, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not listen on {port}:\n{self.output()}")
-            time.sleep(0.1)
-
-    def rss(self) -> int:
-        """Resident memory in bytes."""
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        self._log.close()
+    def whole(self) -> bool:
+        """Done, with every delta, nothing else, in order."""
+        self.deltas = len(self.latencies)
+        return (self.outcome == "done" and self.deltas == self.expected and not self.corrupt
+                and not self.out_of_order and not self.seq_gaps)
 
 
-def base_env(extra=None) -> dict:
-    env = dict(os.environ)
-    env.update({"DJANGO_SETTINGS_MODULE": "construct_site.settings", "PYTHONUNBUFFERED": "1"})
-    for name, value in (extra or {}).items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = str(value)
-    return env
-
-
-def start_mock(workdir) -> tuple[Process, str]:
-    port = free_port()
-    proc = Process("mock_llm", [PY, "manage.py", "mock_llm", "--port", str(port)], base_env(), workdir)
-    proc.wait_port(port)
-    return proc, f"http://127.0.0.1:{port}/v1"
-
-
-def start_relay(workdir, mock_url) -> tuple[Process, str]:
-    port = free_port()
-    proc = Process("relay", [PY, str(REPO / "bench" / "baseline_relay.py"), "--port", str(port),
-                             "--base-url", mock_url], base_env(), workdir)
-    proc.wait_port(port)
-    return proc, f"ws://127.0.0.1:{port}/"
-
-
-def gateway_env(mock_url, database_url, redis_url, workdir, extra=()) -> dict:
-    return base_env({
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CONSTRUCT_PROVIDER": "openai",
-        "CONSTRUCT_BASE_URL": mock_url,
-        "CONSTRUCT_API_KEY": "sk-bench-" + secrets.token_hex(8),
-        "CONSTRUCT_MODEL": "mock-model",
-        "CONSTRUCT_REQUIRE_PAIRING": "true",
-        "CONSTRUCT_WORKSPACE": str(Path(workdir) / "workspace"),
-        # One client address opens thousands of sockets here: that is the load, not an attack.
-        "CONSTRUCT_MESSAGE_RATE": "off",
-        "CONSTRUCT_SOCKET_RATE": "off",
-        "CONSTRUCT_MAX_SOCKETS_PER_TOKEN": "0",
-        "OPENAI_API_KEY": None,
-        "ANTHROPIC_API_KEY": None,
-        **dict(item.split("=", 1) for item in extra),
-    })
-
-
-def manage(env, *args, timeout=300) -> str:
-    result = subprocess.run([PY, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
-def start_gateway(name, env, workdir) -> tuple[Process, str, str]:
-    port = free_port()
-    proc = Process(name, [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                          "construct_site.asgi:application"], env, workdir)
-    proc.wait_http(f"http://127.0.0.1:{port}/health")
-    log(f"{name}: pid {proc.pid}, port {port}")
-    return proc, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/chat"
-
-
-def pair(env, http_url) -> str:
-    code = manage(env, "pairing_code").strip().splitlines()[-1]
-    request = urllib.request.Request(http_url + "/pair", method="POST", data=b"",
-                                     headers={"X-Pairing-Code": code})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["token"]
-
-
-SEED_HISTORY = """
-import django
-django.setup()
-from sessions_app.models import ChatSession, Message
-session_id, count = {session_id!r}, {count}
-ChatSession.objects.filter(pk=session_id).delete()
-session = ChatSession.objects.create(pk=session_id, name="long history")
-text = "A message of a long conversation, long enough to look like one. " * 3
-batch = []
-for seq in range(1, count + 1):
-    role = "user" if seq % 2 else "assistant"
-    batch.append(Message(session=session, seq=seq, role=role, content=f"{{seq}}: {{text}}"))
-    if len(batch) == 1000:
-        Message.objects.bulk_create(batch)
-        batch = []
-Message.objects.bulk_create(batch)
-ChatSession.objects.filter(pk=session_id).update(message_count=count)
-"""
-
-
-def seed_history(env, session_id, count):
-    subprocess.run([PY, "-c", SEED_HISTORY.format(session_id=session_id, count=count)], cwd=REPO,
-                   env=env, check=True, timeout=300, stdin=subprocess.DEVNULL)
-
-
-# --- Clients ---------------------------------------------------------------------------
+# --- Rounds -----------------------------------------------------------------------------
 
 
 @dataclass
-class StreamRound:
+class Round:
+    kind: str
     sessions: int
-    chunks: int = 0
-    expected: int = 0
+    expected_per_turn: int
+    turns: list = field(default_factory=list)
+    connect_failures: int = 0
     seconds: float = 0.0
-    cpu: float = 0.0
-    latencies: list = field(default_factory=list)
-    first_chunk: list = field(default_factory=list)
-    steady: list = field(default_factory=list)  # latencies after each answer's first STEADY_AFTER chunks
-    other_cpu: dict = field(default_factory=dict)
-    failures: int = 0
+    server_cpu: float = 0.0
+    mock_cpu: float = 0.0
+    client_cpu: float = 0.0
+    load_start: float = 0.0
+    load_end: float = 0.0
+    timed_out: bool = False
+    client_lag: list = field(default_factory=list)  # how late the client's loop ran a 5 ms timer, s
+
+    @property
+    def expected(self):
+        return self.sessions * self.expected_per_turn
+
+    @property
+    def deltas(self):
+        return sum(len(t.latencies) for t in self.turns)
+
+    @property
+    def frames(self):
+        return sum(t.frames for t in self.turns)
+
+    @property
+    def latencies(self):
+        return [v for t in self.turns for v in t.latencies]
+
+    @property
+    def first_latencies(self):
+        return [t.first_latency for t in self.turns if t.first_latency is not None]
+
+    @property
+    def first_after_send(self):
+        return [t.first_after_send for t in self.turns if t.first_after_send is not None]
+
+    @property
+    def broken_turns(self):
+        return self.connect_failures + sum(not t.whole for t in self.turns)
+
+    @property
+    def nothing_lost(self):
+        return not self.timed_out and self.broken_turns == 0 and self.deltas == self.expected
 
     @property
     def rate(self):
-        return self.chunks / self.seconds if self.seconds else 0.0
+        return self.deltas / self.seconds if self.seconds else 0.0
+
+    def per_delta_us(self, seconds):
+        return seconds / self.deltas * 1e6 if self.deltas else float("nan")
+
+    def problems(self) -> str:
+        """What went wrong, in a few words; empty when nothing did."""
+        words = []
+        if self.connect_failures:
+            words.append(f"{self.connect_failures} sockets did not open")
+        outcomes = {}
+        for turn in self.turns:
+            outcomes[turn.outcome] = outcomes.get(turn.outcome, 0) + 1
+        for outcome, count in outcomes.items():
+            if outcome != "done":
+                words.append(f"{count} turns {outcome or 'unfinished'}")
+        for name in ("corrupt", "out_of_order", "seq_gaps"):
+            total = sum(getattr(t, name) for t in self.turns)
+            if total:
+                words.append(f"{name.replace('_', ' ')} {total}")
+        if self.timed_out:
+            words.append("timed out")
+        return ", ".join(words)
 
 
-def _stamp(content: str) -> float:
-    return float(content[3:content.index(">")])
+async def open_many(urls, headers, limit=CONNECT_CONCURRENCY, opened_at=None):
+    """Open sockets, `limit` handshakes at a time: (the open ones, how many failed, one error).
 
-
-async def _open(url, headers):
-    ws = await connect(url, additional_headers=headers, compression=None, max_size=None,
-                       open_timeout=60, ping_interval=None)
-    start = json.loads(await asyncio.wait_for(ws.recv(), 60))
-    if start.get("type") != "session_start":
-        raise RuntimeError(f"expected session_start, got {start}")
-    return ws
-
-
-async def _gather_limited(factories, limit=CONNECT_CONCURRENCY):
+    `opened_at`, a list, receives the time.monotonic() of each greeting as it comes.
+    """
     semaphore = asyncio.Semaphore(limit)
 
-    async def run(factory):
+    async def one(url):
         async with semaphore:
-            return await factory()
+            ws = await open_socket(url, headers)
+            if opened_at is not None:
+                opened_at.append(time.monotonic())
+            return ws
 
-    return await asyncio.gather(*(run(f) for f in factories))
+    results = await asyncio.gather(*(one(url) for url in urls), return_exceptions=True)
+    sockets = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    return sockets, len(errors), (repr(errors[0]) if errors else "")
 
 
-async def stream_round(url_for, headers, sessions, chunks, server: Process, delay_ms=0,
-                       stagger=0.0, timeout=60.0):
-    """K sockets connected first, then all send at once; chunks/s from the first send to the last done."""
-    sockets = await _gather_limited([lambda i=i: _open(url_for(i), headers) for i in range(sessions)])
-    result = StreamRound(sessions=sessions, expected=sessions * chunks)
+async def close_all(sockets, wait=5.0):
+    for ws in sockets:
+        ws.close()
+    if sockets:
+        await asyncio.wait([ws.closed for ws in sockets], timeout=wait)
+
+
+async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, delay_ms=0,
+                       stagger=0.0, timeout=None) -> Round:
+    """K sockets connected first, then each sends one message (spread over `stagger` s); until all are done."""
+    sockets, failed, error = await open_many([target.url(prefix, i) for i in range(sessions)],
+                                             target.headers)
+    if failed:
+        log(f"{target.label}: {failed} of {sessions} sockets did not open: {error}")
+    result = Round(target.kind, sessions, deltas, connect_failures=failed)
     pace = f" [[delay_ms={delay_ms}]]" if delay_ms else ""
-    message = json.dumps({"type": "message", "content": f"[[chunks={chunks}]] [[stamp]]{pace}"})
+    message = json.dumps({"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}"})
+    all_done = asyncio.Event()
+    remaining = len(sockets)
 
-    async def one(index, ws):
-        if stagger:
-            await asyncio.sleep(stagger * index / sessions)
-        sent = time.monotonic()
-        await ws.send(message)
-        count = 0
-        latencies = []
-        first = None
-        while True:
-            raw = await ws.recv()
-            now = time.time()
-            frame = json.loads(raw)
-            kind = frame.get("type")
-            if kind == "chunk":
-                if first is None:
-                    first = time.monotonic() - sent
-                count += 1
-                latencies.append(now - _stamp(frame["content"]))
-            elif kind in TERMINAL:
-                if kind != "done":
-                    log(f"turn failed: {frame}")
-                return count, latencies, first, kind != "done"
+    def finished():
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            all_done.set()
 
-    cpu0 = server.cpu_seconds()
-    others0 = [p.cpu_seconds() for p in OBSERVED]
-    client0 = time.process_time()
-    started = time.monotonic()
-    outcomes = await asyncio.wait_for(
-        asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets))), timeout)
-    result.seconds = time.monotonic() - started
-    result.cpu = server.cpu_seconds() - cpu0
-    result.other_cpu = {p.name: round(p.cpu_seconds() - c, 2) for p, c in zip(OBSERVED, others0)}
-    result.other_cpu["client"] = round(time.process_time() - client0, 2)
-    for count, latencies, first, failed in outcomes:
-        result.chunks += count
-        result.latencies.extend(latencies)
-        result.steady.extend(latencies[STEADY_AFTER:])
-        result.failures += failed
-        if first is not None:
-            result.first_chunk.append(first)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    for ws in sockets:
+        turn = Turn(deltas, finished)
+        ws.on_text = turn.on_text
+        ws.closed.add_done_callback(lambda _future, turn=turn: turn.finish("closed"))
+        result.turns.append(turn)
+
+    def send(ws, turn):
+        turn.sent_at = time.time()
+        ws.send_text(message)
+
+    if timeout is None:
+        timeout = 30 + stagger + 3 * deltas * delay_ms / 1000
+    loop = asyncio.get_running_loop()
+    # A collection pausing the client would show as the server's latency: none during the round.
+    gc.collect()
+    gc.disable()
+    probe = asyncio.ensure_future(loop_lag(result.client_lag))
+    result.load_start = load_average()
+    cpu0, mock0, client0 = target.server.cpu_seconds(), mock.cpu_seconds(), time.process_time()
+    try:
+        for index, (ws, turn) in enumerate(zip(sockets, result.turns)):
+            loop.call_later(stagger * index / max(1, len(sockets)), send, ws, turn)
+        if sockets:
+            try:
+                await asyncio.wait_for(all_done.wait(), timeout)
+            except TimeoutError:
+                result.timed_out = True
+        result.server_cpu = target.server.cpu_seconds() - cpu0
+        result.mock_cpu = mock.cpu_seconds() - mock0
+        result.client_cpu = time.process_time() - client0
+        result.load_end = load_average()
+    finally:
+        probe.cancel()
+        gc.enable()
+    sent = [t.sent_at for t in result.turns if t.sent_at]
+    ends = [t.finished_at for t in result.turns if t.finished_at]
+    if sent and ends:
+        result.seconds = max(ends) - min(sent)
+    await close_all(sockets)
     return result
+
+
+async def loop_lag(samples: list, every=0.005):
+    """How late the client's own loop wakes up: when this is large, so are the latencies it measures."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        samples.append(loop.time() - due)
+
+
+def describe(result: Round, label) -> str:
+    lat = result.latencies
+    text = (f"{label}: {result.deltas}/{result.expected} deltas in {result.frames} frames, "
+            f"{result.seconds:.2f} s = {result.rate:.0f}/s, added p50 {percentile(lat, 50) * 1000:.1f} / "
+            f"p99 {percentile(lat, 99) * 1000:.1f} ms, first chunk p50 "
+            f"{percentile(result.first_latencies, 50) * 1000:.1f} ms, server CPU "
+            f"{result.per_delta_us(result.server_cpu):.1f} us/delta, mock {result.mock_cpu:.2f} s, "
+            f"client {result.client_cpu:.2f} s (loop lag p99 {percentile(result.client_lag, 99) * 1000:.1f} ms), "
+            f"load {result.load_start}->{result.load_end}")
+    problems = result.problems()
+    return text + (f"; LOST: {problems}" if problems else "")
+
+
+# --- Idle sockets, a connect burst, a long history --------------------------------------
+
+
+async def idle_memory(target: Target, count, settle=3.0) -> dict:
+    """Server RSS growth per idle socket over `count` sockets opened 100 at a time."""
+    warm, _, _ = await open_many([target.url("idle-warm", i) for i in range(20)], target.headers)
+    await close_all(warm)
+    await asyncio.sleep(settle)
+    before = target.server.rss()
+    load_start = load_average()
+    cpu0, client0 = target.server.cpu_seconds(), time.process_time()
+    started = time.monotonic()
+    opened_at = []
+    sockets, failed, error = await open_many([target.url("idle", i) for i in range(count)], target.headers,
+                                             opened_at=opened_at)
+    opened = time.monotonic() - started
+    cpu, client_cpu = target.server.cpu_seconds() - cpu0, time.process_time() - client0
+    await asyncio.sleep(settle)
+    after = target.server.rss()
+    still_open = sum(not ws.closed.done() for ws in sockets)
+    load_end = load_average()
+    await close_all(sockets, wait=10)
+    if failed:
+        log(f"{target.label}: {failed} of {count} idle sockets did not open: {error}")
+    return {"sockets": count, "open": still_open, "failed": failed, "open_seconds": round(opened, 2),
+            "rss_before": before, "rss_after": after,
+            "bytes_per_socket": (after - before) / max(1, len(sockets)),
+            "server_cpu": cpu, "client_cpu": client_cpu, **opening_rates(started, opened_at),
+            "load_start": load_start, "load_end": load_end}
+
+
+def opening_rates(started, opened_at) -> dict:
+    """Sockets opened per second over the first tenth and the last tenth: a slowdown shows here."""
+    tenth = len(opened_at) // 10
+    if tenth < 2:
+        return {"first_tenth_per_s": None, "last_tenth_per_s": None}
+    times = [started] + sorted(opened_at)
+    first = tenth / (times[tenth] - times[0])
+    last = tenth / (times[-1] - times[-1 - tenth])
+    return {"first_tenth_per_s": first, "last_tenth_per_s": last}
+
+
+async def connect_burst(target: Target, count, timeout=60.0) -> dict:
+    """`count` sockets connecting at once: seconds from the start until each got its greeting."""
+    warm, _, _ = await open_many([target.url("burst-warm", i) for i in range(20)], target.headers)
+    await close_all(warm)
+    await asyncio.sleep(1.0)
+    load_start = load_average()
+    cpu0, client0 = target.server.cpu_seconds(), time.process_time()
+    started = time.monotonic()
+
+    async def one(index):
+        ws = await open_socket(target.url("burst", index), target.headers, timeout=timeout)
+        return time.monotonic() - started, ws
+
+    results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+    cpu, client_cpu = target.server.cpu_seconds() - cpu0, time.process_time() - client0
+    load_end = load_average()
+    opened = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    await close_all([ws for _, ws in opened], wait=10)
+    if errors:
+        log(f"{target.label}: {len(errors)} of {count} sockets got no greeting: {errors[0]!r}")
+    times = [t for t, _ in opened]
+    return {"sockets": count, "greeted": len(opened), "failed": len(errors),
+            "all_seconds": max(times) if times and not errors else None,
+            "p50": percentile(times, 50), "p99": percentile(times, 99), "max": max(times, default=float("nan")),
+            "server_cpu": cpu, "client_cpu": client_cpu, "load_start": load_start, "load_end": load_end}
 
 
 async def resume_times(url, headers, count) -> list[float]:
@@ -342,323 +443,238 @@ async def resume_times(url, headers, count) -> list[float]:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        ws = await _open(url, headers)
+        ws = await open_socket(url, headers)
         times.append(time.perf_counter() - started)
-        await ws.close()
+        await close_all([ws])
     return times
 
 
-async def idle_memory(url_for, headers, count, server: Process, settle=3.0) -> tuple[float, float]:
-    """(bytes of server RSS per idle socket, seconds to open them all)."""
-    warm = await _gather_limited([lambda i=i: _open(url_for(-1 - i), headers) for i in range(20)])
-    await asyncio.gather(*(ws.close() for ws in warm))
-    await asyncio.sleep(settle)
-    before = server.rss()
-    started = time.monotonic()
-    sockets = await _gather_limited([lambda i=i: _open(url_for(i), headers) for i in range(count)])
-    opened = time.monotonic() - started
-    await asyncio.sleep(settle)
-    after = server.rss()
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    return (after - before) / count, opened
+# --- Phases -------------------------------------------------------------------------------
 
 
-# --- Figures ---------------------------------------------------------------------------
+def phase_mark(figures, name, start=True):
+    mark = figures.setdefault("load", {}).setdefault(name, {})
+    mark["start" if start else "end"] = load_average()
+    mark["at_start" if start else "at_end"] = time.strftime("%H:%M:%S")
 
 
-def percentile(values, p):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-@dataclass
-class StreamFigures:
-    label: str
-    rounds: list
-    paced: StreamRound | None = None
-
-    @property
-    def best(self) -> StreamRound:
-        return max(self.rounds, key=lambda r: r.rate)
-
-    @property
-    def median_rate(self):
-        return statistics.median(r.rate for r in self.rounds)
-
-    @property
-    def latencies(self):
-        return [v for r in self.rounds for v in r.latencies]
-
-    def cpu_per_chunk_us(self):
-        chunks = sum(r.chunks for r in self.rounds)
-        return sum(r.cpu for r in self.rounds) / chunks * 1e6 if chunks else float("nan")
-
-    def summary(self):
-        lat = self.latencies
-        paced = self.paced.latencies if self.paced else []
-        rounds = self.rounds + ([self.paced] if self.paced else [])
-        return {
-            "chunks_per_s_median": round(self.median_rate),
-            "chunks_per_s_rounds": [round(r.rate) for r in self.rounds],
-            "server_cpu_us_per_chunk": round(self.cpu_per_chunk_us(), 1),
-            "saturated_latency_ms_p50": round(percentile(lat, 50) * 1000, 2),
-            "saturated_latency_ms_p99": round(percentile(lat, 99) * 1000, 2),
-            "paced_chunks_per_s": round(self.paced.rate) if self.paced else None,
-            "paced_first_chunk_ms_p50": round(percentile(self.paced.first_chunk, 50) * 1000, 1)
-            if self.paced else None,
-            "paced_first_chunk_ms_max": round(max(self.paced.first_chunk, default=0) * 1000, 1)
-            if self.paced else None,
-            "latency_ms_p50": round(percentile(paced, 50) * 1000, 2),
-            "latency_ms_p99": round(percentile(paced, 99) * 1000, 2),
-            "steady_latency_ms_p99": round(percentile(self.paced.steady, 99) * 1000, 2)
-            if self.paced else None,
-            "chunks": sum(r.chunks for r in rounds),
-            "expected": sum(r.expected for r in rounds),
-            "failed_turns": sum(r.failures for r in rounds),
-        }
-
-
-def log(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Target:
-    """A server under test: where to connect and with which headers."""
-
-    label: str
-    server: Process
-    url_for: object  # prefix -> (index -> ws url)
-    headers: dict
-
-
-async def run_stream_rounds(targets: list[Target], args) -> dict:
-    """Warm each target up, then interleave their rounds, so the machine's noise hits all alike."""
+async def run_stream(targets, args, mock, figures):
+    """Warm each server up, then the burst rounds and the paced rounds, servers interleaved."""
     for target in targets:
         log(f"{target.label}: warm-up")
-        await stream_round(target.url_for(f"{target.label}-warm"), target.headers,
-                           min(10, args.sessions), 20, target.server)
-    rounds = {target.label: [] for target in targets}
-    for index in range(args.rounds):
-        for target in targets:
-            result = await stream_round(target.url_for(f"{target.label}-r{index}"), target.headers,
-                                        args.sessions, args.chunks, target.server)
-            log(f"{target.label}: round {index + 1}: {result.chunks}/{result.expected} chunks in "
-                f"{result.seconds:.2f} s = {result.rate:.0f}/s, server CPU {result.cpu:.2f} s, "
-                f"others {result.other_cpu}")
-            rounds[target.label].append(result)
-    figures = {}
-    for target in targets:
-        paced = None
-        if args.paced_delay_ms:
-            paced = await stream_round(target.url_for(f"{target.label}-paced"), target.headers,
-                                       args.sessions, args.paced_chunks, target.server,
-                                       delay_ms=args.paced_delay_ms,
-                                       stagger=args.paced_stagger_ms / 1000)
-            log(f"{target.label}: paced round, chunks {args.paced_delay_ms} ms apart: {paced.chunks}/"
-                f"{paced.expected} chunks, {paced.rate:.0f}/s, p50 "
-                f"{percentile(paced.latencies, 50) * 1000:.1f} ms, p99 "
-                f"{percentile(paced.latencies, 99) * 1000:.1f} ms (after each answer's first "
-                f"{STEADY_AFTER} chunks: {percentile(paced.steady, 99) * 1000:.1f} ms); first chunk after p50 "
-                f"{percentile(paced.first_chunk, 50) * 1000:.0f} ms, max "
-                f"{max(paced.first_chunk, default=0) * 1000:.0f} ms")
-        figures[target.label] = StreamFigures(target.label, rounds[target.label], paced)
-    return figures
+        await stream_round(target, "warm", min(10, args.sessions), 20, mock)
+    if "burst" in args.measure:
+        phase_mark(figures, "burst")
+        rounds = {t.kind: [] for t in targets}
+        for index in range(args.rounds):
+            for target in targets:
+                result = await stream_round(target, f"burst{index}", args.sessions, args.chunks, mock)
+                log(describe(result, f"{target.label}: burst round {index + 1}"))
+                rounds[target.kind].append(result)
+        phase_mark(figures, "burst", start=False)
+        figures["burst"] = rounds
+    if "paced" in args.measure:
+        phase_mark(figures, "paced")
+        rounds = {t.kind: [] for t in targets}
+        for index in range(args.paced_rounds):
+            for target in targets:
+                result = await stream_round(target, f"paced{index}", args.sessions, args.paced_chunks, mock,
+                                            delay_ms=args.paced_delay_ms, stagger=args.paced_stagger_ms / 1000)
+                log(describe(result, f"{target.label}: paced round {index + 1}"))
+                rounds[target.kind].append(result)
+        phase_mark(figures, "paced", start=False)
+        figures["paced"] = rounds
 
 
-def gateway_url_for(ws_base):
-    def for_prefix(prefix):
-        return lambda i: f"{ws_base}?session_id=bench-{prefix}-{i}"
-    return for_prefix
+async def run_capacity(targets, args, mock, figures):
+    """The paced load, step by step, servers interleaved; a server stops at its first failed step."""
+    phase_mark(figures, "capacity")
+    steps = {t.kind: [] for t in targets}
+    going = list(targets)
+    for sessions in args.capacity_steps:
+        for target in list(going):
+            result = await stream_round(target, f"cap{sessions}", sessions, args.capacity_deltas, mock,
+                                        delay_ms=args.capacity_delay_ms,
+                                        stagger=args.capacity_stagger_ms / 1000)
+            p99 = percentile(result.latencies, 99) * 1000
+            passed = result.nothing_lost and p99 <= args.capacity_p99_ms
+            log(describe(result, f"{target.label}: capacity {sessions} sessions")
+                + ("" if passed else " -> FAILED the step"))
+            steps[target.kind].append((sessions, result, passed))
+            if not passed:
+                going.remove(target)
+        if not going:
+            break
+    phase_mark(figures, "capacity", start=False)
+    figures["capacity"] = steps
 
 
-def relay_url_for(ws_base):
-    return lambda prefix: (lambda i: ws_base)
+async def run_fresh(lab, kinds, name, measure, figures):
+    """A fresh process of each server for each measurement: what earlier phases left is not its cost."""
+    phase_mark(figures, name)
+    results = {}
+    for kind in kinds:
+        target = lab.start(kind)
+        if target is None:
+            continue
+        try:
+            results[kind] = await measure(target)
+        finally:
+            target.server.stop()
+        log(f"{target.label}: {name}: {json.dumps(results[kind], default=str)}")
+    phase_mark(figures, name, start=False)
+    figures[name] = results
 
 
 async def main(args) -> dict:
-    fd_limit = raise_fd_limit(max(4096, args.idle * 2 + 512))
+    wanted_fds = max(4096, args.idle + 1024, args.connect + 1024, max(args.capacity_steps, default=0) + 1024)
+    fd_limit = raise_fd_limit(wanted_fds)
+    if fd_limit < wanted_fds:
+        log(f"open files limited to {fd_limit} (hard limit); fewer sockets will open")
     workdir = Path(tempfile.mkdtemp(prefix="construct-bench-"))
     figures: dict = {"config": {
+        "command": "bench/load.py " + shlex.join(sys.argv[1:]),
+        "servers": args.servers, "measurements": args.measure,
         "sessions": args.sessions, "chunks": args.chunks, "rounds": args.rounds,
-        "idle_sockets": args.idle, "history": args.history, "cpus": os.cpu_count(),
-        "paced_chunks": args.paced_chunks,
-        "paced_delay_ms": args.paced_delay_ms, "paced_stagger_ms": args.paced_stagger_ms,
-        "open_files_limit": fd_limit,
+        "paced_chunks": args.paced_chunks, "paced_delay_ms": args.paced_delay_ms,
+        "paced_stagger_ms": args.paced_stagger_ms, "paced_rounds": args.paced_rounds,
+        "capacity_steps": args.capacity_steps, "capacity_deltas": args.capacity_deltas,
+        "capacity_delay_ms": args.capacity_delay_ms, "capacity_stagger_ms": args.capacity_stagger_ms,
+        "capacity_p99_ms": args.capacity_p99_ms,
+        "idle_sockets": args.idle, "connect_sockets": args.connect, "history": args.history,
+        "cpus": os.cpu_count(), "open_files_limit": fd_limit, "server_env": args.server_env,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }}
-    database_url = args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
-    figures["config"]["database"] = database_url.split(":", 1)[0]
-    figures["config"]["server_env"] = args.server_env
-    redis_url = args.redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    phases = set(args.phases.split(","))
-    processes: list[Process] = []
+    lab = Lab(args, workdir)
+    figures["config"]["database"] = lab.database_url.split(":", 1)[0]
+    started = time.monotonic()
     try:
-        mock, mock_url = start_mock(workdir)
-        processes.append(mock)
-        OBSERVED.append(mock)
-        env = gateway_env(mock_url, database_url, None, workdir, args.server_env)
-        log("migrating the benchmark database")
-        manage(env, "migrate", "--noinput")
-
+        lab.start_mock()
+        long_lived = [m for m in ("burst", "paced", "capacity", "resume") if m in args.measure]
         targets = []
-        if "relay" in phases:
-            relay, relay_ws = start_relay(workdir, mock_url)
-            processes.append(relay)
-            targets.append(Target("relay", relay, relay_url_for(relay_ws), {}))
-        gateway, http_url, ws_base = start_gateway("gateway", env, workdir)
-        processes.append(gateway)
-        headers = {"Authorization": f"Bearer {pair(env, http_url)}"}
-        if "inproc" in phases:
-            targets.append(Target("inproc", gateway, gateway_url_for(ws_base), headers))
-        if "redis" in phases:
-            renv = gateway_env(mock_url, database_url, redis_url, workdir, args.server_env)
-            try:
-                rgateway, _http, rws_base = start_gateway("gateway-redis", renv, workdir)
-            except RuntimeError as exc:
-                log(f"redis: skipped, the gateway did not start with REDIS_URL: {exc}")
-            else:
-                processes.append(rgateway)
-                targets.append(Target("redis", rgateway, gateway_url_for(rws_base), headers))
-        if targets:
-            figures.update(await run_stream_rounds(targets, args))
-        for target in targets:
-            if target.label != "inproc":
-                target.server.stop()
-
-        if "resume" in phases:
+        if long_lived:
+            kinds = list(args.servers)
+            if "resume" in args.measure and "inproc" not in kinds:
+                kinds.append("inproc")
+            for kind in kinds:
+                target = lab.start(kind)
+                if target is not None:
+                    targets.append(target)
+        streamed = [t for t in targets if t.kind in args.servers]
+        if streamed and ("burst" in args.measure or "paced" in args.measure):
+            await run_stream(streamed, args, lab.mock, figures)
+        if streamed and "capacity" in args.measure:
+            await run_capacity(streamed, args, lab.mock, figures)
+        gateway = next((t for t in targets if t.kind == "inproc"), None)
+        if gateway is not None and "resume" in args.measure:
+            phase_mark(figures, "resume")
             log(f"resume: seeding {args.history} messages")
-            seed_history(env, "bench-history", args.history)
-            await resume_times(f"{ws_base}?session_id=bench-history", headers, 3)  # warm
-            figures["resume_long"] = await resume_times(
-                f"{ws_base}?session_id=bench-history", headers, args.resume_samples)
+            seed_history(lab.gateway_env(redis=False), "bench-history", args.history)
+            url = f"{gateway.ws_base}?session_id=bench-history"
+            await resume_times(url, gateway.headers, 3)  # warm
+            figures["resume_long"] = await resume_times(url, gateway.headers, args.resume_samples)
             figures["resume_empty"] = await resume_times(
-                f"{ws_base}?session_id=bench-empty", headers, args.resume_samples)
-        gateway.stop()
+                f"{gateway.ws_base}?session_id=bench-empty", gateway.headers, args.resume_samples)
+            phase_mark(figures, "resume", start=False)
+        for target in targets:
+            target.server.stop()
 
-        if "idle" in phases:
-            # Fresh processes: what the stream rounds left in memory is not the sockets' cost.
-            if "relay" in phases:
-                relay, relay_ws = start_relay(workdir, mock_url)
-                processes.append(relay)
-                log(f"relay: {args.idle} idle sockets")
-                figures["relay_idle_bytes"], _ = await idle_memory(
-                    lambda i: relay_ws, {}, args.idle, relay)
-                relay.stop()
-            gateway, http_url, ws_base = start_gateway("gateway-idle", env, workdir)
-            processes.append(gateway)
-            log(f"idle: {args.idle} idle sockets on the gateway")
-            figures["idle_bytes"], figures["idle_open_seconds"] = await idle_memory(
-                lambda i: f"{ws_base}?session_id=bench-idle-{i}", headers, args.idle, gateway)
-            gateway.stop()
-            if "redis" in phases:
-                renv = gateway_env(mock_url, database_url, redis_url, workdir, args.server_env)
-                gateway, http_url, ws_base = start_gateway("gateway-redis-idle", renv, workdir)
-                processes.append(gateway)
-                log(f"idle: {args.idle} idle sockets on the gateway with REDIS_URL")
-                figures["idle_redis_bytes"], _ = await idle_memory(
-                    lambda i: f"{ws_base}?session_id=bench-ridle-{i}", headers, args.idle, gateway)
-                gateway.stop()
+        if "idle" in args.measure:
+            await run_fresh(lab, args.servers, "idle", lambda t: idle_memory(t, args.idle), figures)
+        if "connect" in args.measure:
+            await run_fresh(lab, args.servers, "connect", lambda t: connect_burst(t, args.connect), figures)
     finally:
-        for proc in processes:
-            proc.stop()
+        stop_all()
         if args.keep_logs:
             log(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    figures["skipped"] = lab.skipped
+    figures["config"]["seconds"] = round(time.monotonic() - started)
     return figures
 
 
-# --- Report ----------------------------------------------------------------------------
+# --- Command line ------------------------------------------------------------------------
 
 
-def ratio(ours, theirs):
-    return f"{ours / theirs:.2f}" if theirs else "n/a"
-
-
-def report(figures) -> str:
-    cfg = figures["config"]
-    lines = [
-        f"K = {cfg['sessions']} sessions x {cfg['chunks']} chunks, {cfg['rounds']} rounds "
-        f"(median round), {cfg['cpus']} CPUs, database {cfg['database']}; paced round: "
-        f"{cfg['sessions']} x {cfg.get('paced_chunks', '?')} chunks {cfg['paced_delay_ms']} ms apart, "
-        f"messages spread over {cfg['paced_stagger_ms']} ms"
-        + (f", gateway env {' '.join(cfg['server_env'])}" if cfg["server_env"] else ""),
-        "",
-        "| stream | chunks/s (rounds) | vs relay | server CPU us/chunk | saturated p50/p99 ms "
-        f"| paced p50 / p99 added ms | paced p99 after {STEADY_AFTER} chunks "
-        "| paced first chunk p50 / max ms | chunks received |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    relay = figures.get("relay")
-    for key in ("relay", "inproc", "redis"):
-        fig = figures.get(key)
-        if fig is None:
-            continue
-        s = fig.summary()
-        vs = ratio(fig.median_rate, relay.median_rate) if relay else "n/a"
-        lines.append(
-            f"| {key} | {s['chunks_per_s_median']} ({', '.join(map(str, s['chunks_per_s_rounds']))})"
-            f" | {vs} | {s['server_cpu_us_per_chunk']}"
-            f" | {s['saturated_latency_ms_p50']}/{s['saturated_latency_ms_p99']}"
-            f" | {s['latency_ms_p50']} / {s['latency_ms_p99']} | {s['steady_latency_ms_p99']}"
-            f" | {s['paced_first_chunk_ms_p50']} / {s['paced_first_chunk_ms_max']}"
-            f" | {s['chunks']}/{s['expected']}{' FAILED TURNS ' + str(s['failed_turns']) if s['failed_turns'] else ''} |"
-        )
-    if figures.get("redis") and figures.get("inproc"):
-        lines += ["", f"Redis layer / in-process layer, chunks/s: "
-                      f"{ratio(figures['redis'].median_rate, figures['inproc'].median_rate)}"]
-    if "resume_long" in figures:
-        long_ms = [t * 1000 for t in figures["resume_long"]]
-        empty_ms = [t * 1000 for t in figures["resume_empty"]]
-        lines += ["", f"connect to session_start, {cfg['history']}-message session: "
-                      f"p50 {percentile(long_ms, 50):.1f} ms, max {max(long_ms):.1f} ms "
-                      f"(empty session: p50 {percentile(empty_ms, 50):.1f} ms)"]
-    if "idle_bytes" in figures:
-        line = (f"idle sockets: {cfg['idle_sockets']} open in {figures['idle_open_seconds']:.1f} s, "
-                f"{figures['idle_bytes'] / 1024:.1f} KiB of server RSS each")
-        if "relay_idle_bytes" in figures:
-            line += (f" (relay: {figures['relay_idle_bytes'] / 1024:.1f} KiB, ratio "
-                     f"{ratio(figures['idle_bytes'], figures['relay_idle_bytes'])})")
-        if "idle_redis_bytes" in figures:
-            line += f"; with REDIS_URL {figures['idle_redis_bytes'] / 1024:.1f} KiB each"
-        lines += ["", line]
-    return "\n".join(lines)
+QUICK = {"sessions": 20, "chunks": 400, "rounds": 1, "paced_stagger_ms": 500, "capacity_steps": "20,50",
+         "capacity_stagger_ms": 500, "idle": 500, "connect": 200, "history": 1000, "resume_samples": 5}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=100, help="concurrent streaming sessions (K)")
-    parser.add_argument("--chunks", type=int, default=400, help="chunks per answer (N)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--paced-delay-ms", type=int, default=20,
-                        help="ms between chunks in the latency round (0: no paced round)")
-    parser.add_argument("--paced-chunks", type=int, default=100, help="chunks per answer, paced round")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--quick", action="store_true",
+                        help="every selected phase, small: " + ", ".join(f"{k}={v}" for k, v in QUICK.items())
+                        + " (options given explicitly win)")
+    parser.add_argument("--phases", default="relay,node,inproc,redis,burst,paced,capacity,idle,connect,resume",
+                        help="servers (relay,node,inproc,redis) and measurements "
+                             "(burst,paced,capacity,idle,connect,resume; stream = burst,paced)")
+    parser.add_argument("--sessions", type=int, default=100, help="concurrent sessions, burst and paced (K)")
+    parser.add_argument("--chunks", type=int, default=400, help="deltas per answer, burst (N)")
+    parser.add_argument("--rounds", type=int, default=3, help="burst rounds per server")
+    parser.add_argument("--paced-chunks", type=int, default=100, help="deltas per answer, paced")
+    parser.add_argument("--paced-delay-ms", type=int, default=20, help="ms between deltas, paced")
     parser.add_argument("--paced-stagger-ms", type=int, default=2000,
-                        help="the paced round's messages are sent spread over this long (0: all at once)")
-    parser.add_argument("--idle", type=int, default=2000, help="idle sockets for the memory figure")
+                        help="the paced messages are sent spread over this long (0: all at once)")
+    parser.add_argument("--paced-rounds", type=int, default=1)
+    parser.add_argument("--capacity-steps", default="100,200,400,800,1600", help="sessions per step")
+    parser.add_argument("--capacity-deltas", type=int, default=100)
+    parser.add_argument("--capacity-delay-ms", type=int, default=20)
+    parser.add_argument("--capacity-stagger-ms", type=int, default=2000)
+    parser.add_argument("--capacity-p99-ms", type=float, default=50.0, help="a step's added-latency bound")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle sockets for the memory figure")
+    parser.add_argument("--connect", type=int, default=1000, help="sockets connecting at once")
     parser.add_argument("--history", type=int, default=10_000, help="messages in the resumed session")
     parser.add_argument("--resume-samples", type=int, default=30)
-    parser.add_argument("--phases", default="relay,inproc,resume,idle,redis")
     parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
-    parser.add_argument("--redis-url", default=None, help="default: $REDIS_URL or 127.0.0.1:6379/0")
+    parser.add_argument("--redis-url", default=None, help="default: $REDIS_URL or redis://127.0.0.1:6379/0")
     parser.add_argument("--persistent-db", action="store_true",
                         help="run the gateway with bench/persistent_db_settings.py (CONN_MAX_AGE=None)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the gateway (repeatable), for experiments")
-    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--keep-logs", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:]) if a.startswith("--")}
+        for name, value in QUICK.items():
+            if name not in given:
+                setattr(args, name, value)
+    words = [w.strip() for w in args.phases.split(",") if w.strip()]
+    unknown = [w for w in words if w not in SERVERS + MEASUREMENTS + ("stream",)]
+    if unknown:
+        parser.error(f"unknown phase {', '.join(unknown)}; known: {', '.join(SERVERS + MEASUREMENTS)}, stream")
+    args.servers = [s for s in SERVERS if s in words] or list(SERVERS)
+    measure = [m for m in MEASUREMENTS if m in words or (m in ("burst", "paced") and "stream" in words)]
+    args.measure = measure or ["burst", "paced"]
+    args.capacity_steps = [int(s) for s in str(args.capacity_steps).split(",") if s.strip()]
+    if args.persistent_db:
+        args.server_env.append("DJANGO_SETTINGS_MODULE=bench.persistent_db_settings")
+    return args
+
+
+def run(args) -> dict:
+    """asyncio.run(main), with SIGTERM and SIGHUP ending it as Ctrl-C does (servers stopped)."""
+    async def guarded():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, task.cancel)
+        return await main(args)
+
+    return asyncio.run(guarded())
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    if arguments.persistent_db:
-        arguments.server_env.append("DJANGO_SETTINGS_MODULE=bench.persistent_db_settings")
-    results = asyncio.run(main(arguments))
+    try:
+        results = run(arguments)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        stop_all()
+        log("interrupted; every server stopped")
+        sys.exit(130)
     print(report(results))
     if arguments.json:
-        print(json.dumps({k: (v.summary() if isinstance(v, StreamFigures) else v)
-                          for k, v in results.items()}, indent=2))
+        print(json.dumps(raw_figures(results), indent=2, default=str))
