@@ -69,23 +69,42 @@ def scrub(text: str) -> str:
 
 
 def scrub_value(value):
-    """`scrub` through the strings of a JSON-like value (tool arguments, event fields).
+    """`scrub` through the strings of a JSON-like value: dict keys and values, list items.
 
     A dict of clean strings (a chunk's fields) comes back as it is, uncopied.
     """
     if value.__class__ is str:
         return scrub(value)
     if isinstance(value, dict):
-        for item in value.values():
-            if item.__class__ is not str:
-                return {key: scrub_value(item) for key, item in value.items()}
+        for key, item in value.items():
+            if item.__class__ is not str or key.__class__ is not str:
+                return _scrub_dict(value)
             for secret in _secrets:
-                if secret in item:
-                    return {key: scrub_value(item) for key, item in value.items()}
+                if secret in item or secret in key:
+                    return _scrub_dict(value)
         return value
     if isinstance(value, list):
         return [scrub_value(item) for item in value]
     return value
+
+
+def _scrub_dict(value: dict) -> dict:
+    return {scrub_value(key): scrub_value(item) for key, item in value.items()}
+
+
+def scrub_fields(fields: dict) -> dict:
+    """`scrub_value` for an event's fields, whose keys are the caller's own names.
+
+    Only the values are looked at, so a streamed chunk ({"content": delta})
+    costs one `in` per registered secret; nested values are walked, keys included.
+    """
+    for item in fields.values():
+        if item.__class__ is not str:
+            return {key: scrub_value(item) for key, item in fields.items()}
+        for secret in _secrets:
+            if secret in item:
+                return {key: scrub_value(item) for key, item in fields.items()}
+    return fields
 
 
 def sanitize(text):
