@@ -31,26 +31,25 @@ def _data_scrub(data):
     """
     data = scrub_value(data)
     calls = data.get("tool_calls") if isinstance(data, dict) else None
-    if isinstance(calls, list) and any(_arguments_hide_secret(call) for call in calls):
-        data = {**data, "tool_calls": [_arguments_scrub(call) for call in calls]}
+    if isinstance(calls, list):
+        scrubbed = [_arguments_scrub(call) for call in calls]
+        if any(new is not old for new, old in zip(scrubbed, calls)):
+            data = {**data, "tool_calls": scrubbed}
     return data
 
 
-def _arguments_hide_secret(call) -> bool:
+def _arguments_scrub(call):
+    """The call, with its arguments decoded, scrubbed and encoded again if a secret hid there."""
     if not isinstance(call, dict) or not isinstance(call.get("arguments"), str):
-        return False
+        return call
     try:
         arguments = json.loads(call["arguments"])
     except ValueError:
-        return False
-    return scrub_value(arguments) != arguments
-
-
-def _arguments_scrub(call):
-    if not _arguments_hide_secret(call):
         return call
-    arguments = scrub_value(json.loads(call["arguments"]))
-    return {**call, "arguments": json.dumps(arguments, ensure_ascii=False)}
+    clean = scrub_value(arguments)
+    if clean == arguments:
+        return call
+    return {**call, "arguments": json.dumps(clean, ensure_ascii=False)}
 
 
 def _session_id_check(session_id: str) -> None:
