@@ -37,24 +37,27 @@ PIECE = 12
 TEXT_FIELDS = (models.CharField, models.TextField, models.JSONField)
 
 
-def leaks(value, key=HOSTILE_KEY):
-    """Whether `value` (a stored field) holds the key or a PIECE-character piece of it.
+def leaks(value, key=HOSTILE_KEY) -> bool:
+    """Whether `value` (a stored field, or an answer) holds the key or a PIECE-character piece of it.
 
-    Strings that are JSON documents (tool call arguments) are decoded too, so
-    the key cannot hide behind escapes such as \\u002d.
+    Dicts and lists are walked, keys included; a string that is a JSON document
+    (tool call arguments, an API answer) is decoded and walked too, so the key
+    cannot hide behind escapes such as \\u002d.
     """
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return any(leaks(k, key) or leaks(v, key) for k, v in value.items())
+    if isinstance(value, list):
+        return any(leaks(item, key) for item in value)
     if not isinstance(value, str):
         return False
-    texts = [value]
-    if value[:1] in "{[":
+    if any(key[i : i + PIECE] in value for i in range(len(key) - PIECE + 1)):
+        return True
+    if value.startswith(("{", "[")):
         try:
-            texts.append(json.dumps(json.loads(value), ensure_ascii=False))
+            return leaks(json.loads(value), key)
         except ValueError:
-            pass
-    pieces = {key[i : i + PIECE] for i in range(len(key) - PIECE + 1)}
-    return any(piece in text for text in texts for piece in pieces)
+            return False
+    return False
 
 
 def database_leaks() -> list[str]:
@@ -252,3 +255,12 @@ def stored_markers(session_id):
         "origin": refused.detail["origin"],
         "admin_log": LogEntry.objects.get().object_repr,
     }
+
+
+def test_the_search_finds_the_key_however_it_is_stored():
+    escaped = HOSTILE_KEY.replace("-", "\\u002d")
+    arguments = '{"content": "' + escaped + '"}'
+    assert leaks({"tool_calls": [{"arguments": arguments}]})
+    assert leaks(json.dumps({"messages": [{"data": {"tool_calls": [{"arguments": arguments}]}}]}))
+    assert leaks({HOSTILE_KEY: 1}) and leaks(["x" + HOSTILE_KEY[5:5 + PIECE] + "y"])
+    assert not leaks({"content": f"Echo: {REDACTED}", "n": 3, "tags": [REDACTED]})
