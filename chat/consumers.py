@@ -18,6 +18,7 @@ from chat import events, limits, protocol, runtime, security, turns
 from chat.errors import DATABASE_UNAVAILABLE, AgentInitFailed, sanitize
 from chat.hub import get_hub
 from chat.protocol import FrameError, error_frame
+from construct_core.redaction import scrub
 from sessions_app import services
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_scope
@@ -93,7 +94,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.client = client_from_scope(self.scope)
         if not security.origin_allowed(self.scope):
             origin = protocol.header(self.scope, b"origin") or ""
-            await self._refuse("origin not allowed", origin=origin[:200])
+            # Scrubbed before the cut, so no cut leaves part of a key in the audit trail.
+            await self._refuse("origin not allowed", origin=scrub(origin)[:200])
             return
         if settings.CONSTRUCT_REQUIRE_PAIRING:
             token = protocol.extract_token(self.scope, params.get("token"))
@@ -104,7 +106,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.device_id = device.pk
 
         session_id = params.get("session_id") or str(uuid.uuid4())
-        if not protocol.SESSION_ID_RE.match(session_id):
+        # An id cannot be scrubbed like the rest of what is stored: one with a secret is refused.
+        if not protocol.SESSION_ID_RE.match(session_id) or scrub(session_id) != session_id:
             await self._refuse("invalid session_id")
             return
         self.limit_key = limits.limit_key(device_id=self.device_id, client=self.client)

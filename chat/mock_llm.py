@@ -13,7 +13,11 @@ message (see `parse_script`):
     [[delay_ms=D]]      sleep D ms between chunks
     [[stamp]]           every text chunk is "<t:%.6f> " % time.time() at write time
     [[think]]           stream some reasoning first
-    [[tool:NAME {json}]]  call a tool (several run in order, one per model round)
+    [[think_key]]       stream reasoning that holds the API key the request carried,
+                        split across two deltas (a provider leaking it where a client
+                        only ever sees it in pieces)
+    [[tool:NAME {json}]]  call a tool (several run in order, one per model round);
+                        `[[key]]` inside the JSON becomes the API key the request carried
     [[echo_prompt]]     reply with the last user message exactly as received
     [[echo_key]]        reply with the API key the request carried (a provider leaking it)
     [[fail=CODE]]       answer HTTP CODE with the provider's error body
@@ -61,7 +65,7 @@ _dumps = json.dumps
 # --- Directives -----------------------------------------------------------------
 
 _NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after)=(\d+)\]\]")
-_FLAG_DIRECTIVE = re.compile(r"\[\[(stamp|think|echo_prompt|echo_key|malformed|hang)\]\]")
+_FLAG_DIRECTIVE = re.compile(r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang)\]\]")
 _TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*")
 # Splits text into word-sized pieces whose concatenation is the text itself.
 _PIECES = re.compile(r"\s+|\S+\s*")
@@ -77,6 +81,7 @@ class Script:
     delay: float = 0.0
     stamp: bool = False
     think: bool = False
+    think_key: bool = False
     echo_prompt: bool = False
     echo_key: bool = False
     malformed: bool = False
@@ -85,6 +90,7 @@ class Script:
     fail_once: int | None = None
     reset_after: int | None = None
     tools: list[tuple[str, str]] = field(default_factory=list)
+    key: str = ""  # the API key the request carried, for the directives that leak it
 
 
 def parse_script(raw):
@@ -200,10 +206,14 @@ def _pieces(text):
 def make_plan(script, tool_results, ends_with_tool, prompt_chars, id_prefix):
     """Decide this round's answer from the script and the tool results so far."""
     thinking = ["Let me think ", "about this ", "step by step."] if script.think else []
+    if script.think_key:
+        half = len(script.key) // 2
+        thinking = ["Let me think about the key ", script.key[:half], script.key[half:] + " step by step."]
     plan = Plan(thinking=thinking, text=[], prompt_tokens=max(1, prompt_chars // 4))
     done = len(tool_results)
     if script.tools and done < len(script.tools) and (ends_with_tool or done == 0):
         plan.tool_name, plan.tool_args = script.tools[done]
+        plan.tool_args = plan.tool_args.replace("[[key]]", _dumps(script.key)[1:-1])
         plan.tool_id = id_prefix + uuid.uuid4().hex[:24]
         args = plan.tool_args
         plan.tool_pieces = [args[i : i + 4] for i in range(0, len(args), 4)] or [""]
@@ -583,11 +593,12 @@ def create_app():
             return _openai_error(400, "")
         raw, results, ends_with_tool = _openai_turn(body["messages"])
         script = parse_script(raw)
+        script.key = _bearer_key(request)
         failure = state.should_fail(script, body_bytes)
         if failure:
-            return _openai_error(failure, _bearer_key(request))
+            return _openai_error(failure, script.key)
         if script.echo_key:
-            script.text = _bearer_key(request)
+            script.text = script.key
         plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "call_")
         model = body.get("model") or DEFAULT_MODEL
         if not body.get("stream"):
@@ -601,12 +612,13 @@ def create_app():
             return _anthropic_error(400, "")
         raw, results, ends_with_tool = _anthropic_turn(body["messages"])
         script = parse_script(raw)
+        # The SDK sends its key as x-api-key or, lately, as a bearer token.
+        script.key = request.headers.get("x-api-key") or _bearer_key(request)
         failure = state.should_fail(script, body_bytes)
         if failure:
-            # The SDK sends its key as x-api-key or, lately, as a bearer token.
-            return _anthropic_error(failure, request.headers.get("x-api-key") or _bearer_key(request))
+            return _anthropic_error(failure, script.key)
         if script.echo_key:
-            script.text = request.headers.get("x-api-key") or _bearer_key(request)
+            script.text = script.key
         plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "toolu_")
         model = body.get("model") or DEFAULT_MODEL
         if not body.get("stream"):

@@ -19,11 +19,10 @@ from django.utils import timezone
 
 from chat import events, runtime, turnlog
 from chat.agent import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
-from chat.errors import (
-    DATABASE_UNAVAILABLE, AgentError, GatewayError, SessionBusy, sanitize, scrub, scrub_value,
-)
+from chat.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, SessionBusy
 from chat.hub import TERMINAL_TYPES, get_hub
 from chat.prompts import page_context_hint
+from construct_core.redaction import sanitize, scrub_fields
 from sessions_app import budget, selectors, services
 from sessions_app.models import ChatSession
 
@@ -331,7 +330,7 @@ class Turn:
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
         # No key the gateway holds reaches a client, even if a provider or a tool echoes it.
-        event = {"type": type_, **scrub_value(fields), "turn_id": self.turn_id, "seq": self.seq}
+        event = {"type": type_, **scrub_fields(fields), "turn_id": self.turn_id, "seq": self.seq}
         await self.hub.publish(self.session_id, event)
 
     async def run(self, content: str, page_context: str | None, client_id: str | None) -> None:
@@ -442,7 +441,7 @@ class Turn:
         else:
             self.pending = []
         await database_sync_to_async(services.message_append)(
-            session_id=self.session_id, role=message["role"], content=scrub(message.get("content") or ""),
+            session_id=self.session_id, role=message["role"], content=message.get("content") or "",
             data=data, turn_id=self.turn_id,
         )
 
@@ -450,7 +449,7 @@ class Turn:
         """Keep what was streamed since the last saved message, marked as cut short."""
         if self.pending:
             await database_sync_to_async(services.message_append)(
-                session_id=self.session_id, role="assistant", content=scrub("".join(self.pending)),
+                session_id=self.session_id, role="assistant", content="".join(self.pending),
                 data=data, turn_id=self.turn_id,
             )
             self.pending = []

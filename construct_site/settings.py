@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from construct_site.secret_key import secret_key_load
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -84,9 +86,12 @@ def _env_rate(name, default):
 # --- Django -----------------------------------------------------------------
 
 DEBUG = _env_bool("DJANGO_DEBUG", False)
-# A fixed development key keeps tokens and sessions valid across restarts on a
-# laptop; production sets DJANGO_SECRET_KEY.
-SECRET_KEY = _env("DJANGO_SECRET_KEY", "construct-dev-insecure-change-me")
+# Where the generated secret key file and the default SQLite database live.
+CONSTRUCT_DATA_DIR = Path(_env("CONSTRUCT_DATA_DIR", str(BASE_DIR))).expanduser().resolve()
+# Never a built-in key: without DJANGO_SECRET_KEY, one is made on the first
+# start and kept in CONSTRUCT_DATA_DIR/secret_key (0600), so logins and CSRF
+# tokens survive restarts, and every process that shares the folder agrees.
+SECRET_KEY = _env("DJANGO_SECRET_KEY") or secret_key_load(CONSTRUCT_DATA_DIR)
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
@@ -140,7 +145,7 @@ TEMPLATES = [
 try:
     DATABASES = {
         "default": dj_database_url.parse(
-            _env("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+            _env("DATABASE_URL", f"sqlite:///{CONSTRUCT_DATA_DIR / 'db.sqlite3'}"),
             # Keep the connection: opening one per call cost 2-4 ms against
             # 0.1-0.6 ms of query (measured in bench/), on the one thread all
             # database work of a process queues on. Health checks replace a
@@ -239,7 +244,7 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "chat.errors.RedactingFilter"}},
+    "filters": {"redact": {"()": "construct_core.redaction.RedactingFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},

@@ -111,6 +111,10 @@ class ChatSessionAdmin(admin.ModelAdmin):
         # Only the name is editable; saving the whole row could undo a turn's
         # concurrent writes (state, message_count).
         services.session_rename(session_id=obj.pk, name=obj.name)
+        # The admin's log entry names the object: let it name what was stored (scrubbed).
+        stored = selectors.session_get(session_id=obj.pk)
+        if stored is not None:
+            obj.name = stored.name
 
     @admin.action(description="Export selected sessions as Markdown", permissions=["view"])
     def export_markdown(self, request, queryset):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from django.db import transaction
 from django.utils import timezone
 
+from construct_core.redaction import scrub, scrub_value
 from sessions_app.models import AuditEvent, AuditHead
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def audit_record(*, kind: str, client: str = "", **detail) -> AuditEvent:
     """Append one event to the trail and return it.
 
     `detail` must be JSON-safe and must never hold a token or a pairing code:
-    a key that names one is refused outright rather than silently stored.
+    a key that names one is refused outright rather than silently stored. A
+    registered secret anywhere in `client` or `detail` is scrubbed before the
+    entry is hashed, so the chain covers exactly what is stored.
     """
     leaked = _FORBIDDEN_DETAIL_KEYS.intersection(key.lower() for key in detail)
     if leaked:
@@ -61,8 +64,8 @@ def audit_record(*, kind: str, client: str = "", **detail) -> AuditEvent:
     if kind not in AuditEvent.Kind.values:
         raise ValueError(f"unknown audit event kind {kind!r}")
     # Round-trip through JSON so the hash covers exactly what the JSONField stores.
-    detail = json.loads(json.dumps(detail))
-    client = (client or "")[:64]
+    detail = scrub_value(json.loads(json.dumps(detail)))
+    client = scrub(client or "")[:64]
     with transaction.atomic():
         head = _head_for_update()
         created_at = timezone.now()

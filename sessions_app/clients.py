@@ -12,6 +12,8 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from construct_core.redaction import scrub
+
 # PairingThrottle.client and AuditEvent.client hold at most this many characters.
 MAX_CLIENT_CHARS = 64
 UNKNOWN_CLIENT = "unknown"
@@ -59,7 +61,8 @@ def _is_trusted(address: Address | None) -> bool:
 
 
 def _display(value: str, address: Address | None) -> str:
-    return (str(address) if address is not None else value.strip())[:MAX_CLIENT_CHARS]
+    # Scrubbed before the cut: this text is stored (audit trail, devices, lockouts).
+    return scrub(str(address) if address is not None else value.strip())[:MAX_CLIENT_CHARS]
 
 
 def client_address(*, remote_addr: str | None, forwarded_for: str | None) -> str:

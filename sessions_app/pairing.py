@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from construct_core.redaction import scrub
 from sessions_app.audit import audit_record
 from sessions_app.models import AuditEvent, PairedDevice, PairingCode, PairingThrottle
 
@@ -168,10 +169,10 @@ def device_create(*, name: str = "", client: str = "", last_seen=None,
     """A new device and its token: the token is returned once, only its hash is kept."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     device = PairedDevice.objects.create(
-        name=name,
+        name=scrub(name)[:200],
         token_hash=token_hash(token),
         token_hint=token[:TOKEN_HINT_CHARS],
-        client=client,
+        client=scrub(client)[:64],
         last_seen=last_seen,
         revoked_at=revoked_at,
     )
@@ -186,8 +187,8 @@ def device_pair(*, code: str, client: str, name: str = "") -> str:
     is locked for the whole attempt, so one client's attempts are counted one
     at a time, in every process.
     """
-    client = (client or "unknown")[:64]
-    name = (name or "").strip()[:200]
+    client = scrub(client or "unknown")[:64]
+    name = scrub((name or "").strip())[:200]
     now = timezone.now()
     refusal: PairingError | None = None
     token = ""

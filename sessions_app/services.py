@@ -1,5 +1,12 @@
-"""Writes to sessions and their messages. Sync functions; async callers wrap them."""
+"""Writes to sessions and their messages. Sync functions; async callers wrap them.
 
+Every text or JSON a client, a provider or a tool supplies is scrubbed here,
+on its way into the database (`construct_core.redaction.scrub`): no stored
+field holds a registered secret, whoever the writer is. Text is scrubbed
+before it is cut to its column, so no cut leaves part of a key behind.
+"""
+
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,14 +15,56 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from sessions_app.models import ChatSession, ClientMessageId, Message, TurnWaiter, UsageRecord
+from construct_core.redaction import scrub, scrub_value
+from sessions_app.models import (
+    ChatSession, ClientMessageId, MemoryNote, Message, TurnWaiter, UsageRecord,
+)
 
 State = ChatSession.State
 
 
+def _data_scrub(data):
+    """A message's `data` with no registered secret in any key or value.
+
+    A tool call's `arguments` is the provider's JSON text, where a key may hide
+    behind escapes (`\\u002d` for `-`); it is decoded and checked too.
+    """
+    data = scrub_value(data)
+    calls = data.get("tool_calls") if isinstance(data, dict) else None
+    if isinstance(calls, list):
+        scrubbed = [_arguments_scrub(call) for call in calls]
+        if any(new is not old for new, old in zip(scrubbed, calls)):
+            data = {**data, "tool_calls": scrubbed}
+    return data
+
+
+def _arguments_scrub(call):
+    """The call, with its arguments decoded, scrubbed and encoded again if a secret hid there."""
+    if not isinstance(call, dict) or not isinstance(call.get("arguments"), str):
+        return call
+    try:
+        arguments = json.loads(call["arguments"])
+    except ValueError:
+        return call
+    clean = scrub_value(arguments)
+    if clean == arguments:
+        return call
+    return {**call, "arguments": json.dumps(clean, ensure_ascii=False)}
+
+
+def _session_id_check(session_id: str) -> None:
+    # An id cannot be scrubbed (it is the session's name on the wire): refuse it.
+    if scrub(session_id) != session_id:
+        raise ValueError("a session id must not hold a secret")
+
+
 def session_open(*, session_id: str, name: str | None = None) -> ChatSession:
-    """Fetch or create the session; a non-empty name is saved, for a new session too."""
-    name = (name or "").strip()[:200]
+    """Fetch or create the session; a non-empty name is saved, for a new session too.
+
+    Raises ValueError for an id that holds a registered secret.
+    """
+    _session_id_check(session_id)
+    name = scrub((name or "").strip())[:200]
     session, created = ChatSession.objects.get_or_create(
         pk=session_id, defaults={"name": name}
     )
@@ -26,14 +75,15 @@ def session_open(*, session_id: str, name: str | None = None) -> ChatSession:
 
 
 def session_rename(*, session_id: str, name: str) -> int:
-    return ChatSession.objects.filter(pk=session_id).update(name=name.strip()[:200])
+    return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200])
 
 
 def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "") -> list[Message]:
     """Append messages in order, numbering them after the session's last one.
 
-    Each item is {"role", "content", "data"?}. The session row is locked so two
-    processes appending at once cannot take the same number.
+    Each item is {"role", "content", "data"?}; content and data are scrubbed.
+    The session row is locked so two processes appending at once cannot take
+    the same number.
     """
     if not messages:
         return []
@@ -46,8 +96,8 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "")
                     session_id=session_id,
                     seq=first + i,
                     role=item["role"],
-                    content=item.get("content") or "",
-                    data=item.get("data") or {},
+                    content=scrub(item.get("content") or ""),
+                    data=_data_scrub(item.get("data") or {}),
                     turn_id=turn_id,
                 )
                 for i, item in enumerate(messages)
@@ -72,7 +122,7 @@ def client_id_claim(*, session_id: str, client_id: str) -> bool:
     """Record a client's message id; False when the session has seen it already."""
     try:
         with transaction.atomic():
-            ClientMessageId.objects.create(session_id=session_id, client_id=client_id)
+            ClientMessageId.objects.create(session_id=session_id, client_id=scrub(client_id))
     except IntegrityError:
         return False
     return True
@@ -80,7 +130,7 @@ def client_id_claim(*, session_id: str, client_id: str) -> bool:
 
 def client_id_release(*, session_id: str, client_id: str) -> None:
     """Forget a client id whose message was refused, so the client may send it again."""
-    ClientMessageId.objects.filter(session_id=session_id, client_id=client_id).delete()
+    ClientMessageId.objects.filter(session_id=session_id, client_id=scrub(client_id)).delete()
 
 
 # --- The session lock --------------------------------------------------------
@@ -261,8 +311,17 @@ def usage_record(*, session_id: str | None, turn_id: str, model: str, input_toke
     return UsageRecord.objects.create(
         session_id=session_id,
         turn_id=turn_id,
-        model=model[:200],
+        model=scrub(model)[:200],
         input_tokens=max(int(input_tokens), 0),
         output_tokens=max(int(output_tokens), 0),
         cost_usd=cost,
     )
+
+
+# --- Memory notes ----------------------------------------------------------------
+
+
+def note_store(*, session_id: str | None, content: str, tags: list[str]) -> MemoryNote:
+    """Keep a note (content and tags scrubbed); it outlives its session, and needs none."""
+    session = session_id if session_id and ChatSession.objects.filter(pk=session_id).exists() else None
+    return MemoryNote.objects.create(session_id=session, content=scrub(content), tags=scrub_value(tags))

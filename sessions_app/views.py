@@ -22,7 +22,6 @@ PAIRED_MESSAGE = (
     "Send it as Authorization: Bearer <token>, or as ?token= on the chat socket."
 )
 NOT_REQUIRED_MESSAGE = "Pairing is not required"
-MAX_NAME_CHARS = 200
 
 
 def _method_not_allowed(allowed: list[str]) -> JsonResponse:
@@ -39,8 +38,8 @@ def _device_name(request) -> str:
         except ValueError:  # a form post or junk: the name is optional, not worth a 400
             body = None
         if isinstance(body, dict) and isinstance(body.get("name"), str) and body["name"].strip():
-            return body["name"].strip()[:MAX_NAME_CHARS]
-    return request.headers.get("X-Device-Name", "").strip()[:MAX_NAME_CHARS]
+            return body["name"].strip()
+    return request.headers.get("X-Device-Name", "").strip()
 
 
 @csrf_exempt

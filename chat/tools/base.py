@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from chat.errors import sanitize
+from construct_core.redaction import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ class ToolRegistry:
         except Exception as exc:  # a tool's bug must not end the turn
             logger.warning("tool %s failed", name, exc_info=True)
             return f"Error: {name} failed: {sanitize(str(exc)) or type(exc).__name__}", True
-        output = "" if output is None else str(output)
+        # Scrubbed before the cut, so a cut output never ends in part of a key.
+        output = "" if output is None else scrub(str(output))
         if len(output) > MAX_TOOL_OUTPUT_CHARS:
             output = output[:MAX_TOOL_OUTPUT_CHARS] + f"\n[output cut at {MAX_TOOL_OUTPUT_CHARS} characters]"
         return output, False

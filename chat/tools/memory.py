@@ -8,6 +8,7 @@ import re
 from channels.db import database_sync_to_async
 
 from chat.tools.base import Tool, ToolContext, ToolFailed
+from construct_core.redaction import scrub
 
 MAX_NOTE_CHARS = 16_000
 MAX_TAGS = 20
@@ -24,18 +25,11 @@ def _tags(raw) -> list[str]:
         raw = [raw]
     if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
         raise ToolFailed("tags must be a list of strings")
-    tags = list(dict.fromkeys(tag.strip()[:MAX_TAG_CHARS] for tag in raw if tag.strip()))
+    # Scrubbed before the cut, so a cut never leaves part of a key in a tag.
+    tags = list(dict.fromkeys(scrub(tag.strip())[:MAX_TAG_CHARS] for tag in raw if tag.strip()))
     if len(tags) > MAX_TAGS:
         raise ToolFailed(f"at most {MAX_TAGS} tags")
     return tags
-
-
-def note_store(*, session_id: str, content: str, tags: list[str]):
-    from sessions_app.models import ChatSession, MemoryNote
-
-    # A note is kept even when its session is not (a tool run outside a chat).
-    session = session_id if session_id and ChatSession.objects.filter(pk=session_id).exists() else None
-    return MemoryNote.objects.create(session_id=session, content=content, tags=tags)
 
 
 def note_search(*, query: str, limit: int = RECALL_LIMIT) -> list:
@@ -61,6 +55,8 @@ def note_search(*, query: str, limit: int = RECALL_LIMIT) -> list:
 
 
 async def memory_store(args: dict, ctx: ToolContext) -> str:
+    from sessions_app.services import note_store
+
     content = args.get("content")
     if not isinstance(content, str) or not content.strip():
         raise ToolFailed("content must be a non-empty string")

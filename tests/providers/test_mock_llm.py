@@ -87,6 +87,29 @@ def test_errors_have_the_openai_shape_and_echo_the_key(mock_llm):
     assert error["code"] == "invalid_api_key" and "my-secret-key-123" in error["message"]
 
 
+def test_think_key_and_key_in_tool_arguments_leak_the_request_key(mock_llm):
+    content = '[[think_key]] [[tool:memory_store {"content": "k=[[key]]", "tags": ["[[key]]"]}]]'
+    events = sse_events(chat(mock_llm, content).text)
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    thinking = [d["reasoning_content"] for d in deltas if "reasoning_content" in d]
+    assert "".join(thinking) == "Let me think about the key k-1 step by step."
+    assert not any("k-1" in piece for piece in thinking)  # the key arrives in two pieces
+    arguments = "".join(call["function"]["arguments"] for d in deltas for call in d.get("tool_calls", ()))
+    assert json.loads(arguments) == {"content": "k=k-1", "tags": ["k-1"]}
+
+
+def test_anthropic_tool_arguments_leak_the_request_key_too(mock_llm):
+    response = httpx.post(
+        mock_llm.anthropic_url + "/v1/messages",
+        json={"model": "m", "max_tokens": 50, "messages": [
+            {"role": "user", "content": '[[think_key]] [[tool:render_canvas {"content": "[[key]]"}]]'}]},
+        headers={"x-api-key": "ak-2-secret"},
+    )
+    thinking, tool_use = response.json()["content"]
+    assert thinking["thinking"] == "Let me think about the key ak-2-secret step by step."
+    assert tool_use["input"] == {"content": "ak-2-secret"}
+
+
 def test_anthropic_stream_has_the_messages_event_sequence(mock_llm):
     response = httpx.post(
         mock_llm.anthropic_url + "/v1/messages",

@@ -1,0 +1,1 @@
+"""The bottom layer: plain Python that every other package may import, and that imports no Django."""
