@@ -68,6 +68,16 @@ def scrub(text: str) -> str:
     return text
 
 
+def scrub_cut(text: str) -> str:
+    """`scrub` for a text that was cut short: a secret cut in two leaves no start of it behind."""
+    text = scrub(text)
+    for secret in _secrets:
+        for size in range(len(secret) - 1, 3, -1):
+            if text.endswith(secret[:size]):
+                return text[:-size] + REDACTED
+    return text
+
+
 def scrub_value(value):
     """`scrub` through the strings of a JSON-like value: dict keys and values, list items.
 

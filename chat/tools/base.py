@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from chat.errors import sanitize
-from construct_core.redaction import scrub
+from construct_core.redaction import scrub, scrub_cut
 
 logger = logging.getLogger(__name__)
 
@@ -92,5 +92,6 @@ class ToolRegistry:
         # Scrubbed before the cut, so a cut output never ends in part of a key.
         output = "" if output is None else scrub(str(output))
         if len(output) > MAX_TOOL_OUTPUT_CHARS:
-            output = output[:MAX_TOOL_OUTPUT_CHARS] + f"\n[output cut at {MAX_TOOL_OUTPUT_CHARS} characters]"
+            output = (scrub_cut(output[:MAX_TOOL_OUTPUT_CHARS])
+                      + f"\n[output cut at {MAX_TOOL_OUTPUT_CHARS} characters]")
         return output, False

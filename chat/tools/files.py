@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 from chat.tools.base import Tool, ToolContext, ToolFailed
+from construct_core.redaction import scrub
 
 MAX_READ_BYTES = 256 * 1024
 MAX_WRITE_BYTES = 1024 * 1024
@@ -69,7 +70,9 @@ def _read(path: Path, root: Path) -> str:
 
 
 def _write(path: Path, root: Path, content: str) -> str:
-    data = content.encode("utf-8")
+    # A key a provider echoes into a file would come back in pieces (head -c):
+    # it is never written.
+    data = scrub(content).encode("utf-8")
     if len(data) > MAX_WRITE_BYTES:
         raise ToolFailed(f"content is {len(data)} bytes; at most {MAX_WRITE_BYTES} may be written")
     if path == root:

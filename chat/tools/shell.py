@@ -30,6 +30,7 @@ from chat.tools.base import Tool, ToolContext, ToolFailed
 from chat.tools.files import inside, workspace_root
 from chat.tools.progress import slow_status
 from chat.tools.sandbox import PidsCgroup, Sandbox, needs_pids_cgroup, sandbox_env
+from construct_core.redaction import scrub_cut
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +265,9 @@ async def execute(argv: list[str], root: Path, sandbox: Sandbox | None,
 
     text = output.decode("utf-8", errors="replace")
     if dropped:
-        text += f"\n[output cut at {MAX_OUTPUT_BYTES} bytes; {dropped} more bytes dropped]"
+        # No key can be read in the sandbox, but one a provider had written into
+        # the workspace must not leave its start behind at the cut either.
+        text = scrub_cut(text) + f"\n[output cut at {MAX_OUTPUT_BYTES} bytes; {dropped} more bytes dropped]"
     return text, process.returncode, timed_out
 
 

@@ -54,3 +54,12 @@ def test_scrub_fields_checks_values_only_at_the_top_and_everything_below():
     args = {"name": "memory_store", "args": {"sk-core-FIELDS-9b1d7f": "sk-core-FIELDS-9b1d7f"}}
     assert redaction.scrub_fields(args) == {
         "name": "memory_store", "args": {redaction.REDACTED: redaction.REDACTED}}
+
+
+def test_a_text_cut_inside_a_secret_keeps_no_start_of_it():
+    from construct_core.redaction import scrub_cut
+
+    redaction.register_secret("sk-cut-0123456789abcdef")
+    assert scrub_cut("output ... sk-cut-0123") == "output ... [REDACTED]"
+    assert scrub_cut("whole sk-cut-0123456789abcdef and sk-cut") == "whole [REDACTED] and [REDACTED]"
+    assert scrub_cut("nothing secret here sk-") == "nothing secret here sk-"

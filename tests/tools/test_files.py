@@ -106,3 +106,13 @@ async def test_read_errors_are_results(call, workspace):
     assert is_error and "binary" in output
     output, is_error = await call("file_write", path="x.txt", content=5)
     assert is_error and "content must be a string" in output
+
+
+async def test_a_key_the_provider_echoes_is_never_written_to_the_workspace(call, workspace):
+    from construct_core.redaction import REDACTED, register_secret
+
+    key = "sk-written-0123456789abcdef"
+    register_secret(key)
+    output, is_error = await call("file_write", path="leak.txt", content=f"key={key}\n")
+    assert not is_error
+    assert (workspace / "leak.txt").read_text() == f"key={REDACTED}\n"
