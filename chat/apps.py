@@ -8,7 +8,7 @@ class ChatConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
-        from chat.errors import register_secret
+        from construct_core.redaction import register_secret
         from construct_site.daphne_compat import patch_daphne_close_codes, patch_daphne_message_limit
 
         from chat.mcp import parse_servers

@@ -12,7 +12,7 @@ from django.http import JsonResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils.deprecation import MiddlewareMixin
 
-from chat.errors import redact
+from construct_core.redaction import redact
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import DecimalField, Sum, Value
 from django.db.models.functions import Coalesce
 
-from chat.errors import BudgetExceeded
+from construct_core.errors import BudgetExceeded
 from sessions_app import selectors
 from sessions_app.models import UsageRecord
 

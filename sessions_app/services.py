@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from construct_core.errors import SessionBusy
 from construct_core.redaction import scrub, scrub_value
 from sessions_app.models import (
     ChatSession, ClientMessageId, MemoryNote, Message, TurnWaiter, UsageRecord,
@@ -238,10 +239,6 @@ def session_reset(*, session_id: str) -> int:
     )
 
 
-class SessionBusy(Exception):
-    """The session is running a turn, so it cannot be deleted now."""
-
-
 def session_delete(*, session_id: str) -> bool:
     """Delete a session with its messages; False when there is no such session.
 
@@ -255,7 +252,7 @@ def session_delete(*, session_id: str) -> bool:
             return False
         lease = session.lease_expires_at
         if session.state == State.RUNNING and lease is not None and lease > timezone.now():
-            raise SessionBusy(f"session {session_id} is running a turn")
+            raise SessionBusy(f"Session {session_id} is running a turn: stop it, then delete it")
         session.delete()
     return True
 

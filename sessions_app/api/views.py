@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from chat import events
 from chat.protocol import SESSION_ID_RE
+from construct_core.errors import SessionBusy
 from sessions_app import exports, selectors, services
 from sessions_app.api import serializers as s
 
@@ -170,7 +171,7 @@ class SessionDetailView(ApiView):
     def delete(self, request, session_id):
         try:
             deleted = services.session_delete(session_id=session_id)
-        except services.SessionBusy:
+        except SessionBusy:
             return Response(
                 {"error": "The session is running a turn: stop it, then delete the session"},
                 status=status.HTTP_409_CONFLICT,
