@@ -23,11 +23,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import events
-from chat.protocol import SESSION_ID_RE
 from construct_core.errors import SessionBusy
-from sessions_app import exports, selectors, services
+from sessions_app import events, exports, selectors, services
 from sessions_app.api import serializers as s
+from sessions_app.ids import SESSION_ID_RE
 
 try:
     from sessions_app.budget import cost_summary
