@@ -20,6 +20,7 @@ def query_params(scope) -> dict[str, str]:
 
 
 def header(scope, name: bytes) -> str | None:
+    """The first value of an ASGI scope's header `name` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return value.decode("latin-1")

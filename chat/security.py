@@ -12,19 +12,13 @@ from django.http import JsonResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils.deprecation import MiddlewareMixin
 
+from chat.protocol import header
 from construct_core.redaction import redact
 
 logger = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
 _MARKER = "_construct_patched"
-
-
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _origin_parts(origin: str) -> tuple[str, str, str] | None:
@@ -55,7 +49,7 @@ def origin_allowed(scope) -> bool:
     allow every site); an exact origin in CONSTRUCT_ALLOWED_ORIGINS, where
     "*" turns the check off.
     """
-    origin = _header(scope, b"origin")
+    origin = header(scope, b"origin")
     if origin is None:
         return True
     allowed = settings.CONSTRUCT_ALLOWED_ORIGINS
@@ -69,7 +63,7 @@ def origin_allowed(scope) -> bool:
     _scheme, host, port = parts
     if validate_host(host, [h for h in settings.ALLOWED_HOSTS if h != "*"]):
         return True
-    own = _header(scope, b"host")
+    own = header(scope, b"host")
     if own:
         own_host, own_port = split_domain_port(own)
         own_port = own_port or _DEFAULT_PORTS.get(scope.get("scheme", "ws"), "80")
