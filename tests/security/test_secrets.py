@@ -151,7 +151,7 @@ def test_daphne_access_log_lines_are_redacted():
 
     from daphne.access import AccessLogGenerator
 
-    from chat.security import patch_daphne_access_log
+    from construct_site.daphne_compat import patch_daphne_access_log
 
     patch_daphne_access_log()
     patch_daphne_access_log()  # idempotent
