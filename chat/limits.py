@@ -32,18 +32,6 @@ class Rate:
     count: int
     seconds: float
 
-    @classmethod
-    def parse(cls, text: str) -> "Rate | None":
-        """"20/10" is 20 per 10 s; "0", "off" or "" is no limit. Raises ValueError."""
-        text = (text or "").strip().lower()
-        if text in ("", "0", "off", "none"):
-            return None
-        count, _, seconds = text.partition("/")
-        rate = cls(int(count), float(seconds or 1))
-        if rate.count < 1 or not rate.seconds > 0:
-            raise ValueError(f"{text!r} is not COUNT/SECONDS with both above zero")
-        return rate
-
     def __str__(self):
         return f"{self.count}/{self.seconds:g}"
 

@@ -34,10 +34,6 @@ class PerLoop(Generic[T]):
             instance = self._instances[loop] = self._factory()
             return instance
 
-    def peek(self) -> T | None:
-        """The running loop's instance if it has one yet; never makes one."""
-        return self._instances.get(asyncio.get_running_loop())
-
     def drop(self) -> T | None:
         """Forget the running loop's instance (the next call makes a new one); returns it."""
         return self._instances.pop(asyncio.get_running_loop(), None)

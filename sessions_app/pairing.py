@@ -230,11 +230,6 @@ def device_authenticate(*, token: str | None) -> PairedDevice | None:
     return device
 
 
-def token_allowed(*, token: str | None) -> bool:
-    """Whether a client with this token may use the gateway (anyone may when pairing is off)."""
-    return not pairing_required() or device_authenticate(token=token) is not None
-
-
 def device_revoke(*, device_id: int, client: str = "") -> bool:
     """Revoke a device so its token stops working; False when it was unknown or already revoked."""
     with transaction.atomic():

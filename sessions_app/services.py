@@ -179,15 +179,6 @@ def turn_try_start(*, session_id: str, turn_id: str, owner: str, lease_seconds: 
     return True, taken_over
 
 
-def turn_renew(*, session_id: str, turn_id: str, lease_seconds: float) -> bool:
-    """Extend the running turn's lease; False if the turn no longer holds the session."""
-    return bool(
-        ChatSession.objects.filter(pk=session_id, turn_id=turn_id, state=State.RUNNING).update(
-            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
-        )
-    )
-
-
 def turns_renew(*, turns: list[tuple[str, str]], lease_seconds: float) -> set[str]:
     """Extend the leases of several running turns (session id, turn id) in one statement.
 
@@ -275,18 +266,6 @@ def waiter_add(*, session_id: str, depth: int, timeout: float) -> int | None:
 
 def waiter_remove(*, waiter_id: int) -> None:
     TurnWaiter.objects.filter(id=waiter_id).delete()
-
-
-def sessions_recover_stale(*, now=None) -> list[str]:
-    """Mark interrupted every running session whose lease ran out. Returns their ids."""
-    now = now or timezone.now()
-    stale = ChatSession.objects.filter(state=State.RUNNING).filter(
-        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-    )
-    ids = list(stale.values_list("pk", flat=True))
-    if ids:
-        stale.update(state=State.INTERRUPTED, lease_expires_at=None, turn_owner="")
-    return ids
 
 
 # --- Usage -------------------------------------------------------------------

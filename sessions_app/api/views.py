@@ -24,16 +24,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from construct_core.errors import SessionBusy
-from sessions_app import events, exports, selectors, services
+from sessions_app import budget, events, exports, selectors, services
 from sessions_app.api import serializers as s
 from sessions_app.ids import SESSION_ID_RE
-
-try:
-    from sessions_app.budget import cost_summary
-except ModuleNotFoundError as exc:  # until the budget module lands, the plain totals
-    if exc.name != "sessions_app.budget":
-        raise
-    from sessions_app.selectors import cost_summary
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +240,7 @@ class CostView(ApiView):
     @extend_schema(operation_id="cost_retrieve",
                    responses={200: s.CostOutputSerializer, **UNAUTHORIZED})
     def get(self, request):
-        return Response(cost_summary())
+        return Response(budget.cost_summary())
 
 
 class ChannelEventView(ApiView):

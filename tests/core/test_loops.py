@@ -29,17 +29,16 @@ def test_one_instance_per_loop_made_on_first_use():
     assert len(made) == 2
 
 
-def test_peek_and_drop():
+def test_drop_forgets_the_instance():
     get = per_loop(Thing)
 
     async def scenario():
-        assert get.peek() is None  # peeking makes nothing
-        thing = get()
-        assert get.peek() is thing
-        assert get.drop() is thing
-        assert get.peek() is None
         assert get.drop() is None
-        assert get() is not thing
+        thing = get()
+        assert get.drop() is thing
+        assert get.drop() is None
+        fresh = get()
+        assert fresh is not thing and get() is fresh
 
     asyncio.run(scenario())
 
