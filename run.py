@@ -4,9 +4,11 @@
     python3 run.py serve [--host 127.0.0.1] [--port 8000]
     python3 run.py test [pytest args...]
 
-Both create ``.venv`` and install the pinned requirements on first use (and
-again only when a requirements file changes), so a fresh clone needs no
-other step. Standard library only: this file runs before anything is installed.
+``test`` checks the import contracts (``.importlinter``) first, then runs
+pytest twice. Both create ``.venv`` and install the pinned requirements on
+first use (and again only when a requirements file changes), so a fresh clone
+needs no other step. Standard library only: this file runs before anything is
+installed.
 """
 
 import argparse
@@ -184,10 +186,24 @@ def pytest_pass(title, pytest_args, env):
     return code
 
 
+def import_contracts(env):
+    """Check the import contracts of .importlinter; returns lint-imports' exit status."""
+    print("\n===== import contracts (.importlinter) =====", flush=True)
+    code = subprocess.run([str(BIN / "lint-imports"), "--no-cache", "--no-logo"], cwd=ROOT,
+                          env=env).returncode
+    if code != 0:
+        say(f"import contracts: broken (lint-imports exit status {code})")
+    return code
+
+
 def test(pytest_args):
     ensure_venv("requirements-dev.txt")
     base_env = venv_env({k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES})
     failures = []
+
+    # Seconds, and a broken one fails the run; the tests still run, to show all there is.
+    if import_contracts(base_env) != 0:
+        failures.append("import contracts")
 
     title = "pass 1/2: embedded defaults (SQLite, in-process channel layer)"
     if pytest_pass(title, pytest_args, base_env) != 0:
@@ -222,8 +238,8 @@ def test(pytest_args):
     if failures:
         say("FAILED: " + "; ".join(failures))
         return 1
-    say("pass 1 succeeded; pass 2 SKIPPED (services not reachable)" if problems
-        else "both passes succeeded")
+    say("import contracts kept; pass 1 succeeded; pass 2 SKIPPED (services not reachable)"
+        if problems else "import contracts kept; both passes succeeded")
     return 0
 
 

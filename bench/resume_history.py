@@ -121,7 +121,7 @@ def time_history(session_id: str, budget: int, repeat: int) -> tuple[dict, int]:
 
 @contextlib.contextmanager
 def mock_llm():
-    from chat.mock_llm import bound_port, make_server
+    from chat.devserver.mock_llm import bound_port, make_server
 
     server = make_server("127.0.0.1", 0)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from chat.errors import AgentError
 from chat.providers.base import TextDelta, ThinkingDelta, ToolCallRequest, Usage
 from chat.tools.base import ToolContext, ToolRegistry
+from construct_core.errors import AgentError
 
 logger = logging.getLogger(__name__)
 

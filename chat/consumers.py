@@ -14,12 +14,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django import db
 from django.conf import settings
 
-from chat import events, limits, protocol, runtime, security, turns
-from chat.errors import DATABASE_UNAVAILABLE, AgentInitFailed, sanitize
+from chat import limits, protocol, runtime, security, turns
 from chat.hub import get_hub
 from chat.protocol import FrameError, error_frame
-from construct_core.redaction import scrub
-from sessions_app import services
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed
+from construct_core.redaction import sanitize, scrub
+from sessions_app import events, services
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_scope
 from sessions_app.pairing import device_active, device_authenticate

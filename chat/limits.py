@@ -11,14 +11,14 @@ counts, so a client spread over N processes gets up to N times the limits;
 that still bounds it, and costs no round trip per frame.
 """
 
-import asyncio
 import math
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.conf import settings
+
+from construct_core.loops import per_loop
 
 # Buckets kept per limiter; past this the least recently used is forgotten
 # (a forgotten bucket is a full one, which is what an idle key has anyway).
@@ -31,18 +31,6 @@ class Rate:
 
     count: int
     seconds: float
-
-    @classmethod
-    def parse(cls, text: str) -> "Rate | None":
-        """"20/10" is 20 per 10 s; "0", "off" or "" is no limit. Raises ValueError."""
-        text = (text or "").strip().lower()
-        if text in ("", "0", "off", "none"):
-            return None
-        count, _, seconds = text.partition("/")
-        rate = cls(int(count), float(seconds or 1))
-        if rate.count < 1 or not rate.seconds > 0:
-            raise ValueError(f"{text!r} is not COUNT/SECONDS with both above zero")
-        return rate
 
     def __str__(self):
         return f"{self.count}/{self.seconds:g}"
@@ -116,16 +104,8 @@ class Limits:
 # past this rate per client they are only counted in the log.
 REFUSAL_AUDIT_RATE = Rate(20, 60.0)
 
-_limits: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Limits]" = weakref.WeakKeyDictionary()
-
-
-def get_limits() -> Limits:
-    """The limits of the running event loop."""
-    loop = asyncio.get_running_loop()
-    limits = _limits.get(loop)
-    if limits is None:
-        limits = _limits[loop] = Limits()
-    return limits
+# The limits of the running event loop.
+get_limits = per_loop(Limits)
 
 
 def limit_key(*, device_id: int | None, client: str) -> str:

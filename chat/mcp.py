@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
 
-from chat.errors import sanitize
 from chat.tools.base import Tool, ToolContext, ToolFailed
 from chat.tools.progress import slow_status
+from construct_core.redaction import sanitize
 
 logger = logging.getLogger(__name__)
 

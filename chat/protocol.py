@@ -1,12 +1,12 @@
 """The chat socket's wire protocol: token sources, subprotocols, frames and their checks."""
 
-import re
 from urllib.parse import parse_qs
+
+from sessions_app.ids import SESSION_ID_RE  # noqa: F401  (the socket checks ?session_id= with it)
 
 WS_PROTOCOL = "construct.v1"
 BEARER_SUBPROTO_PREFIX = "bearer."
 PAGE_CONTEXTS = ("agent_pool", "agent_teams", "skills", "workflows", "canvas")
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 CLIENT_ID_MAX = 128
 HINT = 'Send {"type":"message","content":"your text"}'
 
@@ -20,6 +20,7 @@ def query_params(scope) -> dict[str, str]:
 
 
 def header(scope, name: bytes) -> str | None:
+    """The first value of an ASGI scope's header `name` (lower-case bytes), or None."""
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return value.decode("latin-1")

@@ -11,11 +11,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 from chat import mcp
 from chat.agent import Agent
-from chat.errors import AgentInitFailed
 from chat.providers import build_provider
 from chat.providers.base import ProviderConfig
 from chat.tools import default_registry
 from chat.tools.base import ToolContext, ToolRegistry
+from construct_core.errors import AgentInitFailed
 
 SYSTEM_PROMPT = (
     "You are Construct, a helpful assistant in a chat gateway. Answer clearly and concisely. "

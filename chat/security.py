@@ -1,9 +1,8 @@
-"""Defences at the edges: the socket's Origin check, request body limits, a redacted access log.
+"""Defences at the edges: the socket's Origin check and request body limits.
 
 See SECURITY.md for the threat model these answer and the tests that prove them.
 """
 
-import logging
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -12,19 +11,9 @@ from django.http import JsonResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils.deprecation import MiddlewareMixin
 
-from chat.errors import redact
-
-logger = logging.getLogger(__name__)
+from chat.protocol import header
 
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
-_MARKER = "_construct_patched"
-
-
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _origin_parts(origin: str) -> tuple[str, str, str] | None:
@@ -55,7 +44,7 @@ def origin_allowed(scope) -> bool:
     allow every site); an exact origin in CONSTRUCT_ALLOWED_ORIGINS, where
     "*" turns the check off.
     """
-    origin = _header(scope, b"origin")
+    origin = header(scope, b"origin")
     if origin is None:
         return True
     allowed = settings.CONSTRUCT_ALLOWED_ORIGINS
@@ -69,7 +58,7 @@ def origin_allowed(scope) -> bool:
     _scheme, host, port = parts
     if validate_host(host, [h for h in settings.ALLOWED_HOSTS if h != "*"]):
         return True
-    own = _header(scope, b"host")
+    own = header(scope, b"host")
     if own:
         own_host, own_port = split_domain_port(own)
         own_port = own_port or _DEFAULT_PORTS.get(scope.get("scheme", "ws"), "80")
@@ -110,28 +99,3 @@ class BodyLimitMiddleware(MiddlewareMixin):
             return _too_large()
         return None
 
-
-# --- The access log ---------------------------------------------------------------
-
-
-def patch_daphne_access_log() -> None:
-    """Redact secrets (a `?token=`) from daphne's access log lines.
-
-    Daphne writes its access log straight to a stream, not through logging,
-    so the RedactingFilter never sees those lines; an HTTP request line keeps
-    its query string. Idempotent.
-    """
-    try:
-        from daphne.access import AccessLogGenerator
-    except ImportError:  # not served by daphne
-        return
-    original = AccessLogGenerator.write_entry
-    if getattr(original, _MARKER, False):
-        return
-
-    def write_entry(self, host, date, request, *args, **kwargs):
-        return original(self, host, date, redact(request), *args, **kwargs)
-
-    setattr(write_entry, _MARKER, True)
-    write_entry.__doc__ = original.__doc__
-    AccessLogGenerator.write_entry = write_entry

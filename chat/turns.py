@@ -17,13 +17,13 @@ from django import db
 from django.conf import settings
 from django.utils import timezone
 
-from chat import events, runtime, turnlog
+from chat import runtime, turnlog
 from chat.agent import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
-from chat.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, SessionBusy
 from chat.hub import TERMINAL_TYPES, get_hub
 from chat.prompts import page_context_hint
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, SessionBusy
 from construct_core.redaction import sanitize, scrub_fields
-from sessions_app import budget, selectors, services
+from sessions_app import budget, events, selectors, services
 from sessions_app.models import ChatSession
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Two gaps between daphne and the chat socket's contract, closed at start-up.
+"""Three gaps between daphne and the gateway's contract, closed as the server starts.
 
 1. Close codes. Daphne turns an ASGI ``websocket.close`` into autobahn's
    ``sendClose(code)``. ``sendClose`` is autobahn's *application* API and,
@@ -19,8 +19,15 @@
    transport limit is raised to a multiple of the application's limit. Past
    that, autobahn still closes with 1009, which bounds memory per socket.
 
-Both functions are idempotent; an ``AppConfig.ready`` calls them.
+3. The access log. Daphne writes it straight to a stream, not through
+   logging, so the RedactingFilter never sees those lines, and an HTTP
+   request line keeps its query string (a ``?token=``).
+
+Every function is idempotent; construct_site.serving calls them as the
+server starts.
 """
+
+from construct_core.redaction import redact
 
 # RFC 6455 section 7.4.1 codes that an endpoint (here the server) may send
 # itself: going away, policy violation, internal error, try again later.
@@ -84,3 +91,19 @@ def patch_daphne_message_limit(max_frame_bytes, headroom=TRANSPORT_HEADROOM):
     setattr(onConnect, _MARKER, True)
     onConnect.__doc__ = original.__doc__
     protocol.onConnect = onConnect
+
+
+def patch_daphne_access_log() -> None:
+    """Redact secrets (a ``?token=``) from daphne's access log lines."""
+    from daphne.access import AccessLogGenerator
+
+    original = AccessLogGenerator.write_entry
+    if getattr(original, _MARKER, False):
+        return
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        return original(self, host, date, redact(request), *args, **kwargs)
+
+    setattr(write_entry, _MARKER, True)
+    write_entry.__doc__ = original.__doc__
+    AccessLogGenerator.write_entry = write_entry

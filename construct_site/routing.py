@@ -1,4 +1,4 @@
-"""The ASGI application without start-up side effects (tests import this one)."""
+"""The ASGI application: HTTP through Django, the chat socket through Channels."""
 
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application

@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "channels",
     "sessions_app",
     "chat",
+    "chat.devserver",  # `manage.py mock_llm`, the scripted provider for development and tests
 ]
 
 MIDDLEWARE = [

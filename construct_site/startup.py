@@ -1,7 +1,7 @@
-"""What the server does once as it starts: print a pairing code, check Redis.
+"""What the server does once as it starts: check Redis, say how the shell tool runs, print a pairing code.
 
-Called from asgi.py before the application serves anything. Both run
-synchronously, at import time, outside any event loop.
+construct_site.serving calls these as the server starts serving, before it
+accepts a connection: synchronously, outside any event loop.
 """
 
 import logging

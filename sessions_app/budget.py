@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import DecimalField, Sum, Value
 from django.db.models.functions import Coalesce
 
-from chat.errors import BudgetExceeded
+from construct_core.errors import BudgetExceeded
 from sessions_app import selectors
 from sessions_app.models import UsageRecord
 
@@ -81,7 +81,7 @@ def budget_check() -> BudgetStatus:
 def cost_summary() -> dict:
     """GET /api/cost/: tokens, requests and cost in all, today (UTC), by model and by session,
     with the daily budget and the share of it spent today (`daily_budget_used`, 0.5 is half)."""
-    summary = selectors.cost_summary()
+    summary = selectors.usage_summary()
     status = budget_status()
     summary["daily_budget_usd"] = status.limit_usd
     summary["daily_budget_used"] = status.used

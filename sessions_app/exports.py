@@ -4,6 +4,8 @@ import json
 import re
 from datetime import UTC
 
+from django.utils import timezone
+
 from sessions_app.models import ChatSession, Message
 from sessions_app.selectors import session_messages
 
@@ -18,13 +20,34 @@ def export_filename(session: ChatSession, extension: str) -> str:
 
 
 def messages_document(session: ChatSession) -> dict:
-    """What GET /api/sessions/{id}/messages/ answers, and the JSON export holds."""
-    # Imported here: the API package imports this module for its export view.
-    from sessions_app.api.serializers import MessagesOutputSerializer
+    """What GET /api/sessions/{id}/messages/ answers, and the JSON export holds.
 
-    return MessagesOutputSerializer(
-        {"session_id": session.pk, "messages": session_messages(session_id=session.pk)}
-    ).data
+    Its schema is sessions_app.api.serializers.MessagesOutputSerializer.
+    """
+    return {
+        "session_id": session.pk,
+        "messages": [message_document(m) for m in session_messages(session_id=session.pk)],
+    }
+
+
+def message_document(message: Message) -> dict:
+    """One message as the messages document has it (MessageOutputSerializer's shape)."""
+    return {
+        "seq": message.seq,
+        "role": str(message.role),
+        "content": message.content,
+        "created_at": _iso_datetime(message.created_at),
+        "turn_id": message.turn_id,
+        "data": message.data,
+    }
+
+
+def _iso_datetime(value) -> str | None:
+    """ISO 8601 in the current time zone, UTC written `Z`: as the REST API writes every time."""
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def session_json(session: ChatSession) -> str:

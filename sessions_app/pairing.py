@@ -12,6 +12,7 @@ import math
 import secrets
 from datetime import datetime, timedelta
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from construct_core.redaction import scrub
 from sessions_app.audit import audit_record
+from sessions_app.events import publish_device_revoked
 from sessions_app.models import AuditEvent, PairedDevice, PairingCode, PairingThrottle
 
 logger = logging.getLogger(__name__)
@@ -228,11 +230,6 @@ def device_authenticate(*, token: str | None) -> PairedDevice | None:
     return device
 
 
-def token_allowed(*, token: str | None) -> bool:
-    """Whether a client with this token may use the gateway (anyone may when pairing is off)."""
-    return not pairing_required() or device_authenticate(token=token) is not None
-
-
 def device_revoke(*, device_id: int, client: str = "") -> bool:
     """Revoke a device so its token stops working; False when it was unknown or already revoked."""
     with transaction.atomic():
@@ -249,10 +246,6 @@ def device_revoke(*, device_id: int, client: str = "") -> bool:
 
 
 def _revoked_publish(device_id: int) -> None:
-    from asgiref.sync import async_to_sync
-
-    from chat.events import publish_device_revoked
-
     try:
         async_to_sync(publish_device_revoked)(device_id)
     except Exception:  # the sockets still refuse the token at their next message

@@ -4,7 +4,6 @@ import logging
 from datetime import datetime, time
 from decimal import Decimal
 
-from django.conf import settings
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -183,11 +182,10 @@ def _usage_row(row: dict) -> dict:
     }
 
 
-def cost_summary(*, by_session_limit: int = 100) -> dict:
+def usage_summary(*, by_session_limit: int = 100) -> dict:
     """Tokens, requests and cost: in all, today (UTC), per model and per session (costliest first).
 
-    A minimal version for GET /api/cost/; sessions_app.budget supersedes it
-    when present.
+    GET /api/cost/ answers it with the daily budget beside it: budget.cost_summary.
     """
     records = UsageRecord.objects.order_by()
     summary = _usage_totals(records)
@@ -206,5 +204,4 @@ def cost_summary(*, by_session_limit: int = 100) -> dict:
         .order_by("-cost_usd", "session_id")[:by_session_limit]
     )
     summary["by_session"] = {row["session_id"]: _usage_row(row) for row in per_session}
-    summary["daily_budget_usd"] = settings.CONSTRUCT_DAILY_BUDGET_USD
     return summary

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from construct_core.errors import SessionBusy
 from construct_core.redaction import scrub, scrub_value
 from sessions_app.models import (
     ChatSession, ClientMessageId, MemoryNote, Message, TurnWaiter, UsageRecord,
@@ -178,15 +179,6 @@ def turn_try_start(*, session_id: str, turn_id: str, owner: str, lease_seconds: 
     return True, taken_over
 
 
-def turn_renew(*, session_id: str, turn_id: str, lease_seconds: float) -> bool:
-    """Extend the running turn's lease; False if the turn no longer holds the session."""
-    return bool(
-        ChatSession.objects.filter(pk=session_id, turn_id=turn_id, state=State.RUNNING).update(
-            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
-        )
-    )
-
-
 def turns_renew(*, turns: list[tuple[str, str]], lease_seconds: float) -> set[str]:
     """Extend the leases of several running turns (session id, turn id) in one statement.
 
@@ -238,10 +230,6 @@ def session_reset(*, session_id: str) -> int:
     )
 
 
-class SessionBusy(Exception):
-    """The session is running a turn, so it cannot be deleted now."""
-
-
 def session_delete(*, session_id: str) -> bool:
     """Delete a session with its messages; False when there is no such session.
 
@@ -255,7 +243,7 @@ def session_delete(*, session_id: str) -> bool:
             return False
         lease = session.lease_expires_at
         if session.state == State.RUNNING and lease is not None and lease > timezone.now():
-            raise SessionBusy(f"session {session_id} is running a turn")
+            raise SessionBusy(f"Session {session_id} is running a turn: stop it, then delete it")
         session.delete()
     return True
 
@@ -278,18 +266,6 @@ def waiter_add(*, session_id: str, depth: int, timeout: float) -> int | None:
 
 def waiter_remove(*, waiter_id: int) -> None:
     TurnWaiter.objects.filter(id=waiter_id).delete()
-
-
-def sessions_recover_stale(*, now=None) -> list[str]:
-    """Mark interrupted every running session whose lease ran out. Returns their ids."""
-    now = now or timezone.now()
-    stale = ChatSession.objects.filter(state=State.RUNNING).filter(
-        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-    )
-    ids = list(stale.values_list("pk", flat=True))
-    if ids:
-        stale.update(state=State.INTERRUPTED, lease_expires_at=None, turn_owner="")
-    return ids
 
 
 # --- Usage -------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Each provider module is imported only when chosen, so one SDK is loaded, not both.
 """
 
-from chat.errors import AgentInitFailed, sanitize
 from chat.providers.base import ProviderConfig
+from construct_core.errors import AgentInitFailed
+from construct_core.redaction import sanitize
 
 NOT_CONFIGURED = (
     "No model provider is configured. Set CONSTRUCT_API_KEY (or OPENAI_API_KEY / ANTHROPIC_API_KEY), "

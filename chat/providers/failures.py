@@ -9,7 +9,8 @@ import logging
 
 import httpx2
 
-from chat.errors import ProviderAuthError, ProviderError, sanitize
+from construct_core.errors import ProviderAuthError, ProviderError
+from construct_core.redaction import sanitize
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from contextlib import aclosing
 import httpx2
 import openai
 
-from chat.errors import ProviderError, register_secret
 from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
 from chat.providers.failures import body_message, failure, sdk_errors
 from chat.providers.sse import sse_data
+from construct_core.errors import ProviderError
+from construct_core.redaction import register_secret
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from chat.errors import sanitize
-from construct_core.redaction import scrub, scrub_cut
+from construct_core.redaction import sanitize, scrub, scrub_cut
 
 logger = logging.getLogger(__name__)
 

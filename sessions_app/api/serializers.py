@@ -48,6 +48,7 @@ class SessionRenameInputSerializer(serializers.Serializer):
 # --- messages ----------------------------------------------------------------
 
 
+# The schema of the messages document, which sessions_app.exports.messages_document builds.
 class MessageOutputSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     role = serializers.CharField()

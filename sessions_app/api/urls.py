@@ -2,8 +2,8 @@ from django.urls import path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
-from chat.protocol import SESSION_ID_RE
 from sessions_app.api import views
+from sessions_app.ids import SESSION_ID_RE
 
 
 class SessionIdConverter:

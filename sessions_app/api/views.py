@@ -23,17 +23,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import events
-from chat.protocol import SESSION_ID_RE
-from sessions_app import exports, selectors, services
+from construct_core.errors import SessionBusy
+from sessions_app import budget, events, exports, selectors, services
 from sessions_app.api import serializers as s
-
-try:
-    from sessions_app.budget import cost_summary
-except ModuleNotFoundError as exc:  # until the budget module lands, the plain totals
-    if exc.name != "sessions_app.budget":
-        raise
-    from sessions_app.selectors import cost_summary
+from sessions_app.ids import SESSION_ID_RE
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +163,7 @@ class SessionDetailView(ApiView):
     def delete(self, request, session_id):
         try:
             deleted = services.session_delete(session_id=session_id)
-        except services.SessionBusy:
+        except SessionBusy:
             return Response(
                 {"error": "The session is running a turn: stop it, then delete the session"},
                 status=status.HTTP_409_CONFLICT,
@@ -247,7 +240,7 @@ class CostView(ApiView):
     @extend_schema(operation_id="cost_retrieve",
                    responses={200: s.CostOutputSerializer, **UNAUTHORIZED})
     def get(self, request):
-        return Response(cost_summary())
+        return Response(budget.cost_summary())
 
 
 class ChannelEventView(ApiView):

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from chat import events
+from sessions_app import events
 from sessions_app.models import AuditEvent, ChatSession, MemoryNote, PairedDevice, UsageRecord
 from sessions_app.pairing import device_pair
 from tests.factories import make_device, make_message, make_pairing_code, make_session

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from openapi_spec_validator import validate
 
-from chat import events
+from sessions_app import events
 from sessions_app.models import UsageRecord
 from tests.factories import make_session
 
@@ -194,7 +194,7 @@ def test_schema_covers_the_contract_and_documents_errors():
 
 
 def test_schema_pattern_matches_the_socket_session_ids():
-    from chat.protocol import SESSION_ID_RE
+    from sessions_app.ids import SESSION_ID_RE
 
     schema = _served_schema()
     parameter = next(

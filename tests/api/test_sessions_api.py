@@ -10,8 +10,11 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
 
+from sessions_app import exports
 from sessions_app.api.auth import AUTH_REQUIRED_MESSAGE
+from sessions_app.api.serializers import MessagesOutputSerializer
 from sessions_app.models import ChatSession, ClientMessageId, Message, UsageRecord
 from tests.factories import make_device, make_message, make_session
 
@@ -474,6 +477,20 @@ def test_export_json_is_the_messages_document(api):
     document = json.loads(response.content)
     assert document == api.get(f"/api/sessions/{ODD_ID}/messages/").json()
     assert len(document["messages"]) == 5
+
+
+def test_the_messages_document_has_the_shape_its_serializer_documents(api):
+    """exports.messages_document builds the answer by hand; its schema's serializer must agree."""
+    session = _conversation()
+    message = Message.objects.filter(session=session).order_by("seq").first()
+    Message.objects.filter(pk=message.pk).update(created_at=message.created_at.replace(microsecond=0))
+
+    by_serializer = MessagesOutputSerializer(
+        {"session_id": session.pk, "messages": list(session.messages.order_by("seq"))}
+    ).data
+
+    assert exports.messages_document(session) == by_serializer
+    assert api.get(f"/api/sessions/{ODD_ID}/messages/").content == JSONRenderer().render(by_serializer)
 
 
 @pytest.mark.parametrize("session_id", ["a:b:c", "x.", "x" * 128])

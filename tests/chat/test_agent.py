@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from chat.agent import Agent, Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
-from chat.errors import AgentError
 from chat.providers.base import TextDelta, ThinkingDelta, ToolCallRequest, Usage
 from chat.tools.base import Tool, ToolContext, ToolFailed, ToolRegistry
+from construct_core.errors import AgentError
 
 
 class ScriptedModel:

@@ -7,7 +7,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from chat import events
+from sessions_app import events
 from sessions_app.models import ChatSession, Message
 from tests.chat.conftest import FAKE_KEY, communicator, frames_until, open_socket, send, wait_for
 

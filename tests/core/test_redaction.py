@@ -22,14 +22,6 @@ def test_redaction_imports_no_django():
     assert result.stdout.strip() == "[]"
 
 
-def test_chat_errors_names_are_the_same_objects():
-    from chat import errors
-
-    for name in ("register_secret", "redact", "scrub", "scrub_value", "sanitize", "RedactingFilter",
-                 "REDACTED"):
-        assert getattr(errors, name) is getattr(redaction, name), name
-
-
 def test_the_console_handler_uses_the_filter_from_construct_core():
     from django.conf import settings
 

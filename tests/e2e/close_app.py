@@ -5,7 +5,7 @@ what the chat consumer does when the agent cannot start: one text frame,
 then ``websocket.close`` with code 1011 (or the code given as the query
 string, e.g. ``/ws/x?1008``). Daphne loads it with
 ``tests.e2e.close_app:application``; the patches are applied at import, as
-the project's AppConfig applies them at start-up.
+construct_site.serving applies them when the gateway starts serving.
 """
 
 from construct_site.daphne_compat import patch_daphne_close_codes, patch_daphne_message_limit

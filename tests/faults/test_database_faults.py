@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 
-from chat.errors import DATABASE_UNAVAILABLE
+from construct_core.errors import DATABASE_UNAVAILABLE
 from sessions_app.models import ChatSession, Message
 from tests.chat.conftest import frames_until, open_socket, send
 

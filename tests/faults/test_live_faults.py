@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chat.errors import DATABASE_UNAVAILABLE
+from construct_core.errors import DATABASE_UNAVAILABLE
 from tests.e2e.conftest import gateway_env, pair
 from tests.security.live import db_rows
 from tests.support.services import private_postgres, private_redis

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from chat.errors import ProviderAuthError, ProviderError
 from chat.providers.anthropic import AnthropicProvider
 from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
+from construct_core.errors import ProviderAuthError, ProviderError
 from tests.providers.helpers import (
     collect,
     collect_until_error,

@@ -2,10 +2,10 @@
 
 import pytest
 
-from chat.errors import AgentInitFailed
 from chat.providers import build_provider
 from chat.providers.base import ProviderConfig, TextDelta
 from chat.providers.sse import sse_data
+from construct_core.errors import AgentInitFailed
 from tests.providers.helpers import collect
 
 

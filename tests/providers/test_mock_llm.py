@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from chat.mock_llm import parse_script
+from chat.devserver.mock_llm import parse_script
 
 
 def sse_events(body):

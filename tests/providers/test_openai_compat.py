@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from chat.errors import ProviderAuthError, ProviderError
 from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
 from chat.providers.openai_compat import OpenAICompatProvider
+from construct_core.errors import ProviderAuthError, ProviderError
 from tests.providers.helpers import (
     collect,
     collect_until_error,

@@ -26,16 +26,6 @@ class FakeClock:
 # --- The building blocks ---------------------------------------------------------
 
 
-def test_rate_parse():
-    assert Rate.parse("20/10") == Rate(20, 10.0)
-    assert Rate.parse(" 5/0.5 ") == Rate(5, 0.5)
-    for off in ("", "0", "off", "OFF", "none"):
-        assert Rate.parse(off) is None
-    for bad in ("x/10", "0/10", "5/0", "5/-1", "-1/2"):
-        with pytest.raises(ValueError):
-            Rate.parse(bad)
-
-
 def test_bucket_allows_a_burst_then_refills_at_the_rate():
     clock = FakeClock()
     limiter = RateLimiter(clock=clock)

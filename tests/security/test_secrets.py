@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.contrib import admin
 from django.urls import reverse
 
-from chat.errors import REDACTED, register_secret, scrub, scrub_value
+from construct_core.redaction import REDACTED, register_secret, scrub, scrub_value
 from sessions_app.models import Message
 from tests.chat.conftest import FAKE_KEY, frames_until, open_socket, send
 
@@ -125,7 +125,7 @@ def test_the_console_handler_redacts_runserver_lines():
     """`manage.py runserver` logs each socket's path with its query through logging."""
     import io
 
-    from chat.errors import RedactingFilter
+    from construct_core.redaction import RedactingFilter
 
     stream = io.StringIO()
     # The console handler settings.LOGGING installs (django.setup() applied it).
@@ -151,7 +151,7 @@ def test_daphne_access_log_lines_are_redacted():
 
     from daphne.access import AccessLogGenerator
 
-    from chat.security import patch_daphne_access_log
+    from construct_site.daphne_compat import patch_daphne_access_log
 
     patch_daphne_access_log()
     patch_daphne_access_log()  # idempotent

@@ -6,7 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from chat import events
+from sessions_app import events
 from sessions_app.models import AuditEvent, Message, PairedDevice
 from sessions_app.pairing import device_revoke
 from tests.chat.conftest import communicator, frames_until, open_socket, send

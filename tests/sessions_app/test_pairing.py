@@ -19,7 +19,6 @@ from sessions_app.pairing import (
     device_pair,
     device_revoke,
     pairing_code_issue,
-    token_allowed,
 )
 from tests.factories import make_device, make_pairing_code
 from tests.sessions_app.helpers import run_in_threads
@@ -132,15 +131,6 @@ def test_last_seen_is_written_at_most_once_a_minute():
     PairedDevice.objects.filter(pk=device.pk).update(last_seen=first - timedelta(minutes=2))
     device_authenticate(token=token)
     assert PairedDevice.objects.get().last_seen > first - timedelta(seconds=1)
-
-
-def test_token_allowed_follows_the_pairing_setting(settings):
-    _, token = make_device()
-    assert token_allowed(token=token) is True
-    assert token_allowed(token="zc_wrong") is False
-
-    settings.CONSTRUCT_REQUIRE_PAIRING = False
-    assert token_allowed(token=None) is True
 
 
 # --- lockout -----------------------------------------------------------------

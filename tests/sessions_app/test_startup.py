@@ -127,3 +127,29 @@ def test_check_redis_wrong_password_does_not_leak_it():
 
     assert "hunter2secret" not in str(failure.value)
     assert "REDIS_URL" in str(failure.value)
+
+
+def test_importing_the_asgi_module_has_no_side_effects(tmp_path):
+    """No Redis ping, no output, no pairing code written: the start-up waits for the server."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        REDIS_URL=f"redis://127.0.0.1:{services.free_port()}/0",  # nothing listens there
+        DJANGO_SETTINGS_MODULE="construct_site.settings",
+        CONSTRUCT_REQUIRE_PAIRING="true",
+        CONSTRUCT_BWRAP="/nonexistent/bwrap",  # the start-up would say the shell is not offered
+    )
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO_ROOT, env=env,
+                   capture_output=True, check=True, timeout=120)
+    script = (
+        "import construct_site.asgi\n"
+        "from sessions_app.models import PairingCode\n"
+        "print('pairing codes:', PairingCode.objects.count())\n"
+    )
+
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "pairing codes: 0\n"
+    assert result.stderr == ""

@@ -58,16 +58,19 @@ class DaphneServer:
     ``env`` is laid over ``os.environ`` (``None`` removes a variable). Start
     with ``start()`` or ``with``; ``url`` and ``ws_url`` have no trailing
     slash. stdout and stderr go to a file; ``output()`` reads it so far.
+    ``command(port)``, when given, is the argv to run instead of daphne's
+    (``manage.py runserver``, say).
     """
 
     def __init__(self, *, env=None, app=DEFAULT_APP, port=None, run_migrate=True,
-                 startup_timeout=30.0, log_path=None, extra_args=()):
+                 startup_timeout=30.0, log_path=None, extra_args=(), command=None):
         self.env = dict(env or {})
         self.app = app
         self.port = port or free_port()
         self.run_migrate = run_migrate
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
+        self.command = command
         if log_path is None:
             handle, log_path = tempfile.mkstemp(prefix=f"daphne-{self.port}-", suffix=".log")
             os.close(handle)
@@ -88,8 +91,11 @@ class DaphneServer:
         """Migrate (unless told not to), spawn daphne, wait until HTTP answers."""
         if self.run_migrate:
             migrate(self.env)
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                   *self.extra_args, self.app]
+        if self.command is not None:
+            command = self.command(self.port)
+        else:
+            command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                       *self.extra_args, self.app]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command,

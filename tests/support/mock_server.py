@@ -1,4 +1,4 @@
-"""The scripted mock LLM (chat.mock_llm) on a loopback port, inside the test process.
+"""The scripted mock LLM (chat.devserver.mock_llm) on a loopback port, inside the test process.
 
 Provider and gateway tests talk to it through the real SDKs and real HTTP, so
 they exercise the wire formats, retries and disconnects, with nothing mocked.
@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from chat.mock_llm import bound_port, make_server
+from chat.devserver.mock_llm import bound_port, make_server
 
 START_TIMEOUT = 10.0
 

@@ -1,13 +1,9 @@
 """Errors a client may see, each with a stable code.
 
-Imports neither Django nor Channels: the agent and the providers use it too.
-The redaction of secrets lives in `construct_core.redaction`; its names are
-imported here too, so `from chat.errors import scrub` keeps working.
+Plain Python, no Django: the agent, the providers, the turn engine and the
+persistence layer all raise them. What of an error's text may reach a client
+is `construct_core.redaction.sanitize`'s job.
 """
-
-from construct_core.redaction import (  # noqa: F401  (re-exported)
-    MAX_ERROR_CHARS, REDACTED, RedactingFilter, redact, register_secret, sanitize, scrub, scrub_value,
-)
 
 # What a client is told when the database fails under it (no host, port or SQL).
 DATABASE_UNAVAILABLE = "The gateway's database is unavailable; try again shortly"
@@ -44,7 +40,8 @@ class ProviderAuthError(ProviderError):
 
 
 class SessionBusy(GatewayError):
-    """The session's running turn did not finish in time, or its queue is full."""
+    """The session is running a turn: a message waited too long or found the queue full,
+    or a delete came while the turn holds the session."""
 
     code = "SESSION_BUSY"
 

@@ -1,8 +1,8 @@
-"""`manage.py mock_llm`: the scripted streaming LLM server (see chat.mock_llm)."""
+"""`manage.py mock_llm`: the scripted streaming LLM server (see chat.devserver.mock_llm)."""
 
 from django.core.management.base import BaseCommand
 
-from chat.mock_llm import serve
+from chat.devserver.mock_llm import serve
 
 
 class Command(BaseCommand):

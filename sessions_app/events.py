@@ -1,7 +1,8 @@
-"""Channel-layer groups and every event that leaves through them.
+"""Channel-layer groups and every event that leaves through them: the domain's one outlet.
 
-Low-volume events (operator events, channel events) go through the channel
-layer. A turn's streamed events do not: see chat/hub.py and chat/turnlog.py.
+Low-volume events (operator events, channel events, a revoked device) go
+through the channel layer, from the REST API, the admin and the turn engine
+alike. A turn's streamed events do not: the turn engine sends them itself.
 """
 
 import logging
