@@ -11,12 +11,17 @@ class ChatConfig(AppConfig):
         from chat.errors import register_secret
         from construct_site.daphne_compat import patch_daphne_close_codes, patch_daphne_message_limit
 
-        from chat.mcp import parse_servers
+        from django.core.exceptions import ImproperlyConfigured
+
+        from chat.agent.mcp import BadServerList, parse_servers
 
         register_secret(settings.CONSTRUCT_API_KEY)
         # A malformed server list stops start-up, naming CONSTRUCT_MCP_SERVERS,
         # instead of surfacing on the first turn.
-        parse_servers(settings.CONSTRUCT_MCP_SERVERS)
+        try:
+            parse_servers(settings.CONSTRUCT_MCP_SERVERS)
+        except BadServerList as exc:
+            raise ImproperlyConfigured(str(exc)) from None
         # Under daphne (the CLI and runserver alike): close with 1011, and let
         # frames past our own limit reach us so we can answer MESSAGE_TOO_LARGE.
         patch_daphne_close_codes()

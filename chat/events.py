@@ -1,7 +1,7 @@
 """Channel-layer groups and every event that leaves through them.
 
 Low-volume events (operator events, channel events) go through the channel
-layer. A turn's streamed events do not: see chat/hub.py and chat/turnlog.py.
+layer. A turn's streamed events do not: see chat/turns/fanout.py and chat/turns/bus.py.
 """
 
 import logging

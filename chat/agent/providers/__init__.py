@@ -4,7 +4,7 @@ Each provider module is imported only when chosen, so one SDK is loaded, not bot
 """
 
 from chat.errors import AgentInitFailed, sanitize
-from chat.providers.base import ProviderConfig
+from chat.agent.providers.base import ProviderConfig
 
 NOT_CONFIGURED = (
     "No model provider is configured. Set CONSTRUCT_API_KEY (or OPENAI_API_KEY / ANTHROPIC_API_KEY), "
@@ -20,11 +20,11 @@ def build_provider(config: ProviderConfig):
         raise AgentInitFailed(NOT_CONFIGURED)
     try:
         if config.provider == "openai":
-            from chat.providers.openai_compat import OpenAICompatProvider
+            from chat.agent.providers.openai_compat import OpenAICompatProvider
 
             return OpenAICompatProvider(config)
         if config.provider == "anthropic":
-            from chat.providers.anthropic import AnthropicProvider
+            from chat.agent.providers.anthropic import AnthropicProvider
 
             return AnthropicProvider(config)
     except (ValueError, TypeError) as exc:  # the SDK refused a setting, e.g. a bad base URL
