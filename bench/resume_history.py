@@ -217,7 +217,7 @@ def main() -> None:
         from django.core.management import call_command
         from django.db import connection
 
-        from chat import runtime
+        from chat.turns import setup as runtime
 
         call_command("migrate", verbosity=0)
         default_budget = runtime.history_budget()

@@ -7,11 +7,15 @@ class ChatConfig(AppConfig):
 
     def ready(self):
         from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
 
-        from chat.mcp import parse_servers
+        from chat.agent.mcp import BadServerList, parse_servers
         from construct_core.redaction import register_secret
 
         register_secret(settings.CONSTRUCT_API_KEY)
         # A malformed server list stops start-up, naming CONSTRUCT_MCP_SERVERS,
         # instead of surfacing on the first turn.
-        parse_servers(settings.CONSTRUCT_MCP_SERVERS)
+        try:
+            parse_servers(settings.CONSTRUCT_MCP_SERVERS)
+        except BadServerList as exc:
+            raise ImproperlyConfigured(str(exc)) from None

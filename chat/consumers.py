@@ -1,7 +1,8 @@
 """The chat socket: authenticate, decode, check the frame's type, dispatch, send.
 
 Everything else (the turn, the session lock, persistence, fan-out) lives in
-chat/turns.py and chat/hub.py, so this class stays a thin protocol layer.
+the turn engine (chat/turns/), so this class stays a thin protocol layer: it
+joins the engine once, as the session's sink, and hands it the messages.
 """
 
 import asyncio
@@ -14,12 +15,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django import db
 from django.conf import settings
 
-from chat import limits, protocol, runtime, security, turns
-from chat.hub import get_hub
-from chat.protocol import FrameError, error_frame
+from chat import limits, protocol, security, turns
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed
-from construct_core.redaction import sanitize, scrub
-from sessions_app import events, services
+from construct_core.redaction import sanitize
+from chat.protocol import FrameError, error_frame
+from construct_core.redaction import scrub
+from sessions_app import events
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_scope
 from sessions_app.pairing import device_active, device_authenticate
@@ -37,9 +38,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One browser tab (or script) talking to one session."""
 
     session_id: str | None = None
+    subscription: turns.Subscriber | None = None
     device_id: int | None = None
     limit_key = ""
-    _ready = False
     _slot_held = False
     _revoked = False
     _accepted = False
@@ -119,7 +120,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         subprotocol = protocol.select_subprotocol(self.scope)
 
         try:
-            runtime.check_agent()
+            turns.check_agent()
         except AgentInitFailed as exc:
             logger.error("agent initialisation failed: %s", exc)
             await self.accept(subprotocol)
@@ -129,58 +130,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_AGENT_INIT_FAILED)
             return
 
-        session = await database_sync_to_async(services.session_open)(
-            session_id=session_id, name=params.get("name")
-        )
         self.session_id = session_id
         self._frames = 0
         self._connected_at = self._loop_time()
-        self._seen: dict[str, int] = {}
-        self._pending: list[tuple[dict, str]] = []
-        await turns.turn_recover_stale(session=session)
-        hub = get_hub()
-        # Attach before anything is sent, and hold live events back until the
-        # replay is out, so a late socket misses nothing and sees nothing twice.
-        hub.attach(session_id, self)
         await self.accept(subprotocol)
         await self.channel_layer.group_add(events.SOCKETS_GROUP, self.channel_name)
-        # Other processes' events for this session reach us from here on, so
-        # the replay read next and the live events overlap rather than gap.
-        await hub.watch(session_id)
         # ?last_seq=N counts in the running turn (or in ?turn_id= if it names it).
-        last_seq = _int(params.get("last_seq"), 0)
-        state, turn_id, replay = await turns.turn_replay(
-            session=session, last_seq=last_seq, turn_id=params.get("turn_id")
+        self.subscription = await turns.session_join(
+            session_id=session_id, sink=self, name=params.get("name"),
+            last_seq=_int(params.get("last_seq"), 0), turn_id=params.get("turn_id"),
         )
-
-        start = {
-            "type": "session_start",
-            "session_id": session_id,
-            "resumed": session.message_count > 0,
-            "message_count": session.message_count,
-            "state": state,
-        }
-        if session.name:
-            start["name"] = session.name
-        if turn_id is not None:
-            start["turn_id"] = turn_id
-            if params.get("turn_id", turn_id) == turn_id:
-                self._seen[turn_id] = last_seq
-        await self.send_json(start)
-        for event in replay:
-            await self._send_event(event, None)
-        self._ready = True
-        for event, text in self._pending:
-            await self._send_event(event, text)
-        self._pending = []
         await self._audit("socket_connect", session_id=session_id)
 
     async def disconnect(self, code):
         if self._slot_held:
             self._slot_held = False
             limits.socket_release(self.limit_key)
+        if self.subscription is not None:
+            await turns.session_leave(self.subscription)
         if self.session_id is not None:
-            get_hub().detach(self.session_id, self)
             await self.channel_layer.group_discard(events.SOCKETS_GROUP, self.channel_name)
 
     # --- Frames from the client ------------------------------------------
@@ -234,8 +202,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 })
                 return
             await turns.message_submit(
-                session_id=self.session_id, content=content, page_context=page_context,
-                client_id=client_id, requester=turns.Requester(self.send_json),
+                self.subscription, content=content, page_context=page_context, client_id=client_id
             )
         elif msg_type == "stop":
             if not await self._still_authorised():
@@ -248,22 +215,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "UNKNOWN_MESSAGE_TYPE", f'Unsupported message type "{shown[:64]}". {protocol.HINT}'
             )
 
-    # --- Events for the client -------------------------------------------
+    # --- Frames for the client -------------------------------------------
 
-    async def deliver(self, event: dict, text: str | None) -> None:
-        """A turn event for this socket's session (called by the hub)."""
-        if not self._ready:
-            self._pending.append((event, text))
-            return
-        await self._send_event(event, text)
-
-    async def _send_event(self, event: dict, text: str | None) -> None:
-        turn_id, seq = event.get("turn_id"), event.get("seq")
-        if turn_id is not None and seq is not None:
-            if seq <= self._seen.get(turn_id, 0):
-                return
-            self._seen[turn_id] = seq
-        await self.send(text_data=text if text is not None else json.dumps(event))
+    async def send_text(self, text: str) -> None:
+        """The turn engine's way to this socket (turns.Sink)."""
+        await self.send(text_data=text)
 
     async def device_revoked(self, message):
         if self.device_id is not None and message.get("device_id") == self.device_id:
@@ -301,8 +257,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self._revoked:
             return
         self._revoked = True
-        if self.session_id is not None:
-            get_hub().detach(self.session_id, self)
+        if self.subscription is not None:
+            await turns.session_leave(self.subscription)
         await self.send_json(error_frame("AUTH_ERROR", "Token revoked: pair this device again"))
         await self.close(code=CLOSE_TOKEN_REVOKED)
 

@@ -98,7 +98,7 @@ def announce_shell() -> None:
     """Say in one line when the shell tool is not offered, or runs without its sandbox."""
     from django.conf import settings
 
-    from chat.tools import shell_status
+    from chat.agent.tools import shell_status
 
     status = shell_status(settings.CONSTRUCT_SHELL_SANDBOX, settings.CONSTRUCT_SHELL_ALLOWLIST,
                           settings.CONSTRUCT_BWRAP)

@@ -1,6 +1,7 @@
 """Reads of sessions and their messages."""
 
 import logging
+import re
 from datetime import datetime, time
 from decimal import Decimal
 
@@ -8,7 +9,7 @@ from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from sessions_app.models import ChatSession, Message, UsageRecord
+from sessions_app.models import ChatSession, MemoryNote, Message, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def estimate_tokens(message: dict) -> int:
 
 
 def message_to_neutral(role: str, content: str, data: dict) -> dict:
-    """A stored message in the providers' neutral shape (see chat/providers/base.py)."""
+    """A stored message in the providers' neutral shape (see chat/agent/providers/base.py)."""
     if role == Message.Role.TOOL:
         return {
             "role": "tool",
@@ -205,3 +206,27 @@ def usage_summary(*, by_session_limit: int = 100) -> dict:
     )
     summary["by_session"] = {row["session_id"]: _usage_row(row) for row in per_session}
     return summary
+
+
+# --- Memory notes -----------------------------------------------------------------
+
+_NOTE_CANDIDATES = 200
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def note_search(*, query: str, limit: int = 10) -> list[MemoryNote]:
+    """Notes whose text or tags contain the query's words, most words matched first, then newest."""
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:20]
+    if not words:
+        return []
+    match = Q()
+    for word in words:
+        match |= Q(content__icontains=word) | Q(tags__icontains=word)
+    candidates = list(MemoryNote.objects.filter(match).order_by("-created_at")[:_NOTE_CANDIDATES])
+
+    def score(note) -> int:
+        text = (note.content + " " + " ".join(note.tags)).lower()
+        return sum(word in text for word in words)
+
+    # sorted() is stable: among equal scores the newest stays first.
+    return sorted(candidates, key=score, reverse=True)[:limit]

@@ -1,18 +1,13 @@
 """No import cycle between two files of the product, found with grimp (import-linter's graph).
 
 The `acyclic_siblings` contract in .importlinter checks siblings only: a cycle
-through a package's own __init__ (chat.tools -> chat.tools.shell -> chat.tools)
+through a package's own __init__ (chat.turns -> chat.turns.run -> chat.turns)
 is none of its business. This checks every file against every other.
 """
 
 import grimp
 
 PRODUCT = ("construct_site", "chat", "sessions_app", "construct_core")
-
-# KNOWN EXCEPTION, removed by the engine rewrite: chat.turns imports chat.hub,
-# and the hub imports turn_check_remote back, inside a function.
-KNOWN_CYCLE_IMPORTS = [("chat.hub", "chat.turns")]
-
 
 def import_cycles(graph) -> list[list[str]]:
     """One chain per direct import that is part of a cycle: importer -> imported -> ... -> importer."""
@@ -27,13 +22,7 @@ def import_cycles(graph) -> list[list[str]]:
 
 def test_no_import_cycle_between_files():
     graph = grimp.build_graph(*PRODUCT, cache_dir=None)
-    assert {"chat.consumers", "sessions_app.models", "construct_core.errors"} <= graph.modules
-    for importer, imported in KNOWN_CYCLE_IMPORTS:
-        assert graph.direct_import_exists(importer=importer, imported=imported), (
-            f"{importer} -> {imported} is gone: remove it from KNOWN_CYCLE_IMPORTS"
-        )
-        graph.remove_import(importer=importer, imported=imported)
-
+    assert {"chat.consumers", "chat.turns.run", "sessions_app.models", "construct_core.errors"} <= graph.modules
     assert import_cycles(graph) == []
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chat import mcp
+from chat.agent import mcp
 from tests.chat.conftest import fresh_channel_layer, gateway, token  # noqa: F401  (fixtures)
 from tests.support.fixtures_mock import mock_llm  # noqa: F401  (a fixture)
 

@@ -6,7 +6,7 @@ import re
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import runtime
+from chat.turns import setup as runtime
 from sessions_app import selectors, services
 from sessions_app.selectors import UNANSWERED_TOOL_CALL, pair_tool_results
 from tests.chat.conftest import frames_until, open_socket, send

@@ -6,10 +6,10 @@ import signal
 
 import pytest
 from channels.db import database_sync_to_async
-from django.core.exceptions import ImproperlyConfigured
 
-from chat import mcp
-from chat.tools.base import ToolContext
+from chat.agent import mcp
+from chat.agent.mcp import BadServerList as ImproperlyConfigured
+from chat.agent.tools.base import ToolContext
 from sessions_app.models import Message
 from tests.agent.conftest import echo_server_config, tool
 from tests.chat.conftest import communicator, frames_until, open_socket, send

@@ -4,10 +4,14 @@ import asyncio
 
 import pytest
 
-from chat.agent import Agent, Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
-from chat.providers.base import TextDelta, ThinkingDelta, ToolCallRequest, Usage
-from chat.tools.base import Tool, ToolContext, ToolFailed, ToolRegistry
+from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
+from chat.agent.loop import Agent
 from construct_core.errors import AgentError
+from chat.agent.events import Chunk as TextDelta
+from chat.agent.events import Thinking as ThinkingDelta
+from chat.agent.events import ToolCallRequest
+from chat.agent.events import UsageInfo as Usage
+from chat.agent.tools.base import Tool, ToolContext, ToolFailed, ToolRegistry
 
 
 class ScriptedModel:

@@ -238,7 +238,7 @@ async def test_history_is_sent_to_the_provider(gateway, token, mock_llm):
 
 @pytest.mark.parametrize("page", ["agent_pool", "agent_teams", "skills", "workflows", "canvas"])
 async def test_page_context_hint_goes_to_the_provider_not_to_history(gateway, token, page):
-    from chat.prompts import page_context_hint
+    from chat.agent.prompts import page_context_hint
 
     comm, _ = await open_socket(token)
     await send(comm, type="message", content="[[echo_prompt]] make it", page_context=page)

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chat.turns import _unsaved_text
+from chat.turns.remote import unsaved_text as _unsaved_text
 from sessions_app import services
 from sessions_app.models import ChatSession
 from tests.factories import make_session

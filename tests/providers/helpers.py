@@ -3,8 +3,10 @@
 import asyncio
 import time
 
-from chat.providers import build_provider
-from chat.providers.base import ProviderConfig, TextDelta, ThinkingDelta
+from chat.agent.providers import build_provider
+from chat.agent.events import Chunk as TextDelta
+from chat.agent.events import Thinking as ThinkingDelta
+from chat.agent.providers.base import ProviderConfig
 
 
 def make_provider(kind, mock, **overrides):

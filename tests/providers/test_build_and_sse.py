@@ -2,10 +2,11 @@
 
 import pytest
 
-from chat.providers import build_provider
-from chat.providers.base import ProviderConfig, TextDelta
-from chat.providers.sse import sse_data
 from construct_core.errors import AgentInitFailed
+from chat.agent.providers import build_provider
+from chat.agent.events import Chunk as TextDelta
+from chat.agent.providers.base import ProviderConfig
+from chat.agent.providers.sse import sse_data
 from tests.providers.helpers import collect
 
 

@@ -3,11 +3,12 @@ conversion edge cases, and stream pieces that other servers send."""
 
 import pytest
 
-from chat.providers import anthropic, openai_compat
-from chat.providers.anthropic import to_anthropic_messages
-from chat.providers.base import Finish, ThinkingDelta
-from chat.providers.openai_compat import to_openai_messages, to_openai_tools
 from construct_core.errors import ProviderError
+from chat.agent.providers import anthropic, openai_compat
+from chat.agent.providers.anthropic import to_anthropic_messages
+from chat.agent.events import Finish
+from chat.agent.events import Thinking as ThinkingDelta
+from chat.agent.providers.openai_compat import to_openai_messages, to_openai_tools
 
 
 def test_anthropic_keeps_bad_tool_arguments_and_drops_empty_assistant_turns():

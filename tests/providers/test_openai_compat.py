@@ -5,9 +5,12 @@ import time
 
 import pytest
 
-from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
-from chat.providers.openai_compat import OpenAICompatProvider
 from construct_core.errors import ProviderAuthError, ProviderError
+from chat.agent.events import Chunk as TextDelta
+from chat.agent.events import Finish, ToolCallRequest
+from chat.agent.events import Thinking as ThinkingDelta
+from chat.agent.events import UsageInfo as Usage
+from chat.agent.providers.openai_compat import OpenAICompatProvider
 from tests.providers.helpers import (
     collect,
     collect_until_error,

@@ -18,8 +18,9 @@ from django.apps import apps
 from django.db import models
 from django.test import Client
 
-from chat.tools.base import MAX_TOOL_OUTPUT_CHARS, Tool, ToolContext, ToolRegistry
-from chat.tools.memory import MAX_TAG_CHARS, memory_tools
+from chat.turns.stores import DatabaseMemory
+from chat.agent.tools.base import MAX_TOOL_OUTPUT_CHARS, Tool, ToolContext, ToolRegistry
+from chat.agent.tools.memory import MAX_TAG_CHARS, memory_tools
 from construct_core.redaction import REDACTED, register_secret
 from sessions_app.models import (
     AuditEvent, ChatSession, ClientMessageId, MemoryNote, Message, PairedDevice,
@@ -99,7 +100,7 @@ async def test_a_memory_tag_cut_at_its_limit_keeps_no_piece_of_a_key():
     tag = "t" * (MAX_TAG_CHARS - 12) + CUT_KEY
 
     output, is_error = await registry.call(
-        "memory_store", json.dumps({"content": "a note", "tags": [tag]}), ToolContext(session_id="none")
+        "memory_store", json.dumps({"content": "a note", "tags": [tag]}), ToolContext(session_id="none", memory=DatabaseMemory())
     )
 
     assert not is_error

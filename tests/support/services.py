@@ -152,7 +152,7 @@ def require_chromium():
 
 def require_bubblewrap():
     """The shell tool's sandbox, checked by running a command in it; skip (fail in CI) without it."""
-    from chat.tools.sandbox import SandboxUnavailable, find
+    from chat.agent.tools.sandbox import SandboxUnavailable, find
 
     try:
         return find("bwrap")

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from chat.tools import files
-from chat.tools.base import ToolContext, ToolRegistry
+from chat.agent.tools import files
+from chat.agent.tools.base import ToolContext, ToolRegistry
 
 
 @pytest.fixture

@@ -5,15 +5,16 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from chat.tools.base import ToolContext, ToolRegistry
-from chat.tools.canvas import canvas_tools
-from chat.tools.memory import memory_tools
+from chat.agent.tools.base import ToolContext, ToolRegistry
+from chat.agent.tools.canvas import canvas_tools
+from chat.agent.tools.memory import memory_tools
+from chat.turns.stores import DatabaseMemory
 from sessions_app.models import ChatSession, MemoryNote
 
 
 def caller(tools, session_id="s1"):
     registry = ToolRegistry(tools)
-    ctx = ToolContext(session_id=session_id)
+    ctx = ToolContext(session_id=session_id, memory=DatabaseMemory())
 
     async def call(name, **args):
         return await registry.call(name, json.dumps(args), ctx)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from chat.tools import shell
-from chat.tools.base import ToolContext, ToolFailed, ToolRegistry
-from chat.tools.sandbox import SANDBOX_UID, Limits, Sandbox
+from chat.agent.tools import shell
+from chat.agent.tools.base import ToolContext, ToolFailed, ToolRegistry
+from chat.agent.tools.sandbox import SANDBOX_UID, Limits, Sandbox
 from tests.support.services import require_bubblewrap
 from tests.tools.test_shell import processes_running
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from chat.tools import default_registry, shell
-from chat.tools.base import ToolContext, ToolRegistry
-from chat.tools.progress import slow_status
+from chat.agent.tools import shell
+from chat.agent.tools.base import ToolContext, ToolRegistry
+from chat.agent.tools.progress import slow_status
+from chat.turns.setup import build_tools as default_registry
 from tests.support.services import require_bubblewrap
 
 ALLOWED = ["echo", "ls", "cat", "pwd", "sleep", "env", "timeout"]

@@ -8,7 +8,7 @@ the model and the host, each enough on its own for what it covers:
    program run another one or read and write files its arguments do not name
    (`sort --compress-program`, `--files0-from`, `-o`, `-T`, ...);
 2. arguments that name paths must stay in the workspace;
-3. the sandbox (chat/tools/sandbox.py): whatever runs sees the workspace as the
+3. the sandbox (chat/agent/tools/sandbox.py): whatever runs sees the workspace as the
    only writable host folder, no host process, no network and no secret.
 
 On timeout or when the turn is stopped, the sandbox is killed with everything in
@@ -26,10 +26,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from chat.tools.base import Tool, ToolContext, ToolFailed
-from chat.tools.files import inside, workspace_root
-from chat.tools.progress import slow_status
-from chat.tools.sandbox import PidsCgroup, Sandbox, needs_pids_cgroup, sandbox_env
+from chat.agent.tools.base import Tool, ToolContext, ToolFailed
+from chat.agent.tools.files import inside, workspace_root
+from chat.agent.tools.progress import slow_status
+from chat.agent.tools.sandbox import PidsCgroup, Sandbox, needs_pids_cgroup, sandbox_env
 from construct_core.redaction import scrub_cut
 
 logger = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from contextlib import aclosing
 import anthropic
 import httpx2
 
-from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
-from chat.providers.failures import body_message, failure, sdk_errors
-from chat.providers.sse import sse_data
 from construct_core.errors import ProviderError
 from construct_core.redaction import register_secret
+from chat.agent.events import Chunk, Finish, Thinking, ToolCallRequest, UsageInfo
+from chat.agent.providers.failures import body_message, failure, sdk_errors
+from chat.agent.providers.sse import sse_data
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class AnthropicProvider:
         await self._client.close()
 
     async def stream(self, messages, *, tools=None):
-        """Stream one reply as TextDelta / ThinkingDelta events, then the assembled
-        ToolCallRequests, the Usage and Finish."""
+        """Stream one reply as Chunk / Thinking events, then the assembled
+        ToolCallRequests, the UsageInfo and Finish."""
         system, converted = to_anthropic_messages(messages)
         params = {"model": self.model, "max_tokens": self._max_tokens, "messages": converted, "stream": True}
         if system:
@@ -113,9 +113,9 @@ class _Reply:
             delta = event["delta"]
             delta_kind = delta["type"]
             if delta_kind == "text_delta":
-                return TextDelta(delta["text"])
+                return Chunk(delta["text"])
             if delta_kind == "thinking_delta":
-                return ThinkingDelta(delta["thinking"])
+                return Thinking(delta["thinking"])
             if delta_kind == "input_json_delta" and event["index"] in self.open_tools:
                 self.open_tools[event["index"]]["json"].append(delta["partial_json"])
         elif kind == "content_block_start":
@@ -155,7 +155,7 @@ class _Reply:
             arguments = "".join(call["json"]) or (json.dumps(call["input"]) if call["input"] else "{}")
             call_id = call["id"] or "toolu_" + uuid.uuid4().hex[:24]
             yield ToolCallRequest(id=call_id, name=call["name"], arguments=arguments)
-        yield Usage(model=model, input_tokens=int(self.input_tokens), output_tokens=int(self.output_tokens))
+        yield UsageInfo(model=model, input_tokens=int(self.input_tokens), output_tokens=int(self.output_tokens))
         yield Finish(STOP_REASONS.get(self.stop_reason, self.stop_reason or "stop"))
 
 

@@ -13,11 +13,11 @@ from contextlib import aclosing
 import httpx2
 import openai
 
-from chat.providers.base import Finish, TextDelta, ThinkingDelta, ToolCallRequest, Usage
-from chat.providers.failures import body_message, failure, sdk_errors
-from chat.providers.sse import sse_data
 from construct_core.errors import ProviderError
 from construct_core.redaction import register_secret
+from chat.agent.events import Chunk, Finish, Thinking, ToolCallRequest, UsageInfo
+from chat.agent.providers.failures import body_message, failure, sdk_errors
+from chat.agent.providers.sse import sse_data
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ class OpenAICompatProvider:
         await self._client.close()
 
     async def stream(self, messages, *, tools=None):
-        """Stream one completion as TextDelta / ThinkingDelta events, then the
-        assembled ToolCallRequests, the Usage (when the server reports it) and Finish."""
+        """Stream one completion as Chunk / Thinking events, then the
+        assembled ToolCallRequests, the UsageInfo (when the server reports it) and Finish."""
         # The history and the tool schemas are already plain JSON in the wire
         # format. Handed to the SDK as typed params, it walks them against its
         # TypedDicts: about 0.3 s of event-loop time on a full 128k context
@@ -118,9 +118,9 @@ class _Reply:
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning and isinstance(reasoning, str):
-                deltas.append(ThinkingDelta(reasoning))
+                deltas.append(Thinking(reasoning))
             if delta.get("content"):
-                deltas.append(TextDelta(delta["content"]))
+                deltas.append(Chunk(delta["content"]))
             if delta.get("tool_calls"):
                 _collect_tool_calls(self.calls, delta["tool_calls"])
             if choice.get("finish_reason"):
@@ -136,7 +136,7 @@ class _Reply:
             call_id = call["id"] or "call_" + uuid.uuid4().hex[:24]
             yield ToolCallRequest(id=call_id, name=call["name"], arguments="".join(call["arguments"]) or "{}")
         if self.usage:
-            yield Usage(
+            yield UsageInfo(
                 model=model,
                 input_tokens=int(self.usage.get("prompt_tokens") or 0),
                 output_tokens=int(self.usage.get("completion_tokens") or 0),

@@ -1,13 +1,13 @@
 """The turns' events where every server process can read them: Redis.
 
-With one process (no REDIS_URL) the hub's memory is the whole story: a running
-turn's events are in `RunningTurn.events`. With several processes behind one
+With one process (no REDIS_URL) this process's memory is the whole story: a
+running turn's events are in its replay (chat/turns/fanout.py). With several processes behind one
 Redis, a socket may connect to a process that does not run its session's turn,
 so each turn's events are also kept, briefly and bounded, in a Redis list
 `construct:turn:<turn_id>`, and each window of events is published on a Redis
 channel of the session that the processes with sockets on it subscribe to.
 
-A process writes both in one pipeline per flush window (see chat/hub.py), the
+A process writes both in one pipeline per flush window (see chat/turns/fanout.py), the
 list before the channel. A socket subscribes before it reads the list, so an
 event is in what it reads, in what it is sent afterwards, or in both (the
 socket drops a seq it has already sent): nothing falls in between.
@@ -25,12 +25,13 @@ import asyncio
 import hashlib
 import json
 import logging
-import weakref
 from collections import deque
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
+
+from construct_core.loops import per_loop
 
 logger = logging.getLogger(__name__)
 
@@ -80,26 +81,20 @@ def shared_log_enabled() -> bool:
             and layer.__class__.__name__ != "InMemoryChannelLayer")
 
 
-# One client per event loop: a connection cannot move between loops, and tests
-# run one loop each.
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
-
-
-def get_redis():
-    """The redis.asyncio client of the running loop, from settings.REDIS_URL."""
+def _redis_client():
     import redis.asyncio as aioredis
 
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        # No socket_timeout: the pub/sub connection blocks on a quiet channel
-        # for as long as it likes (redis-py 8 would cut it after 5 s); a dead
-        # peer is found by TCP keepalive and the health check instead.
-        client = _clients[loop] = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5,
-            socket_keepalive=True, health_check_interval=30,
-        )
-    return client
+    # No socket_timeout: the pub/sub connection blocks on a quiet channel for
+    # as long as it likes (redis-py 8 would cut it after 5 s); a dead peer is
+    # found by TCP keepalive and the health check instead.
+    return aioredis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=5,
+        socket_keepalive=True, health_check_interval=30,
+    )
+
+
+# One client per event loop: a connection cannot move between loops.
+get_redis = per_loop(_redis_client)
 
 
 async def log_read(turn_id: str, after_seq: int = 0) -> list[dict]:

@@ -3,28 +3,22 @@
 The only place where the Django settings meet the Django-free agent.
 """
 
-import asyncio
-import weakref
-
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
-from chat import mcp
-from chat.agent import Agent
-from chat.providers import build_provider
-from chat.providers.base import ProviderConfig
-from chat.tools import default_registry
-from chat.tools.base import ToolContext, ToolRegistry
+from chat.agent import mcp
+from chat.agent.loop import Agent
+from chat.agent.providers import build_provider
+from chat.agent.providers.base import ProviderConfig
+from chat.agent.tools import builtin_tools
+from chat.agent.tools.base import ToolContext, ToolRegistry
 from construct_core.errors import AgentInitFailed
+from chat.turns.stores import DatabaseMemory
+from construct_core.loops import per_loop
 
 SYSTEM_PROMPT = (
     "You are Construct, a helpful assistant in a chat gateway. Answer clearly and concisely. "
     "Use the tools you are given when they help; their results come back to you."
 )
-
-# One provider (and so one HTTP connection pool) per event loop: an HTTP client
-# cannot move between loops, and tests run one loop each.
-_providers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
 
 
 def provider_config() -> ProviderConfig:
@@ -37,13 +31,9 @@ def provider_config() -> ProviderConfig:
     )
 
 
-def get_provider():
-    """The provider for this loop; raises AgentInitFailed when none is configured."""
-    loop = asyncio.get_running_loop()
-    provider = _providers.get(loop)
-    if provider is None:
-        provider = _providers[loop] = build_provider(provider_config())
-    return provider
+# One provider (and so one HTTP connection pool) per event loop.
+get_provider = per_loop(lambda: build_provider(provider_config()))
+get_provider.__doc__ = "The provider for this loop; raises AgentInitFailed when none is configured."
 
 
 def check_agent() -> None:
@@ -55,12 +45,16 @@ def check_agent() -> None:
 def mcp_servers() -> list[mcp.ServerConfig]:
     try:
         return mcp.parse_servers(settings.CONSTRUCT_MCP_SERVERS)
-    except ImproperlyConfigured as exc:
+    except mcp.BadServerList as exc:
         raise AgentInitFailed(str(exc)) from None
 
 
 def build_tools(extra=()) -> ToolRegistry:
-    registry = default_registry()
+    registry = builtin_tools(
+        shell_allowlist=settings.CONSTRUCT_SHELL_ALLOWLIST,
+        shell_sandbox_mode=settings.CONSTRUCT_SHELL_SANDBOX,
+        bwrap=settings.CONSTRUCT_BWRAP,
+    )
     for tool in extra:
         registry.add(tool)
     return registry
@@ -83,7 +77,8 @@ async def prepare_agent() -> Agent:
 
 
 def tool_context(session_id: str) -> ToolContext:
-    return ToolContext(session_id=session_id, workspace=settings.CONSTRUCT_WORKSPACE)
+    return ToolContext(session_id=session_id, workspace=settings.CONSTRUCT_WORKSPACE,
+                       memory=DatabaseMemory())
 
 
 def history_budget() -> int:

@@ -13,19 +13,21 @@ import logging
 import re
 import sys
 import time
-import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from django.core.exceptions import ImproperlyConfigured
-
-from chat.tools.base import Tool, ToolContext, ToolFailed
-from chat.tools.progress import slow_status
 from construct_core.redaction import sanitize
+from construct_core.loops import per_loop
+from chat.agent.tools.base import Tool, ToolContext, ToolFailed
+from chat.agent.tools.progress import slow_status
 
 logger = logging.getLogger(__name__)
 
 SETTING = "CONSTRUCT_MCP_SERVERS"
+
+
+class BadServerList(ValueError):
+    """CONSTRUCT_MCP_SERVERS does not describe a list of servers; the message names it."""
 START_TIMEOUT = 15.0
 CALL_TIMEOUT = 300.0
 RETRY_AFTER = 60.0  # a server that failed to start is not tried again sooner (turns wait for a start)
@@ -46,13 +48,13 @@ class ServerConfig:
 
 
 def parse_servers(value) -> list[ServerConfig]:
-    """The servers a CONSTRUCT_MCP_SERVERS value describes; ImproperlyConfigured on a bad shape."""
+    """The servers a CONSTRUCT_MCP_SERVERS value describes; BadServerList on a bad shape."""
 
     def bad(index, problem):
-        return ImproperlyConfigured(f"{SETTING}[{index}] {problem}")
+        return BadServerList(f"{SETTING}[{index}] {problem}")
 
     if not isinstance(value, list):
-        raise ImproperlyConfigured(
+        raise BadServerList(
             f'{SETTING} must be a JSON list such as [{{"name": "tools", "command": "python", "args": ["server.py"]}}]'
         )
     servers, names = [], set()
@@ -323,25 +325,31 @@ def _as_tool(server: MCPServer, item) -> Tool | None:
     return Tool(name, description, schema, call)
 
 
-_managers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MCPManager]" = weakref.WeakKeyDictionary()
+class _Slot:
+    """This loop's manager, replaced when the configured servers change."""
+
+    manager: "MCPManager | None" = None
+
+
+_slot = per_loop(_Slot)
 _closing: set[asyncio.Task] = set()  # the loop keeps only weak references to its tasks
 
 
 def get_manager(configs: list[ServerConfig]) -> MCPManager:
     """This loop's manager; a new one when the configured servers changed."""
-    loop = asyncio.get_running_loop()
-    manager = _managers.get(loop)
+    slot = _slot()
+    manager = slot.manager
     if manager is None or [s.config for s in manager.servers.values()] != configs:
         if manager is not None:
-            task = loop.create_task(manager.aclose())
+            task = asyncio.get_running_loop().create_task(manager.aclose())
             _closing.add(task)
             task.add_done_callback(_closing.discard)
-        manager = _managers[loop] = MCPManager(configs)
+        manager = slot.manager = MCPManager(configs)
     return manager
 
 
 async def close_all() -> None:
     """Stop this loop's servers (tests; a server process also ends when our process does)."""
-    manager = _managers.pop(asyncio.get_running_loop(), None)
-    if manager is not None:
-        await manager.aclose()
+    slot = _slot.drop()
+    if slot is not None and slot.manager is not None:
+        await slot.manager.aclose()

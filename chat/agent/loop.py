@@ -5,65 +5,18 @@ the loop yields `Record` for every message the history should keep.
 """
 
 import asyncio
+import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from chat.providers.base import TextDelta, ThinkingDelta, ToolCallRequest, Usage
-from chat.tools.base import ToolContext, ToolRegistry
 from construct_core.errors import AgentError
+from chat.agent.events import (
+    Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolCallRequest, ToolResult, TurnEvent, UsageInfo,
+)
+from chat.agent.tools.base import ToolContext, ToolRegistry
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Chunk:
-    delta: str
-
-
-@dataclass(slots=True)
-class Thinking:
-    delta: str
-
-
-@dataclass(slots=True)
-class ToolCall:
-    id: str
-    name: str
-    args: object
-
-
-@dataclass(slots=True)
-class ToolResult:
-    id: str
-    name: str
-    output: str
-    is_error: bool = False
-
-
-@dataclass(slots=True)
-class OperatorStatus:
-    phase: str
-    detail: str
-
-
-@dataclass(slots=True)
-class UsageInfo:
-    model: str
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(slots=True)
-class Record:
-    """A message the session's history keeps, in the providers' neutral shape."""
-
-    message: dict
-    data: dict = field(default_factory=dict)
-
-
-TurnEvent = Chunk | Thinking | ToolCall | ToolResult | OperatorStatus | UsageInfo | Record
 
 
 def _parse_args(arguments: str):
@@ -95,18 +48,19 @@ class Agent:
             thinking: list[str] = []
             calls: list[ToolCallRequest] = []
             async for event in self.provider.stream(messages, tools=specs):
-                if isinstance(event, TextDelta):
+                kind = event.__class__
+                if kind is Chunk:
                     if event.text:
                         text.append(event.text)
-                        yield Chunk(event.text)
-                elif isinstance(event, ThinkingDelta):
+                        yield event
+                elif kind is Thinking:
                     if event.text:
                         thinking.append(event.text)
-                        yield Thinking(event.text)
-                elif isinstance(event, ToolCallRequest):
+                        yield event
+                elif kind is ToolCallRequest:
                     calls.append(event)
-                elif isinstance(event, Usage):
-                    yield UsageInfo(event.model, event.input_tokens, event.output_tokens)
+                elif kind is UsageInfo:
+                    yield event
 
             assistant = {"role": "assistant", "content": "".join(text)}
             data = {"thinking": "".join(thinking)} if thinking else {}
@@ -138,11 +92,8 @@ class Agent:
     async def _run_tool(self, call: ToolCallRequest, ctx: ToolContext):
         """Run one tool, passing on the status lines it reports while it runs."""
         statuses: asyncio.Queue = asyncio.Queue()
-        tool_ctx = ToolContext(
-            session_id=ctx.session_id,
-            workspace=ctx.workspace,
-            status=lambda phase, detail: statuses.put_nowait(OperatorStatus(phase, detail)),
-            extra=ctx.extra,
+        tool_ctx = dataclasses.replace(
+            ctx, status=lambda phase, detail: statuses.put_nowait(OperatorStatus(phase, detail))
         )
         task = asyncio.ensure_future(self.tools.call(call.name, call.arguments, tool_ctx))
         getter = None

@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from chat.tools.base import Tool, ToolContext, ToolFailed
+from chat.agent.tools.base import Tool, ToolContext, ToolFailed
 from construct_core.redaction import scrub
 
 MAX_READ_BYTES = 256 * 1024

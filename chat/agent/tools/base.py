@@ -28,6 +28,8 @@ class ToolContext:
     workspace: Any = None
     status: Callable[[str, str], None] = lambda phase, detail: None
     extra: dict = field(default_factory=dict)
+    # Where memory notes are kept (chat/agent/tools/memory.py MemoryStore); None: no memory.
+    memory: Any = None
 
 
 ToolFunc = Callable[[dict, ToolContext], Awaitable[str]]

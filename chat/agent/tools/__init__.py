@@ -1,13 +1,13 @@
 """The built-in tools, by the names the contract gives them.
 
-Importing this package imports neither Django nor Channels (the agent loop
-imports `chat.tools.base`); `default_registry` reads the settings when called.
+Imports neither Django nor Channels: the caller passes the configuration
+(chat/turns/setup.py reads it from the settings).
 """
 
 import logging
 
-from chat.tools.base import ToolRegistry
-from chat.tools.sandbox import INSTALL_HINT, Sandbox, SandboxUnavailable, find
+from chat.agent.tools.base import ToolRegistry
+from chat.agent.tools.sandbox import INSTALL_HINT, Sandbox, SandboxUnavailable, find
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +39,27 @@ def shell_status(mode: str, allowlist, bwrap: str = "bwrap") -> tuple[int, str] 
             f"The shell tool is not offered to the model: {exc}; {INSTALL_HINT} "
             "(or set CONSTRUCT_SHELL_SANDBOX=off to run commands unsandboxed, which is unsafe)"
         )
-    from chat.tools.sandbox import process_limit_note
+    from chat.agent.tools.sandbox import process_limit_note
 
     note = process_limit_note()
     return (logging.WARNING, f"Shell sandbox: {note}") if note else None
 
 
-def default_registry() -> ToolRegistry:
+def builtin_tools(*, shell_allowlist, shell_sandbox_mode: str = "bwrap",
+                  bwrap: str = "bwrap") -> ToolRegistry:
     """shell (unless its allowlist is empty or it has no sandbox), files, memory and canvas."""
-    from django.conf import settings
-
-    from chat.tools.canvas import canvas_tools
-    from chat.tools.files import file_tools
-    from chat.tools.memory import memory_tools
-    from chat.tools.shell import shell_tool
+    from chat.agent.tools.canvas import canvas_tools
+    from chat.agent.tools.files import file_tools
+    from chat.agent.tools.memory import memory_tools
+    from chat.agent.tools.shell import shell_tool
 
     registry = ToolRegistry()
     try:
-        sandbox = shell_sandbox(settings.CONSTRUCT_SHELL_SANDBOX, settings.CONSTRUCT_BWRAP)
+        sandbox = shell_sandbox(shell_sandbox_mode, bwrap)
     except SandboxUnavailable:
         shell = None  # start-up said why (shell_status)
     else:
-        shell = shell_tool(settings.CONSTRUCT_SHELL_ALLOWLIST, sandbox)
+        shell = shell_tool(shell_allowlist, sandbox)
     if shell is not None:
         registry.add(shell)
     for tool in (*file_tools(), *memory_tools(), *canvas_tools()):

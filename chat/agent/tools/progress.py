@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 
-from chat.tools.base import ToolContext
+from chat.agent.tools.base import ToolContext
 
 SLOW_AFTER = 1.0
 

@@ -3,9 +3,9 @@
 Each provider module is imported only when chosen, so one SDK is loaded, not both.
 """
 
-from chat.providers.base import ProviderConfig
 from construct_core.errors import AgentInitFailed
 from construct_core.redaction import sanitize
+from chat.agent.providers.base import ProviderConfig
 
 NOT_CONFIGURED = (
     "No model provider is configured. Set CONSTRUCT_API_KEY (or OPENAI_API_KEY / ANTHROPIC_API_KEY), "
@@ -21,11 +21,11 @@ def build_provider(config: ProviderConfig):
         raise AgentInitFailed(NOT_CONFIGURED)
     try:
         if config.provider == "openai":
-            from chat.providers.openai_compat import OpenAICompatProvider
+            from chat.agent.providers.openai_compat import OpenAICompatProvider
 
             return OpenAICompatProvider(config)
         if config.provider == "anthropic":
-            from chat.providers.anthropic import AnthropicProvider
+            from chat.agent.providers.anthropic import AnthropicProvider
 
             return AnthropicProvider(config)
     except (ValueError, TypeError) as exc:  # the SDK refused a setting, e.g. a bad base URL

@@ -1,21 +1,43 @@
-"""`memory_store` and `memory_recall`: notes kept in the database, found by text search.
+"""`memory_store` and `memory_recall`: notes that outlive the session that stored them.
 
-Notes outlive the session that stored them: any session may recall them.
+Where notes are kept is the caller's business: the tool context carries a
+`MemoryStore` (the turn engine gives one backed by the database), so this
+module imports neither Django nor Channels.
 """
 
-import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from channels.db import database_sync_to_async
-
-from chat.tools.base import Tool, ToolContext, ToolFailed
+from chat.agent.tools.base import Tool, ToolContext, ToolFailed
 from construct_core.redaction import scrub
 
 MAX_NOTE_CHARS = 16_000
 MAX_TAGS = 20
 MAX_TAG_CHARS = 50
 RECALL_LIMIT = 10
-_CANDIDATES = 200
-_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    id: str
+    content: str
+    tags: list[str]
+    created_at: datetime
+
+
+class MemoryStore(Protocol):
+    async def store(self, *, session_id: str, content: str, tags: list[str]) -> Note:
+        """Keep a note; it outlives its session."""
+
+    async def search(self, *, query: str, limit: int) -> list[Note]:
+        """Notes whose text or tags contain the query's words, best first."""
+
+
+def _store(ctx: ToolContext) -> MemoryStore:
+    if ctx.memory is None:
+        raise ToolFailed("memory is not available here")
+    return ctx.memory
 
 
 def _tags(raw) -> list[str]:
@@ -32,40 +54,14 @@ def _tags(raw) -> list[str]:
     return tags
 
 
-def note_search(*, query: str, limit: int = RECALL_LIMIT) -> list:
-    """Notes whose text or tags contain the query's words, most words matched first, then newest."""
-    from django.db.models import Q
-
-    from sessions_app.models import MemoryNote
-
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:20]
-    if not words:
-        return []
-    match = Q()
-    for word in words:
-        match |= Q(content__icontains=word) | Q(tags__icontains=word)
-    candidates = list(MemoryNote.objects.filter(match).order_by("-created_at")[:_CANDIDATES])
-
-    def score(note) -> int:
-        text = (note.content + " " + " ".join(note.tags)).lower()
-        return sum(word in text for word in words)
-
-    # sorted() is stable: among equal scores the newest stays first.
-    return sorted(candidates, key=score, reverse=True)[:limit]
-
-
 async def memory_store(args: dict, ctx: ToolContext) -> str:
-    from sessions_app.services import note_store
-
     content = args.get("content")
     if not isinstance(content, str) or not content.strip():
         raise ToolFailed("content must be a non-empty string")
     if len(content) > MAX_NOTE_CHARS:
         raise ToolFailed(f"content is {len(content)} characters; at most {MAX_NOTE_CHARS}")
     tags = _tags(args.get("tags"))
-    note = await database_sync_to_async(note_store)(
-        session_id=ctx.session_id, content=content.strip(), tags=tags
-    )
+    note = await _store(ctx).store(session_id=ctx.session_id, content=content.strip(), tags=tags)
     shown = f" with tags {', '.join(tags)}" if tags else ""
     return f"Stored memory note {str(note.id)[:8]}{shown}."
 
@@ -74,7 +70,7 @@ async def memory_recall(args: dict, ctx: ToolContext) -> str:
     query = args.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ToolFailed("query must be a non-empty string")
-    notes = await database_sync_to_async(note_search)(query=query)
+    notes = await _store(ctx).search(query=query, limit=RECALL_LIMIT)
     if not notes:
         return f"No memory notes match {query!r}."
     lines = [f"{len(notes)} memory note(s) match {query!r}:"]

@@ -7,46 +7,15 @@ are plain dicts in one neutral shape, whichever provider is behind:
     {"role": "assistant", "content": str, "tool_calls": [{"id", "name", "arguments": str}]}
     {"role": "tool", "tool_call_id": str, "name": str, "content": str}
 
-Tools are `{"name", "description", "parameters": <JSON schema>}`. A provider maps
+The stream's events are the agent's own (chat/agent/events.py). Tools are
+`{"name", "description", "parameters": <JSON schema>}`. A provider maps
 its SDK's exceptions to `ProviderError` / `ProviderAuthError` inside its own module.
 """
 
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol
 
-
-@dataclass(slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(slots=True)
-class ThinkingDelta:
-    text: str
-
-
-@dataclass(slots=True)
-class ToolCallRequest:
-    """A whole tool call, emitted once its streamed pieces are assembled."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(slots=True)
-class Usage:
-    model: str
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(slots=True)
-class Finish:
-    reason: str = "stop"
-
-
-StreamEvent = TextDelta | ThinkingDelta | ToolCallRequest | Usage | Finish
+from chat.agent.events import StreamEvent
 
 
 @dataclass

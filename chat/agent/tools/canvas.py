@@ -7,7 +7,7 @@ contract names them.
 
 import re
 
-from chat.tools.base import Tool, ToolContext, ToolFailed
+from chat.agent.tools.base import Tool, ToolContext, ToolFailed
 
 CONTENT_TYPES = ("html", "svg", "markdown", "text")
 MAX_CANVAS_CHARS = 256_000

@@ -1,0 +1,87 @@
+"""Everything that happens in a turn, one type per happening, from the provider to the caller.
+
+A provider yields `Chunk`, `Thinking`, `ToolCallRequest`, `UsageInfo` and
+`Finish`; the agent loop passes the first three kinds of the stream on as they
+are (the same objects, not copies) and adds `ToolCall`, `ToolResult`,
+`OperatorStatus` and `Record`. A streamed delta is one `Chunk` from the
+provider's SSE parser to the turn that frames it for the sockets.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A piece of the answer's text."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class Thinking:
+    """A piece of the model's reasoning."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallRequest:
+    """A whole tool call as the model streamed it, its arguments still JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class UsageInfo:
+    """Tokens one provider call used."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(slots=True)
+class Finish:
+    """Why one provider call ended (stop, tool_use, length, ...)."""
+
+    reason: str = "stop"
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """The agent runs a tool: its arguments parsed (the raw text when not JSON)."""
+
+    id: str
+    name: str
+    args: object
+
+
+@dataclass(slots=True)
+class ToolResult:
+    id: str
+    name: str
+    output: str
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class OperatorStatus:
+    """A status line for the people watching (a tool that takes a while, a queue)."""
+
+    phase: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Record:
+    """A message the session's history keeps, in the providers' neutral shape."""
+
+    message: dict
+    data: dict = field(default_factory=dict)
+
+
+# What a provider's stream yields, and what the agent's run yields.
+StreamEvent = Chunk | Thinking | ToolCallRequest | UsageInfo | Finish
+TurnEvent = Chunk | Thinking | ToolCall | ToolResult | OperatorStatus | UsageInfo | Record

@@ -1,0 +1,131 @@
+"""The turn engine: what a socket may ask of a session, whichever process runs its turn.
+
+    session_join    a socket joins a session: it is sent session_start, the
+                    running turn's events so far, then every event live
+    session_leave   the socket is gone
+    message_submit  a message from a joined socket: acknowledged, queued
+                    behind the running turn, then run as the session's turn
+    turn_stop       stop the session's running turn, here or elsewhere
+    check_agent     raise AgentInitFailed if no turn could run
+
+Inside, imports point down only: run (a turn) and remote (other processes'
+turns) use lock (the session lease and queue) and fanout (the sockets), which
+uses bus (Redis); engine holds one of each per process.
+"""
+
+import logging
+
+from channels.db import database_sync_to_async
+
+from chat.turns.engine import get_engine
+from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
+from chat.turns.run import message_run
+from chat.turns.setup import check_agent
+from sessions_app import selectors, services
+from sessions_app.models import ChatSession
+
+__all__ = ["Sink", "Subscriber", "check_agent", "message_submit", "session_join", "session_leave",
+           "turn_stop"]
+
+logger = logging.getLogger(__name__)
+
+
+async def session_join(*, session_id: str, sink: Sink, name: str | None = None, last_seq: int = 0,
+                       turn_id: str | None = None) -> Subscriber:
+    """Open (or create) the session for a socket and send it everything it needs, in order.
+
+    The socket is sent session_start, then the running turn's events after
+    `last_seq` (counted in the running turn, or in `turn_id` when the client
+    names the running one), then the turn's events live: nothing missed,
+    nothing twice. The returned subscriber is the socket's handle from then on.
+    """
+    engine = get_engine()
+    session = await database_sync_to_async(services.session_open)(session_id=session_id, name=name)
+    await engine.remote.recover_stale(session, running_here=engine.lock.running(session_id) is not None)
+    # Attached before the replay is read, so an event is in the replay, held
+    # back for after it, or both (then sent once): nothing falls in between.
+    subscriber = engine.fanout.attach(session_id, sink)
+    try:
+        await engine.watch(session_id)
+        state, running_id, replay = await _replay(engine, session, last_seq, turn_id)
+        start = {
+            "type": "session_start",
+            "session_id": session_id,
+            "resumed": session.message_count > 0,
+            "message_count": session.message_count,
+            "state": state,
+        }
+        if session.name:
+            start["name"] = session.name
+        if running_id is not None:
+            start["turn_id"] = running_id
+            if turn_id in (None, running_id):
+                subscriber.skip_through(running_id, last_seq)
+        await subscriber.open(start, replay)
+    except BaseException:
+        await session_leave(subscriber)
+        raise
+    return subscriber
+
+
+async def _replay(engine, session: ChatSession, last_seq: int,
+                  turn_id: str | None) -> tuple[str, str | None, list[dict]]:
+    """(state, running turn id, its events the socket has not seen) as the socket joins."""
+    local = engine.fanout.replay(session.id)
+    if local is None:
+        return await engine.remote.replay(session, last_seq, turn_id)
+    running_id, events = local
+    last = events[-1]["type"] if events else None
+    if last in TERMINAL_TYPES:  # ended; only its last window is still going out
+        return (ChatSession.State.ERROR if last == "error" else ChatSession.State.IDLE), None, []
+    after = last_seq if turn_id in (None, running_id) else 0
+    return ChatSession.State.RUNNING, running_id, [event for event in events if event["seq"] > after]
+
+
+async def session_leave(subscriber: Subscriber) -> None:
+    """The socket is gone (closed, revoked, or failed to join)."""
+    engine = get_engine()
+    if engine.fanout.detach(subscriber):
+        engine.remote.forget(subscriber.session_id)
+        if engine.bus is not None:
+            engine.spawn(engine.unwatch(subscriber.session_id))
+
+
+async def message_submit(subscriber: Subscriber, *, content: str, page_context: str | None = None,
+                         client_id: str | None = None) -> None:
+    """Accept a message: drop a resend, acknowledge, and start its work as the session's task."""
+    if client_id is not None:
+        fresh = await database_sync_to_async(services.client_id_claim)(
+            session_id=subscriber.session_id, client_id=client_id
+        )
+        await subscriber.send_frame({"type": "ack", "client_id": client_id, "duplicate": not fresh})
+        if not fresh:
+            return
+    engine = get_engine()
+    engine.spawn(message_run(engine, subscriber, content=content, page_context=page_context,
+                             client_id=client_id))
+
+
+async def turn_stop(*, session_id: str) -> bool:
+    """Cancel the session's running turn, here or on the process that runs it.
+
+    False when no turn runs anywhere (or its process is gone). The turn's own
+    `stopped` event is the answer, to every socket of the session.
+    """
+    engine = get_engine()
+    if engine.lock.stop(session_id):
+        return True
+    if engine.bus is None or engine.lock.running(session_id) is not None:
+        return False
+    session = await database_sync_to_async(selectors.session_get)(session_id=session_id)
+    if session is None or session.state != ChatSession.State.RUNNING or not session.turn_owner:
+        return False
+    try:
+        heard = await engine.bus.send_control(
+            session.turn_owner, {"action": "stop", "session_id": session_id, "turn_id": session.turn_id}
+        )
+    except Exception as exc:
+        logger.warning("could not ask process %s to stop turn %s: %r", session.turn_owner,
+                       session.turn_id, exc)
+        return False
+    return heard > 0

@@ -1,0 +1,84 @@
+"""This process's turn engine: its sockets, its running turns, its link to the other processes.
+
+One engine per event loop (one per server process, one per test). It only
+holds the parts together; each part has a module of its own.
+"""
+
+import asyncio
+import logging
+import uuid
+
+from chat.turns import bus
+from chat.turns.fanout import Fanout
+from chat.turns.lock import RunningTurn, SessionLock
+from chat.turns.remote import RemoteTurns
+from construct_core.loops import per_loop
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self):
+        self.process_id = "p" + uuid.uuid4().hex[:16]
+        # Other processes exist only behind Redis: decided once, off the per-event path.
+        self.bus = bus.RedisBus(
+            process_id=self.process_id, on_batch=self._on_batch, on_control=self._on_control
+        ) if bus.shared_log_enabled() else None
+        self.fanout = Fanout(self.bus)
+        self.lock = SessionLock(self.process_id)
+        self.remote = RemoteTurns(self.fanout, self.bus)
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run work as a task owned by the engine, not by the socket that asked for it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def ready(self) -> None:
+        """Be reachable by other processes (to stop a turn) before owning one."""
+        if self.bus is not None:
+            try:
+                await self.bus.start()
+            except Exception as exc:  # Redis away: the turn still runs for this process's sockets
+                logger.warning("Redis unreachable; a stop from another process cannot reach "
+                               "this turn: %s", exc)
+
+    async def watch(self, session_id: str) -> None:
+        """Hear the session's events from other processes from now on."""
+        if self.bus is not None:
+            try:
+                await self.bus.watch(session_id)
+            except Exception as exc:  # Redis away: local events only, until it is back
+                logger.warning("Redis unreachable; session %s gets this process's events only: %s",
+                               session_id, exc)
+
+    async def unwatch(self, session_id: str) -> None:
+        if self.bus is not None and not self.fanout.watched(session_id):  # nobody came back
+            try:
+                await self.bus.unwatch(session_id)
+            except Exception:
+                logger.warning("could not unsubscribe from session %s", session_id, exc_info=True)
+
+    def turn_begin(self, session_id: str, turn_id: str) -> RunningTurn:
+        self.fanout.turn_open(session_id, turn_id)
+        return self.lock.begin(session_id, turn_id)
+
+    async def turn_end(self, session_id: str, turn_id: str) -> None:
+        await self.fanout.flush()
+        self.fanout.turn_close(session_id, turn_id)
+        self.lock.end(session_id, turn_id)
+        if self.bus is not None:
+            self.bus.turn_done(turn_id)
+
+    async def _on_batch(self, session_id: str, batch: list[dict]) -> None:
+        await self.remote.on_batch(session_id, batch)
+
+    async def _on_control(self, message: dict) -> None:
+        """A control message another process sent to this one."""
+        if message.get("action") == "stop" and message.get("session_id"):
+            self.lock.stop(message["session_id"], message.get("turn_id"))
+
+
+get_engine = per_loop(Engine)

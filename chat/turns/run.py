@@ -1,0 +1,258 @@
+"""A turn: from an accepted message to its saved reply, owned by the session.
+
+The socket that sent the message only starts it. The turn waits for the
+session's lock, saves the user message, runs the agent, turns every agent
+event into a frame for all of the session's sockets, saves the reply and its
+usage, and frees the session. A dropped socket changes none of that.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+
+from channels.db import database_sync_to_async
+from django import db
+
+from sessions_app import events
+from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
+from chat.agent.prompts import page_context_hint
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
+from chat.turns import setup
+from chat.turns.fanout import Subscriber
+from construct_core.redaction import sanitize, scrub_fields
+from sessions_app import budget, selectors, services
+from sessions_app.models import ChatSession
+
+logger = logging.getLogger(__name__)
+
+STOPPED_MESSAGE = "Stopped: the partial reply is kept in history"
+
+
+async def message_run(engine, subscriber: Subscriber, *, content: str, page_context: str | None,
+                      client_id: str | None) -> None:
+    """An accepted message's work: the budget, the session's lock (queueing), then the turn."""
+    session_id = subscriber.session_id
+    turn_id = uuid.uuid4().hex
+    try:
+        await _budget_check(subscriber)
+        await engine.ready()
+
+        async def queued():
+            await subscriber.send_frame({
+                "type": "operator_status", "phase": "queued",
+                "detail": "Waiting for the session's running turn to finish",
+            })
+
+        taken_over = await engine.lock.acquire(session_id, turn_id, queued)
+    except GatewayError as exc:
+        if client_id is not None:
+            await _client_id_forget(session_id, client_id)
+        await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code})
+        return
+    except Exception as exc:  # the database failed: say so, never leave the client waiting
+        logger.error("session %s: could not start a turn: %s", session_id, exc)
+        if client_id is not None:
+            await _client_id_forget(session_id, client_id)
+        await subscriber.send_frame({"type": "error", "message": _failure_message(exc),
+                                     "code": AgentError.code})
+        return
+    if taken_over is not None:
+        try:
+            await engine.remote.interrupted(session_id=session_id, turn_id=taken_over["turn_id"])
+        except Exception:  # the new message runs whatever became of the old turn
+            logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
+    await Turn(engine, session_id, turn_id).run(content, page_context, client_id)
+
+
+async def _budget_check(subscriber: Subscriber) -> None:
+    """Refuse the message once the daily budget is spent (BudgetExceeded); warn from 80 %."""
+    status = await database_sync_to_async(budget.budget_check)()
+    if status.warning:
+        await subscriber.send_frame({"type": "operator_status", "phase": "budget",
+                                     "detail": status.warning})
+
+
+def _failure_message(exc: Exception) -> str:
+    if isinstance(exc, db.Error):
+        return DATABASE_UNAVAILABLE
+    return sanitize(f"The gateway could not start the turn: {type(exc).__name__}")
+
+
+async def _client_id_forget(session_id: str, client_id: str) -> None:
+    """Forget a client id whose message was not kept, so the client may send it again."""
+    try:
+        await database_sync_to_async(services.client_id_release)(
+            session_id=session_id, client_id=client_id
+        )
+    except Exception as exc:
+        logger.warning("could not forget client id of session %s: %s", session_id, exc)
+
+
+class Turn:
+    """One run of the agent for one message, numbering its events."""
+
+    def __init__(self, engine, session_id: str, turn_id: str):
+        self.engine = engine
+        self.fanout = engine.fanout
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.seq = 0
+        self.text: list[str] = []  # everything streamed: the `done` full_response
+        self.pending: list[str] = []  # streamed since the last saved message
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_usd = 0.0
+        self.released = False
+
+    async def emit(self, type_: str, **fields) -> None:
+        self.seq += 1
+        # No key the gateway holds reaches a client, even if a provider or a tool echoes it.
+        event = {"type": type_, **scrub_fields(fields), "turn_id": self.turn_id, "seq": self.seq}
+        await self.fanout.publish(self.session_id, event)
+
+    async def run(self, content: str, page_context: str | None, client_id: str | None) -> None:
+        running = self.engine.turn_begin(self.session_id, self.turn_id)
+        started = time.monotonic()
+        config = setup.provider_config()
+        state = ChatSession.State.IDLE
+        user_saved = False
+        try:
+            data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
+            await database_sync_to_async(services.message_append)(
+                session_id=self.session_id, role="user", content=content, data=data,
+                turn_id=self.turn_id,
+            )
+            user_saved = True
+            await events.publish_operator_event({
+                "type": "agent_start", "provider": config.provider, "model": config.model,
+                "session_id": self.session_id, "turn_id": self.turn_id,
+            })
+            try:
+                running.cancellable = True
+                await self._stream(page_context)
+            except asyncio.CancelledError:
+                running.cancellable = False
+                asyncio.current_task().uncancel()
+                await self._save_partial({"stopped": True})
+                await self._release(ChatSession.State.IDLE)
+                await self.emit("stopped", message=STOPPED_MESSAGE, full_response="".join(self.text))
+                return
+            except Exception as exc:
+                running.cancellable = False
+                state = ChatSession.State.ERROR
+                await self._fail(exc)
+                return
+            running.cancellable = False
+            # The session is free before `done` goes out: a client that sends
+            # its next message on `done` finds it idle, not queued.
+            await self._release(ChatSession.State.IDLE)
+            await self.emit("chunk_reset")
+            await self.emit("done", full_response="".join(self.text), usage=self._usage())
+            await events.publish_operator_event({
+                "type": "agent_end", "provider": config.provider, "model": config.model,
+                "session_id": self.session_id, "turn_id": self.turn_id,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                **self._usage(),
+            })
+        except Exception as exc:  # the database failed outside the agent's stream
+            state = ChatSession.State.ERROR
+            if not user_saved and client_id is not None:
+                await _client_id_forget(self.session_id, client_id)  # so a resend runs
+            await self._fail(exc)
+        finally:
+            await self._release(state)
+            await self.engine.turn_end(self.session_id, self.turn_id)
+
+    async def _release(self, state: str) -> None:
+        """Free the session (once) in the state the turn ended in."""
+        if not self.released:
+            self.released = True
+            await self.engine.lock.release(self.session_id, self.turn_id, state)
+
+    async def _stream(self, page_context: str | None) -> None:
+        agent = await setup.prepare_agent()
+        history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
+            session_id=self.session_id, token_budget=setup.history_budget()
+        )
+        hint = page_context_hint(page_context)
+        if hint and history and history[-1]["role"] == "user":
+            history[-1] = {**history[-1], "content": hint + history[-1]["content"]}
+        emit = self.emit
+        async for event in agent.run(history, setup.tool_context(self.session_id)):
+            kind = event.__class__
+            if kind is Chunk:
+                self.text.append(event.text)
+                self.pending.append(event.text)
+                await emit("chunk", content=event.text)
+            elif kind is Thinking:
+                await emit("thinking", content=event.text)
+            elif kind is ToolCall:
+                await emit("tool_call", name=event.name, args=event.args, id=event.id)
+            elif kind is ToolResult:
+                await emit("tool_result", name=event.name, output=event.output, id=event.id,
+                           is_error=event.is_error)
+            elif kind is OperatorStatus:
+                await emit("operator_status", phase=event.phase, detail=event.detail)
+            elif kind is UsageInfo:
+                await self._record_usage(event)
+            elif kind is Record:
+                await self._save(event)
+
+    async def _save(self, record: Record) -> None:
+        message = record.message
+        data = dict(record.data)
+        if message.get("tool_calls"):
+            data["tool_calls"] = message["tool_calls"]
+        if message["role"] == "tool":
+            data.update(tool_call_id=message["tool_call_id"], name=message["name"])
+        else:
+            self.pending = []
+        await database_sync_to_async(services.message_append)(
+            session_id=self.session_id, role=message["role"], content=message.get("content") or "",
+            data=data, turn_id=self.turn_id,
+        )
+
+    async def _save_partial(self, data: dict) -> None:
+        """Keep what was streamed since the last saved message, marked as cut short."""
+        if self.pending:
+            await database_sync_to_async(services.message_append)(
+                session_id=self.session_id, role="assistant", content="".join(self.pending),
+                data=data, turn_id=self.turn_id,
+            )
+            self.pending = []
+
+    async def _record_usage(self, usage: UsageInfo) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        record = await database_sync_to_async(services.usage_record)(
+            session_id=self.session_id, turn_id=self.turn_id, model=usage.model,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        )
+        self.cost_usd += float(record.cost_usd)
+
+    def _usage(self) -> dict:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": round(self.cost_usd, 8)}
+
+    async def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, GatewayError):
+            code, message = exc.code, sanitize(str(exc))
+            logger.warning("turn %s of session %s failed: %s", self.turn_id, self.session_id, message)
+        elif isinstance(exc, db.Error):
+            code, message = AgentError.code, DATABASE_UNAVAILABLE
+            logger.error("turn %s of session %s: the database failed: %s", self.turn_id,
+                         self.session_id, exc)
+        else:
+            code, message = AgentError.code, sanitize(f"Agent error: {exc}")
+            logger.exception("turn %s of session %s crashed", self.turn_id, self.session_id)
+        try:
+            await self._save_partial({"error": code})
+        except Exception as save_exc:
+            logger.warning("turn %s could not keep its partial reply: %s", self.turn_id, save_exc)
+        await self._release(ChatSession.State.ERROR)
+        await self.emit("error", message=message, code=code)
+        await events.publish_operator_event(
+            {"type": "error", "component": "ws_chat", "message": message, "code": code,
+             "session_id": self.session_id, "turn_id": self.turn_id}
+        )
