@@ -287,7 +287,7 @@ def test_pair_a_device_action_shows_a_code_that_pairs_a_device_of_that_user(admi
     assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
     code = _code_on(html, "alice")
-    assert 'curl -X POST -H "X-Pairing-Code: CODE" http://testserver/pair' in html
+    assert f'curl -X POST -H "X-Pairing-Code: {code}" http://testserver/pair' in html
     assert "http://testserver/" in html and "expires in 60 minutes" in html
     # Kept only as its hash, never in a log or the admin's history.
     stored = PairingCode.objects.get()
@@ -335,6 +335,7 @@ def test_pair_a_device_for_several_users_and_none_for_an_inactive_one(admin_clie
     html = response.content.decode()
     codes = {name: _code_on(html, name) for name in ("alice", "bob")}
     assert 'data-user="gone"' not in html
+    assert 'curl -X POST -H "X-Pairing-Code: CODE" http://testserver/pair' in html
     assert PairingCode.objects.count() == 2
     for name, code in codes.items():
         token = Client().post("/pair", HTTP_X_PAIRING_CODE=code).json()["token"]
