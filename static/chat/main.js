@@ -3,7 +3,7 @@
 // imports another; they reach each other only through the hooks given here.
 //
 //   main.js           this wiring
-//   features          pairing.js       the pairing card, the token, signed in or not
+//   features          pairing.js       the card (a code or a password), the token, who is signed in, sign-out
 //                     connection.js    the socket: token, resume, frames in order, reconnects
 //                     outbox.js        messages kept until the server has them (client_id)
 //                     conversation.js  history and turns drawn from frames, the status line
@@ -41,6 +41,18 @@ const pairing = new Pairing({
   signedOut: () => {
     state.generation += 1;
     disconnect();
+  },
+  // Signed out on purpose: whoever signs in next in this tab sees nothing of this user.
+  forget: () => {
+    outbox.forgetAll();
+    conversation.reset();
+    sidebar.clear();
+    panels.clear();
+    composer.clear();
+    hideBanner();
+    state.sessionId = null;
+    setTitle("");
+    history.replaceState(null, "", location.pathname);
   },
 });
 
