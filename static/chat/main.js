@@ -18,6 +18,7 @@
 // Imports point one way: main.js -> features -> shared helpers. A feature never imports
 // another feature, and a shared helper imports only shared helpers: no cycles.
 
+import { ApiError, api } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
@@ -33,7 +34,7 @@ const SESSION_REFRESH_MS = 20000;
 
 const pairing = new Pairing({
   signedIn: () => {
-    const id = sessionFromUrl() || uuid4();
+    const id = sessionFromUrl() || newSessionId();
     state.sessionId = null;
     switchSession(id, { push: false });
     sidebar.load();
@@ -60,7 +61,7 @@ const connection = new Connection({
   frame: (frame, generation) => route(frame, generation),
   dropped: () => outbox.offline(),
   revoked: () => pairing.revoked(),
-  tokenRefused: () => pairing.tokenRefused(),
+  tokenRefused: async () => (await pairing.tokenRefused()) || (await sessionRefused()),
 });
 
 const panels = new SidePanel();
@@ -98,10 +99,10 @@ const composer = new Composer({
 const sidebar = new Sidebar({
   current: () => state.sessionId,
   open: (id) => switchSession(id),
-  create: () => switchSession(uuid4()),
+  create: () => switchSession(newSessionId()),
   deleted: (id) => {
     outbox.forget(id);
-    if (id === state.sessionId) switchSession(uuid4());
+    if (id === state.sessionId) switchSession(newSessionId());
   },
   named: (id, name) => {
     if (id === state.sessionId) setTitle(name);
@@ -136,6 +137,34 @@ async function sessionStarted(frame, generation) {
 }
 
 // --- The open session ------------------------------------------------------------------
+
+// Ids this page made up for new chats. A link can name any id; these are new for sure.
+const madeHere = new Set();
+
+function newSessionId() {
+  const id = uuid4();
+  madeHere.add(id);
+  return id;
+}
+
+/**
+ * The socket was refused though the token is good. The socket makes a session it does not
+ * know, so when the REST API does not know it either, the id is another user's: open a new
+ * chat instead of knocking on it forever. True when that is what happened.
+ */
+async function sessionRefused() {
+  const id = state.sessionId;
+  if (madeHere.has(id)) return false;
+  try {
+    await api.session(id);
+    return false; // ours: refused for another reason (too many sockets); retry later
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404) || id !== state.sessionId) return false;
+  }
+  switchSession(newSessionId(), { push: false });
+  showBanner("", "That conversation is not one of yours, or it no longer exists: here is a new chat.", "warning");
+  return true;
+}
 
 function sessionFromUrl() {
   const params = new URLSearchParams(location.search);

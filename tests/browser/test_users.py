@@ -161,6 +161,35 @@ def test_a_second_user_sees_none_of_the_first_users_sessions(chat_server, page, 
     assert carol_session not in _listed(page) and alice_session not in _listed(page)
 
 
+def test_a_link_to_another_users_session_opens_a_new_chat(chat_server, page, chromium):
+    alice, alice_password = _account("alice")
+    bob, bob_password = _account("bob")
+    create_user(chat_server, alice, alice_password)
+    create_user(chat_server, bob, bob_password)
+    page.goto(chat_server.url + "/")
+    sign_in(page, alice, alice_password)
+    wait_online(page)
+    send(page, "only for alice")
+    wait_turn_end(page, 1, "done")
+    alice_session = session_id_of(page)
+
+    other = chromium.new_context(viewport={"width": 1280, "height": 820})
+    try:
+        bob_page = other.new_page()
+        bob_page.goto(f"{chat_server.url}/?session={alice_session}")
+        sign_in(bob_page, bob, bob_password)
+        # Refused on the socket and unknown to the REST API: a new chat, and a word why.
+        bob_page.locator("#banner-text").filter(has_text="not one of yours").wait_for()
+        wait_online(bob_page)
+        assert session_id_of(bob_page) != alice_session
+        assert bob_page.locator("article.msg").count() == 0
+        assert "only for alice" not in bob_page.locator("body").inner_text()
+    finally:
+        other.close()
+    status, session = api(chat_server, _token(page), "GET", f"/api/sessions/{alice_session}/")
+    assert status == 200 and session["message_count"] == 2
+
+
 def test_refusals_in_plain_words(chat_server, page, context):
     username, password = _account("dave")
     create_user(chat_server, username, password)
