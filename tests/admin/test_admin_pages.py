@@ -239,6 +239,7 @@ def test_no_admin_page_shows_a_token_or_its_hash(admin_client):
         "/admin/sessions_app/auditevent/", f"/admin/sessions_app/auditevent/{event.pk}/change/",
         "/admin/sessions_app/chatsession/", "/admin/sessions_app/chatsession/conv/change/",
         "/admin/sessions_app/usagerecord/", "/admin/sessions_app/memorynote/",
+        "/admin/auth/user/", f"/admin/auth/user/{device.user_id}/change/",
     ]
     for url in pages:
         html = _page(admin_client, url)
