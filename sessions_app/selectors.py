@@ -208,7 +208,8 @@ def usage_summary(*, user_id: int | None, by_session_limit: int = 100) -> dict:
     if user_id is not None:
         records = records.filter(user_id=user_id)
     summary = _usage_totals(records)
-    midnight = timezone.make_aware(datetime.combine(timezone.now().date(), time.min))
+    # Midnight of the gateway's time zone (CONSTRUCT_TIME_ZONE), as the budgets count days.
+    midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     summary["today"] = _usage_totals(records.filter(created_at__gte=midnight))
     grouped = dict(
         input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),

@@ -90,7 +90,7 @@ class UsageTotalsSerializer(serializers.Serializer):
 
 
 class CostOutputSerializer(UsageTotalsSerializer):
-    today = UsageTotalsSerializer(help_text="Since midnight UTC")
+    today = UsageTotalsSerializer(help_text="Since midnight in the gateway's time zone (CONSTRUCT_TIME_ZONE)")
     by_model = serializers.DictField(child=UsageTotalsSerializer())
     by_session = serializers.DictField(child=UsageTotalsSerializer(), help_text="Keyed by session id")
     daily_budget_usd = serializers.FloatField(allow_null=True, help_text="The gateway's daily budget")

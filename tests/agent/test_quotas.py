@@ -146,3 +146,14 @@ def test_the_cost_answer_reports_the_caller_s_spend_and_limits(settings, client)
     assert (limit["limit"], limit["used"], limit["unit"]) == (2.0, 0.5, "usd")
     assert limit["share"] == pytest.approx(0.25)
     assert datetime.fromisoformat(limit["resets_at"]) == budget.next_day_start(timezone.now())
+
+
+def test_the_cost_answer_s_today_is_the_configured_time_zone_s(settings, client):
+    settings.TIME_ZONE = "Pacific/Kiritimati"  # UTC+14: its day starts 14 hours before UTC's
+    alice = make_user()
+    local_midnight = budget.day_start()
+    spend(alice, "1", at=local_midnight + timedelta(minutes=1))
+    spend(alice, "2", at=local_midnight - timedelta(minutes=1))
+    _device, token = make_device(user=alice)
+    body = client.get("/api/cost/", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert body["today"]["cost_usd"] == pytest.approx(1.0) and body["cost_usd"] == pytest.approx(3.0)
