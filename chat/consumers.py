@@ -20,7 +20,7 @@ from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed
 from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
 from construct_core.redaction import scrub
-from sessions_app import events
+from sessions_app import events, selectors, services
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_scope
 from sessions_app.pairing import device_active, device_authenticate
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 CLOSE_AGENT_INIT_FAILED = 1011
 # "Try again later": the database failed while the socket opened.
 CLOSE_TRY_AGAIN = 1013
+# The session id is another user's (found only in a race: normally refused before accept).
+CLOSE_POLICY = 1008
 # The device's token was revoked: pair again rather than reconnect.
 CLOSE_TOKEN_REVOKED = 4401
 
@@ -38,6 +40,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     """One browser tab (or script) talking to one session."""
 
     session_id: str | None = None
+    user_id: int | None = None
+    is_staff = False
+    _groups: tuple | list = ()
     subscription: turns.Subscriber | None = None
     device_id: int | None = None
     limit_key = ""
@@ -105,13 +110,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._refuse("missing or invalid token")
                 return
             self.device_id = device.pk
+            user = device.user
+        else:
+            user = await database_sync_to_async(services.default_owner)()
+        self.user_id, self.is_staff = user.pk, user.is_staff
 
         session_id = params.get("session_id") or str(uuid.uuid4())
         # An id cannot be scrubbed like the rest of what is stored: one with a secret is refused.
         if not protocol.SESSION_ID_RE.match(session_id) or scrub(session_id) != session_id:
             await self._refuse("invalid session_id")
             return
-        self.limit_key = limits.limit_key(device_id=self.device_id, client=self.client)
+        owner = await database_sync_to_async(selectors.session_owner_id)(session_id=session_id)
+        if owner is not None and owner != self.user_id:
+            # To the REST API this session does not exist; here it is refused like a bad token.
+            await self._refuse("session of another user", session_id=session_id, user_id=self.user_id)
+            return
+        self.limit_key = limits.limit_key(user_id=self.user_id, client=self.client)
         refusal = limits.socket_admit(self.limit_key)
         if refusal is not None:
             await self._refuse(refusal)
@@ -134,12 +148,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._frames = 0
         self._connected_at = self._loop_time()
         await self.accept(subprotocol)
-        await self.channel_layer.group_add(events.SOCKETS_GROUP, self.channel_name)
+        self._groups = events.socket_groups(user_id=self.user_id, is_staff=self.is_staff)
+        for group in self._groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         # ?last_seq=N counts in the running turn (or in ?turn_id= if it names it).
-        self.subscription = await turns.session_join(
-            session_id=session_id, sink=self, name=params.get("name"),
-            last_seq=_int(params.get("last_seq"), 0), turn_id=params.get("turn_id"),
-        )
+        try:
+            self.subscription = await turns.session_join(
+                session_id=session_id, user_id=self.user_id, sink=self, name=params.get("name"),
+                last_seq=_int(params.get("last_seq"), 0), turn_id=params.get("turn_id"),
+            )
+        except services.SessionOfAnotherUser:  # taken by another user a moment ago
+            await self.send_json(error_frame("AUTH_ERROR", "Session not found"))
+            await self.close(code=CLOSE_POLICY)
+            return
         await self._audit("socket_connect", session_id=session_id)
 
     async def disconnect(self, code):
@@ -148,8 +169,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             limits.socket_release(self.limit_key)
         if self.subscription is not None:
             await turns.session_leave(self.subscription)
-        if self.session_id is not None:
-            await self.channel_layer.group_discard(events.SOCKETS_GROUP, self.channel_name)
+        for group in self._groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     # --- Frames from the client ------------------------------------------
 
@@ -226,7 +247,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._close_revoked()
 
     async def channel_event(self, message):
-        await self.send_json({"type": "agent_event", "event": message["event"]})
+        if not self._revoked:
+            await self.send_json({"type": "agent_event", "event": message["event"]})
+
+    async def operator_event(self, message):
+        """A turn's start, end or error: this user's own, or anyone's for staff."""
+        if not self._revoked:
+            await self.send_json({"type": "agent_event", "event": message["event"]})
 
     # --- Helpers ----------------------------------------------------------
 

@@ -108,9 +108,12 @@ REFUSAL_AUDIT_RATE = Rate(20, 60.0)
 get_limits = per_loop(Limits)
 
 
-def limit_key(*, device_id: int | None, client: str) -> str:
-    """Whose limits a socket counts against: its device, else its client address."""
-    return f"device:{device_id}" if device_id is not None else f"client:{client}"
+def limit_key(*, user_id: int | None, client: str) -> str:
+    """Whose limits a socket counts against: its user (all their devices together), else its
+    client address (pairing off: every client is the one default owner)."""
+    if user_id is not None and settings.CONSTRUCT_REQUIRE_PAIRING:
+        return f"user:{user_id}"
+    return f"client:{client}"
 
 
 def retry_after_seconds(wait: float) -> int:

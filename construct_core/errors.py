@@ -10,9 +10,16 @@ DATABASE_UNAVAILABLE = "The gateway's database is unavailable; try again shortly
 
 
 class GatewayError(Exception):
-    """An error with a stable code that may be shown to a client."""
+    """An error with a stable code that may be shown to a client.
+
+    `details` are more fields for the client's error frame (JSON-safe).
+    """
 
     code = "AGENT_ERROR"
+
+    def __init__(self, message: str = "", **details):
+        super().__init__(message)
+        self.details = details
 
 
 class AgentInitFailed(GatewayError):
@@ -47,6 +54,9 @@ class SessionBusy(GatewayError):
 
 
 class BudgetExceeded(GatewayError):
-    """The daily cost budget is spent."""
+    """A budget or quota is spent: the gateway's daily one, or one of the user's.
+
+    Its details say which limit (`limit`) and when it resets (`resets_at`, ISO 8601).
+    """
 
     code = "BUDGET_EXCEEDED"

@@ -7,6 +7,7 @@ required. A malformed value stops start-up with a message naming the variable.
 
 import json
 import os
+import zoneinfo
 from pathlib import Path
 
 import dj_database_url
@@ -169,7 +170,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# Days and months of the budgets and quotas are this zone's (an IANA name).
+TIME_ZONE = _env("CONSTRUCT_TIME_ZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(
+        f"CONSTRUCT_TIME_ZONE must be a time zone name such as Europe/Berlin, not {TIME_ZONE!r}"
+    ) from None
 USE_I18N = True
 USE_TZ = True
 
@@ -300,6 +308,12 @@ for _model, _price in CONSTRUCT_PRICES.items():
         )
 CONSTRUCT_MCP_SERVERS = _env_json("CONSTRUCT_MCP_SERVERS", [], list)
 CONSTRUCT_DAILY_BUDGET_USD = _env_number("CONSTRUCT_DAILY_BUDGET_USD", None, kind=float, minimum=0)
+# Each user's own limits, unless admin gives them others (UserQuota); unset: no limit.
+CONSTRUCT_USER_DAILY_BUDGET_USD = _env_number("CONSTRUCT_USER_DAILY_BUDGET_USD", None, kind=float,
+                                              minimum=0)
+CONSTRUCT_USER_MONTHLY_BUDGET_USD = _env_number("CONSTRUCT_USER_MONTHLY_BUDGET_USD", None, kind=float,
+                                                minimum=0)
+CONSTRUCT_USER_DAILY_TOKENS = _env_number("CONSTRUCT_USER_DAILY_TOKENS", None, minimum=0)
 CONSTRUCT_CONTEXT_TOKENS = _env_number("CONSTRUCT_CONTEXT_TOKENS", 128_000, minimum=256)
 CONSTRUCT_TRUSTED_PROXIES = _env_list("CONSTRUCT_TRUSTED_PROXIES", [])
 CONSTRUCT_MAX_FRAME_BYTES = _env_number("CONSTRUCT_MAX_FRAME_BYTES", 1_048_576, minimum=1024)

@@ -1,88 +1,175 @@
-"""What the provider calls cost, against the optional daily budget (CONSTRUCT_DAILY_BUDGET_USD).
+"""What the provider calls cost, against the budgets: the gateway's daily one and each user's quotas.
 
-A day is a UTC day. At 80 % of the budget a turn starts with a warning; at 100 %
-new turns are refused with BUDGET_EXCEEDED until the next UTC day.
+Limits: the gateway's daily budget (CONSTRUCT_DAILY_BUDGET_USD, everyone's spend
+together) and each user's daily and monthly budgets in USD and daily tokens (the
+user's UserQuota row, else CONSTRUCT_USER_DAILY_BUDGET_USD,
+CONSTRUCT_USER_MONTHLY_BUDGET_USD, CONSTRUCT_USER_DAILY_TOKENS). Days and months
+are those of the gateway's time zone (CONSTRUCT_TIME_ZONE, UTC by default). From
+80 % of a limit a turn starts with a warning; at 100 % new turns are refused with
+BUDGET_EXCEEDED, saying which limit and when it resets.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, time, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import DecimalField, Sum, Value
+from django.db.models import DecimalField, IntegerField, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from construct_core.errors import BudgetExceeded
 from sessions_app import selectors
-from sessions_app.models import UsageRecord
+from sessions_app.models import UsageRecord, UserQuota
 
 WARN_AT = 0.8
+_MONEY = DecimalField(max_digits=14, decimal_places=8)
 
 
-def today_start(now: datetime | None = None) -> datetime:
-    """Midnight UTC of the current day."""
-    now = now or datetime.now(timezone.utc)
-    return datetime.combine(now.astimezone(timezone.utc).date(), time.min, tzinfo=timezone.utc)
+# --- Days and months of the gateway's time zone ------------------------------------
 
 
-def spent_today() -> Decimal:
-    total = UsageRecord.objects.filter(created_at__gte=today_start()).aggregate(
-        total=Coalesce(Sum("cost_usd"), Value(Decimal(0)),
-                       output_field=DecimalField(max_digits=14, decimal_places=8))
-    )["total"]
-    return Decimal(total)
+def day_start(now: datetime | None = None) -> datetime:
+    """Midnight of the current day, in the gateway's time zone (an aware datetime)."""
+    local = timezone.localtime(now or timezone.now())
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_day_start(now: datetime | None = None) -> datetime:
+    start = day_start(now)
+    # Across a daylight-saving change a day is 23 or 25 hours: normalise on the calendar.
+    return timezone.make_aware(datetime.combine(start.date() + timedelta(days=1), datetime.min.time()))
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+def next_month_start(now: datetime | None = None) -> datetime:
+    start = month_start(now)
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return timezone.make_aware(datetime(year, month, 1))
+
+
+# --- Limits ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class BudgetStatus:
-    limit_usd: float | None
-    spent_usd: float
+class Limit:
+    """One limit: how much of it is used, and when it starts again."""
+
+    key: str  # gateway_daily_usd, daily_usd, monthly_usd, daily_tokens
+    label: str
+    limit: float
+    used: float
+    unit: str  # "usd" or "tokens"
+    resets_at: datetime
 
     @property
-    def used(self) -> float | None:
-        """The share of today's budget spent (1.0 is all of it); None without a budget."""
-        if self.limit_usd is None:
-            return None
-        if self.limit_usd <= 0:
-            return 1.0  # a budget of nothing is always spent
-        return self.spent_usd / self.limit_usd
+    def share(self) -> float:
+        """The share used (1.0 is all of it); a limit of nothing is always spent."""
+        return 1.0 if self.limit <= 0 else self.used / self.limit
 
     @property
     def exceeded(self) -> bool:
-        return self.used is not None and self.used >= 1.0
+        return self.share >= 1.0
 
-    @property
-    def warning(self) -> str | None:
-        """A line for the operator once 80 % is spent, else None."""
-        if self.used is None or self.used < WARN_AT:
-            return None
-        return (f"{self.used * 100:.0f}% of the daily budget used "
-                f"(${self.spent_usd:.4f} of ${self.limit_usd:.2f})")
+    def amount(self, value: float, *, exact: bool = True) -> str:
+        """`value` in this limit's unit: dollars to 4 places for spend, to cents for a limit."""
+        if self.unit == "tokens":
+            return f"{int(value):,} tokens"
+        return f"${value:.4f}" if exact else f"${value:.2f}"
 
-
-def budget_status() -> BudgetStatus:
-    limit = settings.CONSTRUCT_DAILY_BUDGET_USD
-    if limit is None:
-        return BudgetStatus(None, 0.0)
-    return BudgetStatus(float(limit), float(spent_today()))
+    def as_dict(self) -> dict:
+        return {"limit": self.limit, "used": self.used, "unit": self.unit, "share": self.share,
+                "resets_at": self.resets_at.isoformat()}
 
 
-def budget_check() -> BudgetStatus:
-    """Today's status; raises BudgetExceeded once the daily budget is spent."""
-    status = budget_status()
-    if status.exceeded:
-        raise BudgetExceeded(
-            f"The daily budget of ${status.limit_usd:.2f} is spent (${status.spent_usd:.4f} today); "
-            "new messages are refused until midnight UTC"
-        )
-    return status
+def _spent(records, since: datetime) -> Decimal:
+    return records.filter(created_at__gte=since).aggregate(
+        total=Coalesce(Sum("cost_usd"), Value(Decimal(0)), output_field=_MONEY)
+    )["total"]
 
 
-def cost_summary() -> dict:
-    """GET /api/cost/: tokens, requests and cost in all, today (UTC), by model and by session,
-    with the daily budget and the share of it spent today (`daily_budget_used`, 0.5 is half)."""
-    summary = selectors.usage_summary()
-    status = budget_status()
-    summary["daily_budget_usd"] = status.limit_usd
-    summary["daily_budget_used"] = status.used
+def _tokens(records, since: datetime) -> int:
+    totals = records.filter(created_at__gte=since).aggregate(
+        input=Coalesce(Sum("input_tokens"), Value(0), output_field=IntegerField()),
+        output=Coalesce(Sum("output_tokens"), Value(0), output_field=IntegerField()),
+    )
+    return int(totals["input"]) + int(totals["output"])
+
+
+def user_quota(user_id: int) -> tuple[float | None, float | None, int | None]:
+    """(daily USD, monthly USD, daily tokens) of a user: their own, else the defaults; None: no limit."""
+    quota = UserQuota.objects.filter(user_id=user_id).first()
+
+    def pick(own, default):
+        return own if own is not None else default
+
+    return (
+        _float(pick(quota and quota.daily_budget_usd, settings.CONSTRUCT_USER_DAILY_BUDGET_USD)),
+        _float(pick(quota and quota.monthly_budget_usd, settings.CONSTRUCT_USER_MONTHLY_BUDGET_USD)),
+        pick(quota and quota.daily_tokens, settings.CONSTRUCT_USER_DAILY_TOKENS),
+    )
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def limits(*, user_id: int | None, now: datetime | None = None) -> list[Limit]:
+    """The limits that apply to a turn of this user (the gateway's only, with `user_id` None)."""
+    now = now or timezone.now()
+    found = []
+    records = UsageRecord.objects.order_by()
+    gateway = settings.CONSTRUCT_DAILY_BUDGET_USD
+    if gateway is not None:
+        found.append(Limit("gateway_daily_usd", "the daily budget", float(gateway),
+                           float(_spent(records, day_start(now))), "usd", next_day_start(now)))
+    if user_id is None:
+        return found
+    daily, monthly, tokens = user_quota(user_id)
+    own = records.filter(user_id=user_id)
+    if daily is not None:
+        found.append(Limit("daily_usd", "your daily budget", daily,
+                           float(_spent(own, day_start(now))), "usd", next_day_start(now)))
+    if monthly is not None:
+        found.append(Limit("monthly_usd", "your monthly budget", monthly,
+                           float(_spent(own, month_start(now))), "usd", next_month_start(now)))
+    if tokens is not None:
+        found.append(Limit("daily_tokens", "your daily token limit", float(tokens),
+                           float(_tokens(own, day_start(now))), "tokens", next_day_start(now)))
+    return found
+
+
+def _reset_text(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def budget_check(*, user_id: int | None, now: datetime | None = None) -> list[str]:
+    """Warnings for limits past 80 %; raises BudgetExceeded for the first limit that is spent."""
+    warnings = []
+    for limit in limits(user_id=user_id, now=now):
+        if limit.exceeded:
+            raise BudgetExceeded(
+                f"{limit.label[0].upper()}{limit.label[1:]} of {limit.amount(limit.limit, exact=False)} "
+                f"is spent ({limit.amount(limit.used)} used); new messages are refused until it "
+                f"resets at {_reset_text(limit.resets_at)}",
+                limit=limit.key, resets_at=limit.resets_at.isoformat(),
+            )
+        if limit.share >= WARN_AT:
+            warnings.append(f"{limit.share * 100:.0f}% of {limit.label} used "
+                            f"({limit.amount(limit.used)} of {limit.amount(limit.limit, exact=False)})")
+    return warnings
+
+
+def cost_summary(*, user_id: int | None) -> dict:
+    """GET /api/cost/: a user's tokens, requests and cost (everyone's with `user_id` None), in all,
+    today, by model and by session, with the limits that apply and how much of each is used."""
+    summary = selectors.usage_summary(user_id=user_id)
+    applied = {limit.key: limit for limit in limits(user_id=user_id)}
+    gateway = applied.get("gateway_daily_usd")
+    summary["daily_budget_usd"] = gateway.limit if gateway else None
+    summary["daily_budget_used"] = gateway.share if gateway else None
+    summary["limits"] = {key: limit.as_dict() for key, limit in applied.items()}
     return summary

@@ -11,10 +11,20 @@ from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
 
-# Every chat socket: operator channel events, relayed as `agent_event`.
+# Every chat socket: a staff operator's channel events, relayed as `agent_event`.
 SOCKETS_GROUP = "construct.sockets"
-# Whoever watches the gateway's own activity: agent_start, agent_end, error.
+# Staff sockets: every user's agent_start, agent_end and error.
 OPERATORS_GROUP = "construct.operators"
+
+
+def user_group(user_id: int) -> str:
+    """The sockets of one (non-staff) user: their own turns' events, their own channel events."""
+    return f"construct.user.{int(user_id)}"
+
+
+def socket_groups(*, user_id: int, is_staff: bool) -> list[str]:
+    """The groups a chat socket of this user joins."""
+    return [SOCKETS_GROUP, OPERATORS_GROUP if is_staff else user_group(user_id)]
 
 
 async def _group_send(group: str, message: dict) -> None:
@@ -27,9 +37,11 @@ async def _group_send(group: str, message: dict) -> None:
         logger.warning("could not send to group %s", group, exc_info=True)
 
 
-async def publish_channel_event(event) -> None:
-    """Relay an operator's event to every connected chat socket."""
-    await _group_send(SOCKETS_GROUP, {"type": "channel.event", "event": event})
+async def publish_channel_event(event, *, user_id: int | None = None) -> None:
+    """Relay an event to every connected chat socket (a staff operator's, `user_id` None),
+    or to one user's sockets only."""
+    group = SOCKETS_GROUP if user_id is None else user_group(user_id)
+    await _group_send(group, {"type": "channel.event", "event": event})
 
 
 async def publish_device_revoked(device_id: int) -> None:
@@ -37,5 +49,8 @@ async def publish_device_revoked(device_id: int) -> None:
     await _group_send(SOCKETS_GROUP, {"type": "device.revoked", "device_id": device_id})
 
 
-async def publish_operator_event(event: dict) -> None:
-    await _group_send(OPERATORS_GROUP, {"type": "operator.event", "event": event})
+async def publish_operator_event(event: dict, *, user_id: int) -> None:
+    """A turn's start, end or error: to its user's sockets and to staff only."""
+    message = {"type": "operator.event", "event": event}
+    await _group_send(user_group(user_id), message)
+    await _group_send(OPERATORS_GROUP, message)

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -15,6 +16,9 @@ class ChatSession(models.Model):
         INTERRUPTED = "interrupted"
 
     id = models.CharField(primary_key=True, max_length=128)
+    # Whose conversation this is: the user of the device that started it.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="chat_sessions")
     name = models.CharField(max_length=200, blank=True, default="")
     state = models.CharField(max_length=16, choices=State.choices, default=State.IDLE)
     turn_id = models.CharField(max_length=64, null=True, blank=True)
@@ -86,8 +90,10 @@ class TurnWaiter(models.Model):
 
 
 class PairedDevice(models.Model):
-    """A client that paired. Only the SHA-256 of its token is kept."""
+    """A client that paired (or signed in). Only the SHA-256 of its token is kept."""
 
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="devices")
     name = models.CharField(max_length=200, blank=True, default="")
     token_hash = models.CharField(max_length=64, unique=True)
     token_hint = models.CharField(max_length=16, blank=True, default="")
@@ -107,6 +113,9 @@ class PairingCode(models.Model):
     """A one-time pairing code; only its hash is kept."""
 
     code_hash = models.CharField(max_length=64)
+    # The user whose device the code pairs; none: the default owner.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True,
+                             blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
@@ -131,6 +140,8 @@ class AuditEvent(models.Model):
         SOCKET_CONNECT = "socket_connect"
         SOCKET_REFUSED = "socket_refused"
         DEVICE_REVOKED = "device_revoked"
+        LOGIN_SUCCESS = "login_success"
+        LOGIN_FAILURE = "login_failure"
 
     created_at = models.DateTimeField()
     kind = models.CharField(max_length=32, choices=Kind.choices)
@@ -157,6 +168,9 @@ class UsageRecord(models.Model):
     session = models.ForeignKey(
         ChatSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="usage"
     )
+    # Whose spend it is: kept when the session is deleted, so quotas stay true.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                             blank=True, related_name="usage")
     turn_id = models.CharField(max_length=64, blank=True, default="")
     model = models.CharField(max_length=200)
     input_tokens = models.PositiveIntegerField(default=0)
@@ -172,6 +186,9 @@ class MemoryNote(models.Model):
     """A note the agent stored with `memory_store`."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # A user's notes are theirs: another user's sessions never recall them.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="memory_notes")
     session = models.ForeignKey(
         ChatSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="notes"
     )
@@ -181,3 +198,27 @@ class MemoryNote(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+
+class UserQuota(models.Model):
+    """A user's own spending limits; an empty field takes the gateway's default for it."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="quota")
+    daily_budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True,
+        help_text="USD per day; empty: CONSTRUCT_USER_DAILY_BUDGET_USD",
+    )
+    monthly_budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True,
+        help_text="USD per calendar month; empty: CONSTRUCT_USER_MONTHLY_BUDGET_USD",
+    )
+    daily_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="input and output tokens per day; empty: CONSTRUCT_USER_DAILY_TOKENS",
+    )
+
+    class Meta:
+        verbose_name = "quota"
+
+    def __str__(self):
+        return f"quota of {self.user}"

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,6 +23,7 @@ from construct_core.redaction import scrub
 from sessions_app.audit import audit_record
 from sessions_app.events import publish_device_revoked
 from sessions_app.models import AuditEvent, PairedDevice, PairingCode, PairingThrottle
+from sessions_app.services import default_owner
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,12 @@ def pairing_required() -> bool:
 # --- codes -------------------------------------------------------------------
 
 
-def pairing_code_issue(*, ttl_seconds: int = CODE_TTL_SECONDS) -> str:
+def pairing_code_issue(*, ttl_seconds: int = CODE_TTL_SECONDS, user_id: int | None = None) -> str:
     """Create a one-time 6-digit code valid for `ttl_seconds`; return it (it is stored hashed).
 
-    Earlier codes stay valid until they expire or are used, so the code printed
-    at start-up and one from `manage.py pairing_code` both work.
+    The device it pairs belongs to `user_id`, or to the default owner. Earlier
+    codes stay valid until they expire or are used, so the code printed at
+    start-up and one from `manage.py pairing_code` both work.
     """
     if ttl_seconds <= 0:
         raise ValueError("ttl_seconds must be positive")
@@ -94,7 +97,7 @@ def pairing_code_issue(*, ttl_seconds: int = CODE_TTL_SECONDS) -> str:
     now = timezone.now()
     _housekeeping(now=now)
     PairingCode.objects.create(
-        code_hash=code_hash(code), expires_at=now + timedelta(seconds=ttl_seconds)
+        code_hash=code_hash(code), expires_at=now + timedelta(seconds=ttl_seconds), user_id=user_id
     )
     logger.info("issued a pairing code valid for %s s", ttl_seconds)
     return code
@@ -150,10 +153,10 @@ def _retry_after(*, locked_until: datetime, now: datetime) -> int:
     return max(1, math.ceil((locked_until - now).total_seconds()))
 
 
-def _failure_record(*, throttle: PairingThrottle, now: datetime) -> None:
+def _failure_record(*, throttle: PairingThrottle, now: datetime,
+                    kind: str = AuditEvent.Kind.PAIRING_FAILURE, **detail) -> None:
     throttle.failures += 1
-    audit_record(kind=AuditEvent.Kind.PAIRING_FAILURE, client=throttle.client,
-                 failures=throttle.failures)
+    audit_record(kind=kind, client=throttle.client, failures=throttle.failures, **detail)
     if throttle.failures >= MAX_FAILURES:
         throttle.locked_until = now + LOCKOUT
         audit_record(kind=AuditEvent.Kind.PAIRING_LOCKOUT, client=throttle.client,
@@ -166,11 +169,12 @@ def _failure_record(*, throttle: PairingThrottle, now: datetime) -> None:
 # --- devices -----------------------------------------------------------------
 
 
-def device_create(*, name: str = "", client: str = "", last_seen=None,
+def device_create(*, user_id: int, name: str = "", client: str = "", last_seen=None,
                   revoked_at=None) -> tuple[PairedDevice, str]:
-    """A new device and its token: the token is returned once, only its hash is kept."""
+    """A new device of a user, and its token: the token is returned once, only its hash is kept."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     device = PairedDevice.objects.create(
+        user_id=user_id,
         name=scrub(name)[:200],
         token_hash=token_hash(token),
         token_hint=token[:TOKEN_HINT_CHARS],
@@ -198,14 +202,15 @@ def device_pair(*, code: str, client: str, name: str = "") -> str:
         throttle = _throttle_for_update(client=client, now=now)
         if throttle.locked_until is not None:
             refusal = PairingLocked(_retry_after(locked_until=throttle.locked_until, now=now))
-        elif _code_claim(code=code, now=now) is None:
+        elif (claimed := _code_claim(code=code, now=now)) is None:
             _failure_record(throttle=throttle, now=now)
             refusal = InvalidPairingCode("invalid pairing code")
         else:
-            device, token = device_create(name=name, client=client, last_seen=now)
+            user_id = claimed.user_id or default_owner().pk
+            device, token = device_create(user_id=user_id, name=name, client=client, last_seen=now)
             throttle.delete()
             audit_record(kind=AuditEvent.Kind.PAIRING_SUCCESS, client=client,
-                         device_id=device.pk, name=name)
+                         device_id=device.pk, name=name, user_id=user_id)
             logger.info("device %s paired from %s", device.pk, client)
     # Raised after the block so the failure count and its audit entry commit.
     if refusal is not None:
@@ -213,12 +218,49 @@ def device_pair(*, code: str, client: str, name: str = "") -> str:
     return token
 
 
+class InvalidCredentials(PairingError):
+    """The username or the password is wrong (or the user may not sign in)."""
+
+
+def device_sign_in(*, username: str, password: str, client: str, name: str = "") -> tuple[PairedDevice, str]:
+    """Trade a Django user's username and password for a new device token (POST /login).
+
+    The same per-client lockout as pairing codes: failures of either count
+    together, and a locked-out client is refused even with the right password
+    (PairingLocked). InvalidCredentials for a wrong username or password.
+    """
+    client = scrub(client or "unknown")[:64]
+    name = scrub((name or "").strip())[:200]
+    now = timezone.now()
+    refusal: PairingError | None = None
+    with transaction.atomic():
+        throttle = _throttle_for_update(client=client, now=now)
+        if throttle.locked_until is not None:
+            refusal = PairingLocked(_retry_after(locked_until=throttle.locked_until, now=now))
+        else:
+            user = authenticate(username=username, password=password)
+            if user is None or not user.is_active:
+                _failure_record(throttle=throttle, now=now, kind=AuditEvent.Kind.LOGIN_FAILURE)
+                refusal = InvalidCredentials("wrong username or password")
+            else:
+                device, token = device_create(user_id=user.pk, name=name or "signed in", client=client,
+                                              last_seen=now)
+                throttle.delete()
+                audit_record(kind=AuditEvent.Kind.LOGIN_SUCCESS, client=client, device_id=device.pk,
+                             user_id=user.pk)
+                logger.info("user %s signed in as device %s from %s", user.pk, device.pk, client)
+    if refusal is not None:
+        raise refusal
+    return device, token
+
+
 def device_authenticate(*, token: str | None) -> PairedDevice | None:
     """The active device this token belongs to, or None."""
     if not token:
         return None
     presented = token_hash(token)
-    device = PairedDevice.objects.filter(token_hash=presented, revoked_at__isnull=True).first()
+    device = (PairedDevice.objects.select_related("user")
+              .filter(token_hash=presented, revoked_at__isnull=True, user__is_active=True).first())
     # The lookup is by hash, so its timing reveals nothing of the token; the
     # compare is a second, constant-time check that the row really matches.
     if device is None or not hmac.compare_digest(device.token_hash, presented):

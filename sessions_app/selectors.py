@@ -21,8 +21,17 @@ _HISTORY_BATCH_MAX = 3200
 _HISTORY_FIELDS = ("seq", "role", "content", "data")
 
 
-def session_get(*, session_id: str) -> ChatSession | None:
-    return ChatSession.objects.filter(pk=session_id).first()
+def session_get(*, session_id: str, user_id: int | None = None) -> ChatSession | None:
+    """The session; with `user_id`, only if it is that user's (another's answers as a missing one)."""
+    sessions = ChatSession.objects.filter(pk=session_id)
+    if user_id is not None:
+        sessions = sessions.filter(user_id=user_id)
+    return sessions.first()
+
+
+def session_owner_id(*, session_id: str) -> int | None:
+    """Whose session this id is, or None when there is no such session."""
+    return ChatSession.objects.filter(pk=session_id).values_list("user_id", flat=True).first()
 
 
 def estimate_tokens(message: dict) -> int:
@@ -151,9 +160,15 @@ def session_cost_expression() -> Subquery:
     return Coalesce(Subquery(per_session, output_field=_MONEY), Value(Decimal(0)), output_field=_MONEY)
 
 
-def session_list(*, state: str | None = None, search: str | None = None) -> QuerySet[ChatSession]:
-    """Sessions newest first, with `cost_usd`; `search` matches the name or any message's text."""
+def session_list(*, user_id: int | None, state: str | None = None,
+                 search: str | None = None) -> QuerySet[ChatSession]:
+    """A user's sessions (every user's with `user_id` None), newest first, with `cost_usd`.
+
+    `search` matches the name or any message's text.
+    """
     sessions = ChatSession.objects.annotate(cost_usd=session_cost_expression())
+    if user_id is not None:
+        sessions = sessions.filter(user_id=user_id)
     if state:
         sessions = sessions.filter(state=state)
     if search:
@@ -183,14 +198,18 @@ def _usage_row(row: dict) -> dict:
     }
 
 
-def usage_summary(*, by_session_limit: int = 100) -> dict:
-    """Tokens, requests and cost: in all, today (UTC), per model and per session (costliest first).
+def usage_summary(*, user_id: int | None, by_session_limit: int = 100) -> dict:
+    """Tokens, requests and cost of a user (of everyone with `user_id` None): in all, today,
+    per model and per session (costliest first).
 
-    GET /api/cost/ answers it with the daily budget beside it: budget.cost_summary.
+    GET /api/cost/ answers it with the budgets beside it: budget.cost_summary.
     """
     records = UsageRecord.objects.order_by()
+    if user_id is not None:
+        records = records.filter(user_id=user_id)
     summary = _usage_totals(records)
-    midnight = timezone.make_aware(datetime.combine(timezone.now().date(), time.min))
+    # Midnight of the gateway's time zone (CONSTRUCT_TIME_ZONE), as the budgets count days.
+    midnight = timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
     summary["today"] = _usage_totals(records.filter(created_at__gte=midnight))
     grouped = dict(
         input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
@@ -214,15 +233,17 @@ _NOTE_CANDIDATES = 200
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def note_search(*, query: str, limit: int = 10) -> list[MemoryNote]:
-    """Notes whose text or tags contain the query's words, most words matched first, then newest."""
+def note_search(*, user_id: int, query: str, limit: int = 10) -> list[MemoryNote]:
+    """A user's notes whose text or tags contain the query's words, most words matched first, then newest."""
     words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))[:20]
     if not words:
         return []
     match = Q()
     for word in words:
         match |= Q(content__icontains=word) | Q(tags__icontains=word)
-    candidates = list(MemoryNote.objects.filter(match).order_by("-created_at")[:_NOTE_CANDIDATES])
+    candidates = list(
+        MemoryNote.objects.filter(match, user_id=user_id).order_by("-created_at")[:_NOTE_CANDIDATES]
+    )
 
     def score(note) -> int:
         text = (note.content + " " + " ".join(note.tags)).lower()

@@ -11,6 +11,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -59,16 +60,47 @@ def _session_id_check(session_id: str) -> None:
         raise ValueError("a session id must not hold a secret")
 
 
-def session_open(*, session_id: str, name: str | None = None) -> ChatSession:
-    """Fetch or create the session; a non-empty name is saved, for a new session too.
+# --- Users ----------------------------------------------------------------------
 
-    Raises ValueError for an id that holds a registered secret.
+# Who owns what nobody else does: the sessions and devices of a one-person gateway.
+DEFAULT_OWNER = "owner"
+
+
+def default_owner():
+    """The default owner (a staff user, made on first need): pairing with no user named pairs it."""
+    User = get_user_model()
+    try:
+        return User.objects.get(**{User.USERNAME_FIELD: DEFAULT_OWNER})
+    except User.DoesNotExist:
+        pass
+    try:
+        with transaction.atomic():
+            owner = User(**{User.USERNAME_FIELD: DEFAULT_OWNER}, is_staff=True, is_superuser=True)
+            # No password: it signs in with a paired device, or after `manage.py changepassword owner`.
+            owner.set_unusable_password()
+            owner.save()
+            return owner
+    except IntegrityError:  # another process made it at the same moment
+        return User.objects.get(**{User.USERNAME_FIELD: DEFAULT_OWNER})
+
+
+class SessionOfAnotherUser(Exception):
+    """The session id is taken by another user's session."""
+
+
+def session_open(*, session_id: str, user_id: int, name: str | None = None) -> ChatSession:
+    """Fetch or create the user's session; a non-empty name is saved, for a new session too.
+
+    Raises SessionOfAnotherUser when the id is another user's session, and
+    ValueError for an id that holds a registered secret.
     """
     _session_id_check(session_id)
     name = scrub((name or "").strip())[:200]
     session, created = ChatSession.objects.get_or_create(
-        pk=session_id, defaults={"name": name}
+        pk=session_id, defaults={"name": name, "user_id": user_id}
     )
+    if session.user_id != user_id:
+        raise SessionOfAnotherUser(session_id)
     if name and not created and session.name != name:
         ChatSession.objects.filter(pk=session_id).update(name=name)
         session.name = name
@@ -141,8 +173,8 @@ def client_id_release(*, session_id: str, client_id: str) -> None:
 # database, and a process that dies leaves a lease that runs out.
 
 
-def turn_try_start(*, session_id: str, turn_id: str, owner: str, lease_seconds: float,
-                   waiter_id: int | None = None) -> tuple[bool, dict | None]:
+def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
+                   lease_seconds: float, waiter_id: int | None = None) -> tuple[bool, dict | None]:
     """Take the session for a new turn if nobody holds it.
 
     Waiting messages go in order: a waiter may start only when no older waiter
@@ -155,7 +187,7 @@ def turn_try_start(*, session_id: str, turn_id: str, owner: str, lease_seconds: 
         if session is None:
             # Deleted (through the API or admin) while a socket stayed open on it:
             # the next message starts the conversation afresh under the same id.
-            session = ChatSession.objects.create(pk=session_id)
+            session = ChatSession.objects.create(pk=session_id, user_id=user_id)
         lease_alive = session.lease_expires_at is not None and session.lease_expires_at > now
         if session.state == State.RUNNING and lease_alive:
             return False, None
@@ -277,8 +309,8 @@ def model_price(model: str) -> dict | None:
     return prices.get(model) or prices.get(model.rsplit("/", 1)[-1])
 
 
-def usage_record(*, session_id: str | None, turn_id: str, model: str, input_tokens: int,
-                 output_tokens: int) -> UsageRecord:
+def usage_record(*, session_id: str | None, user_id: int | None, turn_id: str, model: str,
+                 input_tokens: int, output_tokens: int) -> UsageRecord:
     price = model_price(model) or {}
     cost = (
         Decimal(str(price.get("input", 0))) * input_tokens
@@ -286,6 +318,7 @@ def usage_record(*, session_id: str | None, turn_id: str, model: str, input_toke
     ) / Decimal(1_000_000)
     return UsageRecord.objects.create(
         session_id=session_id,
+        user_id=user_id,
         turn_id=turn_id,
         model=scrub(model)[:200],
         input_tokens=max(int(input_tokens), 0),
@@ -297,7 +330,8 @@ def usage_record(*, session_id: str | None, turn_id: str, model: str, input_toke
 # --- Memory notes ----------------------------------------------------------------
 
 
-def note_store(*, session_id: str | None, content: str, tags: list[str]) -> MemoryNote:
-    """Keep a note (content and tags scrubbed); it outlives its session, and needs none."""
+def note_store(*, user_id: int, session_id: str | None, content: str, tags: list[str]) -> MemoryNote:
+    """Keep a user's note (content and tags scrubbed); it outlives its session, and needs none."""
     session = session_id if session_id and ChatSession.objects.filter(pk=session_id).exists() else None
-    return MemoryNote.objects.create(session_id=session, content=scrub(content), tags=scrub_value(tags))
+    return MemoryNote.objects.create(user_id=user_id, session_id=session, content=scrub(content),
+                                     tags=scrub_value(tags))

@@ -6,5 +6,6 @@ from sessions_app import views
 
 urlpatterns = [
     path("pair", views.pair, name="pair"),
+    path("login", views.login, name="login"),
     path("health", views.health, name="health"),
 ]

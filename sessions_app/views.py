@@ -1,4 +1,4 @@
-"""The two unauthenticated HTTP endpoints: `POST /pair` and `GET /health`.
+"""The unauthenticated HTTP endpoints: `POST /pair`, `POST /login` and `GET /health`.
 
 Plain Django JSON views: they exist before any device is paired, so they sit
 outside the REST framework and its bearer authentication. The logic lives in
@@ -12,13 +12,19 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from sessions_app.clients import client_from_request
-from sessions_app.pairing import InvalidPairingCode, PairingLocked, device_pair, pairing_required
+from sessions_app.pairing import (
+    InvalidCredentials, InvalidPairingCode, PairingLocked, device_pair, device_sign_in, pairing_required,
+)
 from sessions_app.selectors_pairing import device_any_paired
 
 logger = logging.getLogger(__name__)
 
 PAIRED_MESSAGE = (
     "Paired. Keep this token: it is shown only once. "
+    "Send it as Authorization: Bearer <token>, or as ?token= on the chat socket."
+)
+SIGNED_IN_MESSAGE = (
+    "Signed in. Keep this token: it is shown only once. "
     "Send it as Authorization: Bearer <token>, or as ?token= on the chat socket."
 )
 NOT_REQUIRED_MESSAGE = "Pairing is not required"
@@ -40,6 +46,22 @@ def _device_name(request) -> str:
         if isinstance(body, dict) and isinstance(body.get("name"), str) and body["name"].strip():
             return body["name"].strip()
     return request.headers.get("X-Device-Name", "").strip()
+
+
+def _locked(exc: PairingLocked, what: str) -> JsonResponse:
+    response = JsonResponse(
+        {"error": f"Too many failed {what}; try again later", "retry_after": exc.retry_after},
+        status=429,
+    )
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _token_answer(token: str | None, message: str, **more) -> JsonResponse:
+    response = JsonResponse({"paired": True, "token": token, "message": message, **more})
+    # The token is a credential: no cache anywhere may keep this answer.
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @csrf_exempt
@@ -67,21 +89,40 @@ def pair(request):
             name=_device_name(request),
         )
     except PairingLocked as exc:
-        response = JsonResponse(
-            {
-                "error": "Too many failed pairing attempts; try again later",
-                "retry_after": exc.retry_after,
-            },
-            status=429,
-        )
-        response["Retry-After"] = str(exc.retry_after)
-        return response
+        return _locked(exc, "pairing attempts")
     except InvalidPairingCode:
         return JsonResponse({"error": "Invalid pairing code"}, status=403)
-    response = JsonResponse({"paired": True, "token": token, "message": PAIRED_MESSAGE})
-    # The token is a credential: no cache anywhere may keep this answer.
-    response["Cache-Control"] = "no-store"
-    return response
+    return _token_answer(token, PAIRED_MESSAGE)
+
+
+@csrf_exempt
+def login(request):
+    """Trade a Django user's username and password for a bearer token, as /pair does a code.
+
+    Body: JSON {"username", "password", "name"?}. 200 {"paired": true, "token",
+    "message", "username"}; 401 {"error": ...} for a wrong username or password;
+    400 for a body that is not that JSON; 429 {"error", "retry_after"} while this
+    client is locked out (failed codes and passwords count together).
+    """
+    if request.method != "POST":
+        return _method_not_allowed(["POST"])
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError:
+        body = None
+    if (not isinstance(body, dict) or not isinstance(body.get("username"), str)
+            or not isinstance(body.get("password"), str)):
+        return JsonResponse({"error": 'Send JSON {"username": "...", "password": "..."}'}, status=400)
+    try:
+        device, token = device_sign_in(
+            username=body["username"], password=body["password"],
+            client=client_from_request(request), name=_device_name(request),
+        )
+    except PairingLocked as exc:
+        return _locked(exc, "sign-in attempts")
+    except InvalidCredentials:
+        return JsonResponse({"error": "Wrong username or password"}, status=401)
+    return _token_answer(token, SIGNED_IN_MESSAGE, username=device.user.get_username())
 
 
 def health(request):

@@ -7,15 +7,18 @@ service never depends on the service it tests to set up its data.
 import uuid
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from sessions_app.models import ChatSession, Message, PairedDevice, PairingCode
 from sessions_app.pairing import code_hash, device_create
+from sessions_app.services import default_owner
 
 
-def make_session(*, session_id: str | None = None, name: str = "", **fields) -> ChatSession:
-    """A session with a random id unless one is given."""
-    return ChatSession.objects.create(id=session_id or uuid.uuid4().hex, name=name, **fields)
+def make_session(*, session_id: str | None = None, name: str = "", user=None, **fields) -> ChatSession:
+    """A session of `user` (the default owner unless given), with a random id unless one is given."""
+    return ChatSession.objects.create(id=session_id or uuid.uuid4().hex, name=name,
+                                      user=user or default_owner(), **fields)
 
 
 def make_message(*, session: ChatSession, role: str = Message.Role.USER, content: str = "hello",
@@ -28,11 +31,21 @@ def make_message(*, session: ChatSession, role: str = Message.Role.USER, content
     return message
 
 
-def make_device(*, name: str = "test device", client: str = "127.0.0.1",
-                revoked: bool = False) -> tuple[PairedDevice, str]:
-    """A paired device and its clear token (which the database never holds)."""
+def make_user(*, username: str | None = None, password: str | None = None, is_staff: bool = False):
+    """A Django user (a random name unless one is given); with `password`, one that can sign in."""
+    user = get_user_model().objects.create_user(
+        username=username or f"user-{uuid.uuid4().hex[:8]}", password=password, is_staff=is_staff
+    )
+    return user
+
+
+def make_device(*, name: str = "test device", client: str = "127.0.0.1", revoked: bool = False,
+                user=None) -> tuple[PairedDevice, str]:
+    """A paired device of `user` (the default owner unless given) and its clear token
+    (which the database never holds)."""
     device, token = device_create(
-        name=name, client=client, revoked_at=timezone.now() if revoked else None
+        user_id=(user or default_owner()).pk, name=name, client=client,
+        revoked_at=timezone.now() if revoked else None,
     )
     return device, token
 

@@ -30,9 +30,11 @@ __all__ = ["Sink", "Subscriber", "check_agent", "message_submit", "session_join"
 logger = logging.getLogger(__name__)
 
 
-async def session_join(*, session_id: str, sink: Sink, name: str | None = None, last_seq: int = 0,
-                       turn_id: str | None = None) -> Subscriber:
-    """Open (or create) the session for a socket and send it everything it needs, in order.
+async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str | None = None,
+                       last_seq: int = 0, turn_id: str | None = None) -> Subscriber:
+    """Open (or create) the user's session for a socket and send it everything it needs, in order.
+
+    Raises services.SessionOfAnotherUser when the id is another user's session.
 
     The socket is sent session_start, then the running turn's events after
     `last_seq` (counted in the running turn, or in `turn_id` when the client
@@ -40,11 +42,13 @@ async def session_join(*, session_id: str, sink: Sink, name: str | None = None, 
     nothing twice. The returned subscriber is the socket's handle from then on.
     """
     engine = get_engine()
-    session = await database_sync_to_async(services.session_open)(session_id=session_id, name=name)
+    session = await database_sync_to_async(services.session_open)(
+        session_id=session_id, user_id=user_id, name=name
+    )
     await engine.remote.recover_stale(session, running_here=engine.lock.running(session_id) is not None)
     # Attached before the replay is read, so an event is in the replay, held
     # back for after it, or both (then sent once): nothing falls in between.
-    subscriber = engine.fanout.attach(session_id, sink)
+    subscriber = engine.fanout.attach(session_id, user_id, sink)
     try:
         await engine.watch(session_id)
         state, running_id, replay = await _replay(engine, session, last_seq, turn_id)

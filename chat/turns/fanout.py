@@ -48,8 +48,9 @@ class Subscriber:
     nothing twice. A send that fails closes this subscriber only.
     """
 
-    def __init__(self, session_id: str, sink: Sink):
+    def __init__(self, session_id: str, user_id: int, sink: Sink):
         self.session_id = session_id
+        self.user_id = user_id
         self.sink = sink
         self.ready = False
         self.closed = False
@@ -126,8 +127,8 @@ class Fanout:
 
     # --- Subscribers -------------------------------------------------------------
 
-    def attach(self, session_id: str, sink: Sink) -> Subscriber:
-        subscriber = Subscriber(session_id, sink)
+    def attach(self, session_id: str, user_id: int, sink: Sink) -> Subscriber:
+        subscriber = Subscriber(session_id, user_id, sink)
         self._subscribers.setdefault(session_id, set()).add(subscriber)
         return subscriber
 

@@ -39,7 +39,7 @@ class SessionLock:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._renewer: asyncio.Task | None = None
 
-    async def acquire(self, session_id: str, turn_id: str, on_queued) -> dict | None:
+    async def acquire(self, session_id: str, user_id: int, turn_id: str, on_queued) -> dict | None:
         """Take the session, queueing behind its running turn; raise SessionBusy.
 
         `on_queued()` is awaited once if the message has to wait. Returns the
@@ -55,7 +55,7 @@ class SessionLock:
         try:
             while True:
                 started, taken_over = await try_start(
-                    session_id=session_id, turn_id=turn_id, owner=self.process_id,
+                    session_id=session_id, user_id=user_id, turn_id=turn_id, owner=self.process_id,
                     lease_seconds=lease, waiter_id=waiter_id,
                 )
                 if started:

@@ -213,10 +213,12 @@ class RemoteTurns:
             "type": "error", "message": INTERRUPTED_MESSAGE, "code": AgentError.code,
             "interrupted": True, "turn_id": turn_id, "seq": seq + 1,
         })
-        await events.publish_operator_event({
-            "type": "error", "component": "ws_chat", "message": INTERRUPTED_MESSAGE,
-            "code": AgentError.code, "session_id": session_id, "turn_id": turn_id,
-        })
+        owner = await database_sync_to_async(selectors.session_owner_id)(session_id=session_id)
+        if owner is not None:
+            await events.publish_operator_event({
+                "type": "error", "component": "ws_chat", "message": INTERRUPTED_MESSAGE,
+                "code": AgentError.code, "session_id": session_id, "turn_id": turn_id,
+            }, user_id=owner)
         return True
 
     async def logged(self, turn_id: str, after_seq: int = 0) -> list[dict]:

@@ -44,11 +44,12 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
                 "detail": "Waiting for the session's running turn to finish",
             })
 
-        taken_over = await engine.lock.acquire(session_id, turn_id, queued)
+        taken_over = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued)
     except GatewayError as exc:
         if client_id is not None:
             await _client_id_forget(session_id, client_id)
-        await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code})
+        await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code,
+                                     **exc.details})
         return
     except Exception as exc:  # the database failed: say so, never leave the client waiting
         logger.error("session %s: could not start a turn: %s", session_id, exc)
@@ -62,15 +63,14 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
             await engine.remote.interrupted(session_id=session_id, turn_id=taken_over["turn_id"])
         except Exception:  # the new message runs whatever became of the old turn
             logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
-    await Turn(engine, session_id, turn_id).run(content, page_context, client_id)
+    await Turn(engine, session_id, subscriber.user_id, turn_id).run(content, page_context, client_id)
 
 
 async def _budget_check(subscriber: Subscriber) -> None:
-    """Refuse the message once the daily budget is spent (BudgetExceeded); warn from 80 %."""
-    status = await database_sync_to_async(budget.budget_check)()
-    if status.warning:
-        await subscriber.send_frame({"type": "operator_status", "phase": "budget",
-                                     "detail": status.warning})
+    """Refuse the message once a budget or quota is spent (BudgetExceeded); warn from 80 %."""
+    warnings = await database_sync_to_async(budget.budget_check)(user_id=subscriber.user_id)
+    for warning in warnings:
+        await subscriber.send_frame({"type": "operator_status", "phase": "budget", "detail": warning})
 
 
 def _failure_message(exc: Exception) -> str:
@@ -92,10 +92,11 @@ async def _client_id_forget(session_id: str, client_id: str) -> None:
 class Turn:
     """One run of the agent for one message, numbering its events."""
 
-    def __init__(self, engine, session_id: str, turn_id: str):
+    def __init__(self, engine, session_id: str, user_id: int, turn_id: str):
         self.engine = engine
         self.fanout = engine.fanout
         self.session_id = session_id
+        self.user_id = user_id
         self.turn_id = turn_id
         self.seq = 0
         self.text: list[str] = []  # everything streamed: the `done` full_response
@@ -127,7 +128,7 @@ class Turn:
             await events.publish_operator_event({
                 "type": "agent_start", "provider": config.provider, "model": config.model,
                 "session_id": self.session_id, "turn_id": self.turn_id,
-            })
+            }, user_id=self.user_id)
             try:
                 running.cancellable = True
                 await self._stream(page_context)
@@ -154,7 +155,7 @@ class Turn:
                 "session_id": self.session_id, "turn_id": self.turn_id,
                 "duration_ms": round((time.monotonic() - started) * 1000),
                 **self._usage(),
-            })
+            }, user_id=self.user_id)
         except Exception as exc:  # the database failed outside the agent's stream
             state = ChatSession.State.ERROR
             if not user_saved and client_id is not None:
@@ -179,7 +180,7 @@ class Turn:
         if hint and history and history[-1]["role"] == "user":
             history[-1] = {**history[-1], "content": hint + history[-1]["content"]}
         emit = self.emit
-        async for event in agent.run(history, setup.tool_context(self.session_id)):
+        async for event in agent.run(history, setup.tool_context(self.session_id, self.user_id)):
             kind = event.__class__
             if kind is Chunk:
                 self.text.append(event.text)
@@ -226,7 +227,7 @@ class Turn:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         record = await database_sync_to_async(services.usage_record)(
-            session_id=self.session_id, turn_id=self.turn_id, model=usage.model,
+            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=usage.model,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         )
         self.cost_usd += float(record.cost_usd)
@@ -254,5 +255,6 @@ class Turn:
         await self.emit("error", message=message, code=code)
         await events.publish_operator_event(
             {"type": "error", "component": "ws_chat", "message": message, "code": code,
-             "session_id": self.session_id, "turn_id": self.turn_id}
+             "session_id": self.session_id, "turn_id": self.turn_id},
+            user_id=self.user_id,
         )

@@ -76,9 +76,9 @@ async def prepare_agent() -> Agent:
     return build_agent(extra)
 
 
-def tool_context(session_id: str) -> ToolContext:
+def tool_context(session_id: str, user_id: int) -> ToolContext:
     return ToolContext(session_id=session_id, workspace=settings.CONSTRUCT_WORKSPACE,
-                       memory=DatabaseMemory())
+                       memory=DatabaseMemory(user_id))
 
 
 def history_budget() -> int:

@@ -11,14 +11,19 @@ def _note(row) -> Note:
 
 
 class DatabaseMemory:
-    """Memory notes in the MemoryNote table; any session may recall them."""
+    """One user's memory notes in the MemoryNote table: any of their sessions may recall them."""
+
+    def __init__(self, user_id: int):
+        self.user_id = user_id
 
     async def store(self, *, session_id: str, content: str, tags: list[str]) -> Note:
         row = await database_sync_to_async(services.note_store)(
-            session_id=session_id, content=content, tags=tags
+            user_id=self.user_id, session_id=session_id, content=content, tags=tags
         )
         return _note(row)
 
     async def search(self, *, query: str, limit: int) -> list[Note]:
-        rows = await database_sync_to_async(selectors.note_search)(query=query, limit=limit)
+        rows = await database_sync_to_async(selectors.note_search)(
+            user_id=self.user_id, query=query, limit=limit
+        )
         return [_note(row) for row in rows]

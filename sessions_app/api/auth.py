@@ -1,8 +1,9 @@
 """Bearer authentication for the REST API, and error answers that say how to get in.
 
-A REST client authenticates with the token `POST /pair` returned:
-`Authorization: Bearer <token>`. There are no Django users behind devices, so
-an authenticated request carries a small `DeviceUser` instead of a DB user.
+A REST client authenticates with the token `POST /pair` or `POST /login`
+returned: `Authorization: Bearer <token>`. An authenticated request carries a
+`DeviceUser`: the device, and the Django user it belongs to, whose sessions
+are the only ones the request may see.
 """
 
 import logging
@@ -13,26 +14,39 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from sessions_app.pairing import device_authenticate, pairing_required
+from sessions_app.services import default_owner
 
 logger = logging.getLogger(__name__)
 
 AUTH_REQUIRED_MESSAGE = (
     "Authentication required: pair a device with POST /pair (header X-Pairing-Code) "
-    "and send Authorization: Bearer <token>"
+    "or sign in with POST /login, and send Authorization: Bearer <token>"
 )
 
 
 class DeviceUser:
-    """Who made an authenticated request: a paired device, or `device=None` when pairing is off."""
+    """Who made an authenticated request: a paired device and its user.
+
+    With pairing off there is no device (`device=None`) and the user is the
+    default owner.
+    """
 
     is_authenticated = True
     is_anonymous = False
     is_active = True
-    is_staff = False
     is_superuser = False
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, user=None):
         self.device = device
+        self.user = user if user is not None else device.user
+
+    @property
+    def user_id(self) -> int:
+        return self.user.pk
+
+    @property
+    def is_staff(self) -> bool:
+        return self.user.is_staff
 
     @property
     def pk(self):
@@ -55,7 +69,7 @@ class BearerTokenAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         if not pairing_required():
-            return DeviceUser(device=None), None
+            return DeviceUser(device=None, user=default_owner()), None
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != self.keyword:
             return None  # no credentials: DRF answers NotAuthenticated (401)

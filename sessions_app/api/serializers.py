@@ -25,7 +25,14 @@ class ErrorSerializer(serializers.Serializer):
 # --- sessions ----------------------------------------------------------------
 
 
-class SessionListInputSerializer(serializers.Serializer):
+class ScopeInputSerializer(serializers.Serializer):
+    user = serializers.ChoiceField(
+        choices=[("all", "every user's")], required=False,
+        help_text="`all`: every user's, for a staff user's token (others see their own either way)",
+    )
+
+
+class SessionListInputSerializer(ScopeInputSerializer):
     state = serializers.ChoiceField(choices=ChatSession.State.choices, required=False)
     search = serializers.CharField(required=False, max_length=SEARCH_MAX_CHARS)
 
@@ -65,7 +72,7 @@ class MessagesOutputSerializer(serializers.Serializer):
     messages = MessageOutputSerializer(many=True)
 
 
-class ExportInputSerializer(serializers.Serializer):
+class ExportInputSerializer(ScopeInputSerializer):
     format = serializers.ChoiceField(
         choices=[("md", "Markdown"), ("json", "JSON")], default="md", help_text="The file type"
     )
@@ -83,14 +90,48 @@ class UsageTotalsSerializer(serializers.Serializer):
 
 
 class CostOutputSerializer(UsageTotalsSerializer):
-    today = UsageTotalsSerializer(help_text="Since midnight UTC")
+    today = UsageTotalsSerializer(help_text="Since midnight in the gateway's time zone (CONSTRUCT_TIME_ZONE)")
     by_model = serializers.DictField(child=UsageTotalsSerializer())
     by_session = serializers.DictField(child=UsageTotalsSerializer(), help_text="Keyed by session id")
-    daily_budget_usd = serializers.FloatField(allow_null=True)
+    daily_budget_usd = serializers.FloatField(allow_null=True, help_text="The gateway's daily budget")
     daily_budget_used = serializers.FloatField(
         allow_null=True, required=False,
         help_text="Share of today's budget spent (1.0 is all of it); null without a budget.",
     )
+
+
+class LimitSerializer(serializers.Serializer):
+    limit = serializers.FloatField()
+    used = serializers.FloatField()
+    unit = serializers.ChoiceField(choices=[("usd", "USD"), ("tokens", "tokens")])
+    share = serializers.FloatField(help_text="The share used: 1.0 is all of it")
+    resets_at = serializers.DateTimeField()
+
+
+class CostLimitsSerializer(serializers.Serializer):
+    gateway_daily_usd = LimitSerializer(required=False)
+    daily_usd = LimitSerializer(required=False)
+    monthly_usd = LimitSerializer(required=False)
+    daily_tokens = LimitSerializer(required=False)
+
+
+class CostWithLimitsSerializer(CostOutputSerializer):
+    limits = CostLimitsSerializer(help_text="The limits that apply to the caller's turns; "
+                                            "absent ones are not set")
+
+
+# --- who is signed in --------------------------------------------------------
+
+
+class MeOutputSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    device = serializers.DictField(allow_null=True, help_text="This token's device: id and name")
+    require_pairing = serializers.BooleanField()
+
+
+class SignedOutSerializer(serializers.Serializer):
+    signed_out = serializers.BooleanField()
 
 
 # --- channel events ----------------------------------------------------------

@@ -26,7 +26,9 @@ from rest_framework.views import APIView
 from construct_core.errors import SessionBusy
 from sessions_app import budget, events, exports, selectors, services
 from sessions_app.api import serializers as s
+from sessions_app.clients import client_from_request
 from sessions_app.ids import SESSION_ID_RE
+from sessions_app.pairing import device_revoke, pairing_required
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +87,22 @@ SESSION_ID_PARAMETER = OpenApiParameter(
 )
 
 
-def _session_or_404(session_id: str):
-    session = selectors.session_get(session_id=session_id)
+def _scope(request) -> int | None:
+    """Whose sessions a request may see: its user's, or every user's (None) for a staff
+    user's read with ?user=all. Another user's session answers as a missing one (404)."""
+    wants_all = request.method in ("GET", "HEAD") and request.query_params.get("user") == "all"
+    return None if wants_all and request.user.is_staff else request.user.user_id
+
+
+def _session_or_404(request, session_id: str):
+    session = selectors.session_get(session_id=session_id, user_id=_scope(request))
     if session is None:
         raise exceptions.NotFound("Session not found")
     return session
 
 
-def _session_with_cost_or_404(session_id: str):
-    session = selectors.session_list().filter(pk=session_id).first()
+def _session_with_cost_or_404(request, session_id: str):
+    session = selectors.session_list(user_id=_scope(request)).filter(pk=session_id).first()
     if session is None:
         raise exceptions.NotFound("Session not found")
     return session
@@ -121,7 +130,8 @@ class SessionListView(ApiView):
     )
     def get(self, request):
         filters = _checked(s.SessionListInputSerializer, request.query_params)
-        sessions = selectors.session_list(state=filters.get("state"), search=filters.get("search"))
+        sessions = selectors.session_list(user_id=_scope(request), state=filters.get("state"),
+                                          search=filters.get("search"))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(sessions, request, view=self)
         return paginator.get_paginated_response(s.SessionOutputSerializer(page, many=True).data)
@@ -133,11 +143,13 @@ class SessionDetailView(ApiView):
     @extend_schema(
         operation_id="sessions_retrieve",
         description="One session, with its summed cost.",
-        parameters=[SESSION_ID_PARAMETER],
-        responses={200: s.SessionOutputSerializer, **UNAUTHORIZED, **NOT_FOUND},
+        parameters=[SESSION_ID_PARAMETER, s.ScopeInputSerializer],
+        responses={200: s.SessionOutputSerializer, 400: _error("Bad scope"), **UNAUTHORIZED,
+                   **NOT_FOUND},
     )
     def get(self, request, session_id):
-        return Response(s.SessionOutputSerializer(_session_with_cost_or_404(session_id)).data)
+        _checked(s.ScopeInputSerializer, request.query_params)
+        return Response(s.SessionOutputSerializer(_session_with_cost_or_404(request, session_id)).data)
 
     @extend_schema(
         operation_id="sessions_rename",
@@ -147,11 +159,11 @@ class SessionDetailView(ApiView):
         responses={200: s.SessionOutputSerializer, **BODY_ERRORS, **UNAUTHORIZED, **NOT_FOUND},
     )
     def patch(self, request, session_id):
-        _session_or_404(session_id)
+        _session_or_404(request, session_id)
         data = _checked(s.SessionRenameInputSerializer, request.data)
         if "name" in data:
             services.session_rename(session_id=session_id, name=data["name"])
-        return Response(s.SessionOutputSerializer(_session_with_cost_or_404(session_id)).data)
+        return Response(s.SessionOutputSerializer(_session_with_cost_or_404(request, session_id)).data)
 
     @extend_schema(
         operation_id="sessions_destroy",
@@ -161,6 +173,7 @@ class SessionDetailView(ApiView):
                    409: _error("A turn is running in this session; stop it first")},
     )
     def delete(self, request, session_id):
+        _session_or_404(request, session_id)
         try:
             deleted = services.session_delete(session_id=session_id)
         except SessionBusy:
@@ -178,11 +191,13 @@ class SessionMessagesView(ApiView):
 
     @extend_schema(
         operation_id="sessions_messages",
-        parameters=[SESSION_ID_PARAMETER],
-        responses={200: s.MessagesOutputSerializer, **UNAUTHORIZED, **NOT_FOUND},
+        parameters=[SESSION_ID_PARAMETER, s.ScopeInputSerializer],
+        responses={200: s.MessagesOutputSerializer, 400: _error("Bad scope"), **UNAUTHORIZED,
+                   **NOT_FOUND},
     )
     def get(self, request, session_id):
-        return Response(exports.messages_document(_session_or_404(session_id)))
+        _checked(s.ScopeInputSerializer, request.query_params)
+        return Response(exports.messages_document(_session_or_404(request, session_id)))
 
 
 class ExportNegotiation(DefaultContentNegotiation):
@@ -221,8 +236,8 @@ class SessionExportView(ApiView):
         },
     )
     def get(self, request, session_id):
-        session = _session_or_404(session_id)
         kind = _checked(s.ExportInputSerializer, request.query_params)["format"]
+        session = _session_or_404(request, session_id)
         content_type, render = EXPORT_TYPES[kind]
         response = HttpResponse(render(session), content_type=content_type)
         response["Content-Disposition"] = content_disposition_header(
@@ -235,16 +250,20 @@ class SessionExportView(ApiView):
 
 
 class CostView(ApiView):
-    """Tokens, requests and cost of every provider call: totals, today, per model, per session."""
+    """The caller's tokens, requests and cost (a staff user's ?user=all: everyone's), with the
+    limits that apply to them."""
 
-    @extend_schema(operation_id="cost_retrieve",
-                   responses={200: s.CostOutputSerializer, **UNAUTHORIZED})
+    @extend_schema(operation_id="cost_retrieve", parameters=[s.ScopeInputSerializer],
+                   responses={200: s.CostWithLimitsSerializer, 400: _error("Bad scope"),
+                              **UNAUTHORIZED})
     def get(self, request):
-        return Response(budget.cost_summary())
+        _checked(s.ScopeInputSerializer, request.query_params)
+        return Response(budget.cost_summary(user_id=_scope(request)))
 
 
 class ChannelEventView(ApiView):
-    """POST an operator event; every connected chat socket receives it as `agent_event`."""
+    """POST an operator event: from a staff user's token every connected chat socket receives it
+    as `agent_event`; from anyone else's, that user's own sockets."""
 
     @extend_schema(
         operation_id="channel_events_create",
@@ -256,8 +275,38 @@ class ChannelEventView(ApiView):
         if not isinstance(request.data, dict) or not request.data:
             return Response({"error": "The body must be a non-empty JSON object"},
                             status=status.HTTP_400_BAD_REQUEST)
-        async_to_sync(events.publish_channel_event)(dict(request.data))
+        user_id = None if request.user.is_staff else request.user.user_id
+        async_to_sync(events.publish_channel_event)(dict(request.data), user_id=user_id)
         return Response({"delivered": True}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- who is signed in ---------------------------------------------------------
+
+
+class MeView(ApiView):
+    """Who this token belongs to: the user and the device."""
+
+    @extend_schema(operation_id="me_retrieve", responses={200: s.MeOutputSerializer, **UNAUTHORIZED})
+    def get(self, request):
+        device = request.user.device
+        return Response({
+            "username": request.user.user.get_username(),
+            "is_staff": request.user.is_staff,
+            "device": None if device is None else {"id": device.pk, "name": device.name},
+            "require_pairing": pairing_required(),
+        })
+
+
+class SignOutView(ApiView):
+    """Sign out: this token's device is revoked (its open sockets close)."""
+
+    @extend_schema(operation_id="sign_out", request=None,
+                   responses={200: s.SignedOutSerializer, **BODY_ERRORS, **UNAUTHORIZED})
+    def post(self, request):
+        device = request.user.device
+        if device is not None:
+            device_revoke(device_id=device.pk, client=client_from_request(request._request))
+        return Response({"signed_out": device is not None})
 
 
 # --- anything else under /api/ -----------------------------------------------

@@ -1,4 +1,5 @@
-// The gateway's HTTP side: pairing, health, and the REST API with the stored token.
+// The gateway's HTTP side: pairing, signing in and out, health, and the REST API with the
+// stored token.
 
 const TOKEN_KEY = "construct.token";
 
@@ -79,22 +80,17 @@ export const api = {
   health: () => request("GET", "/health"),
 
   /** Trade a 6-digit code for a token. Resolves to the token (null when pairing is off). */
-  async pair(code) {
-    let response;
-    try {
-      response = await fetch("/pair", {
-        method: "POST",
-        headers: { "X-Pairing-Code": code, "X-Device-Name": deviceName() },
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch (error) {
-      throw new ApiError(0, `The gateway did not answer (${error.message})`);
-    }
-    const data = (await readJson(response)) || {};
-    if (response.ok) return data.token ?? null;
-    throw new ApiError(response.status, data.error || `HTTP ${response.status}`, data);
-  },
+  pair: (code) => tokenFor("/pair", { "X-Pairing-Code": code }),
+
+  /** Trade a username and password for a token (POST /login); a wrong one is an ApiError 401. */
+  login: (username, password) =>
+    tokenFor("/login", { "Content-Type": "application/json" }, JSON.stringify({ username, password })),
+
+  /** Who the token belongs to: {username, is_staff, device: {id, name} | null, require_pairing}. */
+  me: () => request("GET", "/api/me/"),
+
+  /** Revoke this browser's token on the server (its sockets close). */
+  signOut: () => request("POST", "/api/sign-out/"),
 
   sessions({ search = "", next = null, pageSize = 50 } = {}) {
     if (next) return request("GET", localPath(next));
@@ -107,6 +103,25 @@ export const api = {
   remove: (id) => request("DELETE", sessionPath(id)),
   messages: (id) => request("GET", `${sessionPath(id)}messages/`),
 };
+
+/** POST for a token, as /pair and /login answer: {"token"} or {"error", "retry_after"?}. */
+async function tokenFor(path, headers, body = undefined) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers: { ...headers, "X-Device-Name": deviceName() },
+      body,
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (error) {
+    throw new ApiError(0, `The gateway did not answer (${error.message})`);
+  }
+  const data = (await readJson(response)) || {};
+  if (response.ok) return data.token ?? null;
+  throw new ApiError(response.status, data.error || `HTTP ${response.status}`, data);
+}
 
 function deviceName() {
   const agent = navigator.userAgentData?.platform || navigator.platform || "browser";

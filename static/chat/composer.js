@@ -44,6 +44,12 @@ export class Composer {
     this.input.focus();
   }
 
+  /** Signed out: the next person finds an empty box. */
+  clear() {
+    this.input.value = "";
+    this.autosize();
+  }
+
   /** A message the server refused for good comes back to edit, unless something new is typed. */
   giveBack(text) {
     if (!this.input.value.trim()) this.input.value = text;

@@ -3,7 +3,7 @@
 // imports another; they reach each other only through the hooks given here.
 //
 //   main.js           this wiring
-//   features          pairing.js       the pairing card, the token, signed in or not
+//   features          pairing.js       the card (a code or a password), the token, who is signed in, sign-out
 //                     connection.js    the socket: token, resume, frames in order, reconnects
 //                     outbox.js        messages kept until the server has them (client_id)
 //                     conversation.js  history and turns drawn from frames, the status line
@@ -18,6 +18,7 @@
 // Imports point one way: main.js -> features -> shared helpers. A feature never imports
 // another feature, and a shared helper imports only shared helpers: no cycles.
 
+import { ApiError, api } from "./api.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
@@ -33,7 +34,7 @@ const SESSION_REFRESH_MS = 20000;
 
 const pairing = new Pairing({
   signedIn: () => {
-    const id = sessionFromUrl() || uuid4();
+    const id = sessionFromUrl() || newSessionId();
     state.sessionId = null;
     switchSession(id, { push: false });
     sidebar.load();
@@ -42,13 +43,25 @@ const pairing = new Pairing({
     state.generation += 1;
     disconnect();
   },
+  // Signed out on purpose: whoever signs in next in this tab sees nothing of this user.
+  forget: () => {
+    outbox.forgetAll();
+    conversation.reset();
+    sidebar.clear();
+    panels.clear();
+    composer.clear();
+    hideBanner();
+    state.sessionId = null;
+    setTitle("");
+    history.replaceState(null, "", location.pathname);
+  },
 });
 
 const connection = new Connection({
   frame: (frame, generation) => route(frame, generation),
   dropped: () => outbox.offline(),
   revoked: () => pairing.revoked(),
-  tokenRefused: () => pairing.tokenRefused(),
+  tokenRefused: async () => (await pairing.tokenRefused()) || (await sessionRefused()),
 });
 
 const panels = new SidePanel();
@@ -86,10 +99,10 @@ const composer = new Composer({
 const sidebar = new Sidebar({
   current: () => state.sessionId,
   open: (id) => switchSession(id),
-  create: () => switchSession(uuid4()),
+  create: () => switchSession(newSessionId()),
   deleted: (id) => {
     outbox.forget(id);
-    if (id === state.sessionId) switchSession(uuid4());
+    if (id === state.sessionId) switchSession(newSessionId());
   },
   named: (id, name) => {
     if (id === state.sessionId) setTitle(name);
@@ -124,6 +137,34 @@ async function sessionStarted(frame, generation) {
 }
 
 // --- The open session ------------------------------------------------------------------
+
+// Ids this page made up for new chats. A link can name any id; these are new for sure.
+const madeHere = new Set();
+
+function newSessionId() {
+  const id = uuid4();
+  madeHere.add(id);
+  return id;
+}
+
+/**
+ * The socket was refused though the token is good. The socket makes a session it does not
+ * know, so when the REST API does not know it either, the id is another user's: open a new
+ * chat instead of knocking on it forever. True when that is what happened.
+ */
+async function sessionRefused() {
+  const id = state.sessionId;
+  if (madeHere.has(id)) return false;
+  try {
+    await api.session(id);
+    return false; // ours: refused for another reason (too many sockets); retry later
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404) || id !== state.sessionId) return false;
+  }
+  switchSession(newSessionId(), { push: false });
+  showBanner("", "That conversation is not one of yours, or it no longer exists: here is a new chat.", "warning");
+  return true;
+}
 
 function sessionFromUrl() {
   const params = new URLSearchParams(location.search);

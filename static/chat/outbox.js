@@ -55,6 +55,20 @@ export class Outbox {
     if (sessionId === state.sessionId) this.items = [];
   }
 
+  /** Signed out: no message of that user waits in this browser, for any session. */
+  forgetAll() {
+    this.cancelRetry();
+    this.items = [];
+    state.awaiting = null;
+    try {
+      for (const key of Object.keys(localStorage)) {
+        if (key.startsWith(OUTBOX_PREFIX)) localStorage.removeItem(key);
+      }
+    } catch {
+      // nothing kept
+    }
+  }
+
   /** The waiting messages, under the conversation. */
   draw() {
     for (const item of this.items) {

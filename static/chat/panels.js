@@ -121,6 +121,11 @@ export class EventLog {
     this.empty.hidden = true;
     this.onAdd(event);
   }
+
+  clear() {
+    this.list.replaceChildren();
+    this.empty.hidden = false;
+  }
 }
 
 // --- The panel itself -----------------------------------------------------------------
@@ -185,6 +190,15 @@ export class SidePanel {
     this.app.classList.remove("with-panel");
     this.toggleCanvas.setAttribute("aria-pressed", "false");
     this.toggleEvents.setAttribute("aria-pressed", "false");
+  }
+
+  /** Signed out: closed, with no event or canvas of that user left. */
+  clear() {
+    this.hide();
+    this.canvas.reset();
+    this.events.clear();
+    this.unseenEvents = 0;
+    this.eventsCount.hidden = true;
   }
 
   showing(which) {

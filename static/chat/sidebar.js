@@ -63,16 +63,26 @@ export class Sidebar {
     this.timer = setTimeout(() => this.load(), 150);
   }
 
+  /** Signed out: no line of that user's list stays on the page, and no late answer draws one. */
+  clear() {
+    this.loads += 1;
+    clearTimeout(this.timer);
+    this.sessions = [];
+    this.next = null;
+    this.search.value = "";
+    this.draw({ force: true });
+  }
+
   async load() {
     const ticket = ++this.loads;
     try {
       const page = await api.sessions({ search: this.search.value.trim() });
-      if (ticket !== this.loads) return; // a newer search answered first
+      if (ticket !== this.loads) return; // a newer search answered first, or the list was cleared
       this.sessions = page.results || [];
       this.next = page.next || null;
       this.draw();
     } catch (error) {
-      if (error instanceof AuthError) this.hooks.authFailed();
+      if (ticket === this.loads && error instanceof AuthError) this.hooks.authFailed();
     }
   }
 

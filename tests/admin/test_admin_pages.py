@@ -239,6 +239,7 @@ def test_no_admin_page_shows_a_token_or_its_hash(admin_client):
         "/admin/sessions_app/auditevent/", f"/admin/sessions_app/auditevent/{event.pk}/change/",
         "/admin/sessions_app/chatsession/", "/admin/sessions_app/chatsession/conv/change/",
         "/admin/sessions_app/usagerecord/", "/admin/sessions_app/memorynote/",
+        "/admin/auth/user/", f"/admin/auth/user/{device.user_id}/change/",
     ]
     for url in pages:
         html = _page(admin_client, url)
@@ -281,7 +282,7 @@ def test_usage_records_and_memory_notes_are_listed(admin_client):
     session = make_session(session_id="s", name="costly")
     UsageRecord.objects.create(session=session, model="gpt-test", input_tokens=1234,
                                output_tokens=56, cost_usd=Decimal("0.0123"))
-    MemoryNote.objects.create(session=session, content="the user prefers metric units",
+    MemoryNote.objects.create(session=session, user=session.user, content="the user prefers metric units",
                               tags=["prefs"])
 
     usage = _page(admin_client, "/admin/sessions_app/usagerecord/")

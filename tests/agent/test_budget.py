@@ -10,6 +10,7 @@ from django.utils import timezone
 from sessions_app import budget
 from sessions_app.models import ChatSession, Message, UsageRecord
 from tests.chat.conftest import frames_until, open_socket, send
+from tests.factories import make_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,27 +91,27 @@ async def test_turns_spend_the_budget_until_it_refuses(gateway, token):
 def test_no_budget_means_no_limit(settings):
     settings.CONSTRUCT_DAILY_BUDGET_USD = None
     UsageRecord.objects.create(model="m", cost_usd=Decimal("1000"))
-    status = budget.budget_check()
-    assert (status.used, status.exceeded, status.warning) == (None, False, None)
+    assert budget.limits(user_id=None) == []
+    assert budget.budget_check(user_id=None) == []
 
 
 def test_a_zero_budget_refuses_everything(settings):
     settings.CONSTRUCT_DAILY_BUDGET_USD = 0.0
     with pytest.raises(budget.BudgetExceeded):
-        budget.budget_check()
+        budget.budget_check(user_id=None)
 
 
 def test_today_starts_at_midnight_utc():
     from datetime import datetime, timezone as tz
 
     late = datetime(2026, 3, 1, 23, 30, tzinfo=tz(timedelta(hours=-5)))  # 04:30 UTC on March 2
-    assert budget.today_start(late) == datetime(2026, 3, 2, tzinfo=tz.utc)
+    assert budget.day_start(late) == datetime(2026, 3, 2, tzinfo=tz.utc)
 
 
 def test_cost_summary(settings):
     settings.CONSTRUCT_DAILY_BUDGET_USD = 4.0
-    ChatSession.objects.create(pk="a")
-    ChatSession.objects.create(pk="b")
+    make_session(session_id="a")
+    make_session(session_id="b")
     UsageRecord.objects.create(session_id="a", model="gpt", input_tokens=100, output_tokens=50,
                                cost_usd=Decimal("1.5"))
     UsageRecord.objects.create(session_id="b", model="claude", input_tokens=10, output_tokens=5,
@@ -119,7 +120,7 @@ def test_cost_summary(settings):
                                      cost_usd=Decimal("3"))
     UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
 
-    summary = budget.cost_summary()
+    summary = budget.cost_summary(user_id=None)
     assert (summary["total_tokens"], summary["input_tokens"], summary["output_tokens"]) == (167, 111, 56)
     assert (summary["request_count"], summary["cost_usd"]) == (3, pytest.approx(5.0))
     assert summary["today"]["cost_usd"] == pytest.approx(2.0) and summary["today"]["request_count"] == 2

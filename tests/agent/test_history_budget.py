@@ -18,7 +18,7 @@ FILLER = "x" * 396  # about 100 tokens a message
 
 def fill_session(session_id, rounds):
     """`rounds` exchanges of user, assistant-with-a-tool-call, tool result, assistant answer."""
-    services.session_open(session_id=session_id)
+    services.session_open(session_id=session_id, user_id=services.default_owner().pk)
     items = []
     for i in range(rounds):
         call = {"id": f"call-{i}", "name": "shell", "arguments": '{"command": "echo hi"}'}

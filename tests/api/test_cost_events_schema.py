@@ -12,6 +12,7 @@ from django.utils import timezone
 from openapi_spec_validator import validate
 
 from sessions_app import events
+from sessions_app.services import default_owner
 from sessions_app.models import UsageRecord
 from tests.factories import make_session
 
@@ -23,8 +24,8 @@ pytestmark = pytest.mark.django_db
 
 def _usage(session, model, input_tokens, output_tokens, cost, days_ago=0):
     record = UsageRecord.objects.create(
-        session=session, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-        cost_usd=Decimal(cost),
+        session=session, user=session.user if session else default_owner(), model=model,
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=Decimal(cost),
     )
     if days_ago:
         UsageRecord.objects.filter(pk=record.pk).update(
@@ -145,6 +146,9 @@ CONTRACT_OPERATIONS = {
     ("/api/sessions/{session_id}/export/", "get"),
     ("/api/cost/", "get"),
     ("/api/channel-events/", "post"),
+    # Beyond the contract's list: who is signed in, and signing out (the page's needs).
+    ("/api/me/", "get"),
+    ("/api/sign-out/", "post"),
 }
 
 

@@ -15,6 +15,7 @@ from rest_framework.renderers import JSONRenderer
 from sessions_app import exports
 from sessions_app.api.auth import AUTH_REQUIRED_MESSAGE
 from sessions_app.api.serializers import MessagesOutputSerializer
+from sessions_app.services import default_owner
 from sessions_app.models import ChatSession, ClientMessageId, Message, UsageRecord
 from tests.factories import make_device, make_message, make_session
 
@@ -31,8 +32,8 @@ def _age(session, minutes):
 
 def _usage(session, cost, model="m", input_tokens=10, output_tokens=5, **fields):
     return UsageRecord.objects.create(
-        session=session, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-        cost_usd=Decimal(cost), **fields,
+        session=session, user=session.user if session else default_owner(), model=model,
+        input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=Decimal(cost), **fields,
     )
 
 
@@ -123,7 +124,7 @@ def test_list_items_newest_activity_first_with_their_fields(api):
 
 def test_pagination_of_sixty_sessions(api):
     base = timezone.now()
-    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}") for n in range(60))
+    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}", user=default_owner()) for n in range(60))
     for n in range(60):  # s000 is the newest
         ChatSession.objects.filter(pk=f"s{n:03d}").update(last_activity=base - timedelta(seconds=n))
 
@@ -139,7 +140,7 @@ def test_pagination_of_sixty_sessions(api):
 
 
 def test_page_size_is_capped_at_200(api):
-    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}") for n in range(205))
+    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}", user=default_owner()) for n in range(205))
 
     body = api.get("/api/sessions/?page_size=1000").json()
 

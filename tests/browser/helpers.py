@@ -101,3 +101,27 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+def create_user(server, username, password, *, staff=False, superuser=False):
+    """A Django user in the server's database, as an operator would add one (manage.py)."""
+    code = (
+        "import os; from django.contrib.auth import get_user_model; "
+        "get_user_model().objects.create_user(os.environ['NEW_USERNAME'], "
+        "password=os.environ['NEW_PASSWORD'], is_staff=os.environ['NEW_STAFF'] == '1', "
+        "is_superuser=os.environ['NEW_SUPERUSER'] == '1')"
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code], cwd=REPO_ROOT,
+        env=server_env({**server.env, "NEW_USERNAME": username, "NEW_PASSWORD": password,
+                        "NEW_STAFF": "1" if staff or superuser else "0",
+                        "NEW_SUPERUSER": "1" if superuser else "0"}),
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=True,
+    )
+
+
+def sign_in(page, username, password):
+    """Fill the card's sign-in form and press Sign in, as a person would."""
+    page.locator("#login-username").fill(username)
+    page.locator("#login-password").fill(password)
+    page.locator("#login-submit").click()

@@ -59,11 +59,46 @@ async def open_socket(token, query="session_id=s1", **kwargs):
     return comm, start
 
 
+OPERATOR_EVENT_TYPES = ("agent_start", "agent_end", "error")
+
+
+def is_operator_event(frame: dict) -> bool:
+    """A turn's start, end or error as every socket of its user hears it (not a channel event)."""
+    event = frame.get("event") if frame.get("type") == "agent_event" else None
+    return isinstance(event, dict) and event.get("type") in OPERATOR_EVENT_TYPES and "turn_id" in event
+
+
+async def next_frame(comm, timeout=10) -> dict:
+    """The next frame that is not an operator event (those may come at any time)."""
+    while True:
+        frame = await comm.receive_json_from(timeout=timeout)
+        if not is_operator_event(frame):
+            return frame
+
+
+async def nothing_more(comm, timeout=0.3) -> bool:
+    """Whether nothing but operator events arrives within `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        if await comm.receive_nothing(timeout=left):
+            return True
+        if not is_operator_event(await comm.receive_json_from()):
+            return False
+    return True
+
+
 async def frames_until(comm, types=TERMINAL, timeout=15) -> list[dict]:
-    """Every frame up to and including the first whose type is in `types`."""
+    """Every frame up to and including the first whose type is in `types`.
+
+    Operator events (this user's turns starting and ending) may come between a
+    turn's frames at any time; they are left out unless `types` asks for `agent_event`.
+    """
     frames = []
     while True:
         frame = await comm.receive_json_from(timeout=timeout)
+        if is_operator_event(frame) and "agent_event" not in types:
+            continue
         frames.append(frame)
         if frame["type"] in types:
             return frames

@@ -8,8 +8,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from sessions_app import events
+from sessions_app.services import default_owner
 from sessions_app.models import ChatSession, Message
-from tests.chat.conftest import FAKE_KEY, communicator, frames_until, open_socket, send, wait_for
+from tests.chat.conftest import next_frame, nothing_more, FAKE_KEY, communicator, frames_until, open_socket, send, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -272,7 +273,7 @@ async def test_two_sockets_on_one_session_both_receive_the_turn(gateway, token):
 async def test_a_late_socket_gets_the_turn_so_far_then_the_rest(gateway, token):
     first, _ = await open_socket(token)
     await send(first, type="message", content="[[chunks=30]] [[delay_ms=30]]")
-    early = [await first.receive_json_from(timeout=10) for _ in range(5)]
+    early = [await next_frame(first) for _ in range(5)]
     late, start = await open_socket(token)
     assert start["state"] == "running" and start["turn_id"] == early[0]["turn_id"]
     frames = await frames_until(late)
@@ -286,7 +287,7 @@ async def test_a_late_socket_gets_the_turn_so_far_then_the_rest(gateway, token):
 async def test_last_seq_skips_what_the_client_has(gateway, token):
     first, _ = await open_socket(token)
     await send(first, type="message", content="[[chunks=30]] [[delay_ms=30]]")
-    early = [await first.receive_json_from(timeout=10) for _ in range(6)]
+    early = [await next_frame(first) for _ in range(6)]
     late, _ = await open_socket(token, query="session_id=s1&last_seq=4")
     frames = await frames_until(late)
     assert frames[0]["seq"] == 5
@@ -369,7 +370,7 @@ async def test_a_dead_processs_turn_is_taken_over(gateway, token):
     @database_sync_to_async
     def stuck():
         ChatSession.objects.create(
-            pk="s1", state="running", turn_id="old-turn", turn_owner="gone",
+            pk="s1", user=default_owner(), state="running", turn_id="old-turn", turn_owner="gone",
             lease_expires_at=timezone.now() - timedelta(seconds=1),
         )
 
@@ -389,13 +390,13 @@ async def test_a_dead_processs_turn_is_taken_over(gateway, token):
 async def test_a_resent_client_id_runs_one_turn(gateway, token):
     comm, _ = await open_socket(token)
     await send(comm, type="message", content="once", client_id="c-1")
-    assert await comm.receive_json_from() == {"type": "ack", "client_id": "c-1", "duplicate": False}
+    assert await next_frame(comm) == {"type": "ack", "client_id": "c-1", "duplicate": False}
     await send(comm, type="message", content="once", client_id="c-1")
     frames = await frames_until(comm, types=("done",))
     acks = [f for f in frames if f["type"] == "ack"]
     assert acks == [{"type": "ack", "client_id": "c-1", "duplicate": True}]
     await asyncio.sleep(0.3)
-    assert await comm.receive_nothing(timeout=0.3)
+    assert await nothing_more(comm, timeout=0.3)
     assert [r[1] for r in await saved("s1")].count("once") == 1
     await comm.disconnect()
 
@@ -487,12 +488,12 @@ async def test_channel_events_reach_every_socket_even_mid_turn(gateway, token):
     first, _ = await open_socket(token)
     other, _ = await open_socket(token, query="session_id=s2")
     await send(first, type="message", content="[[chunks=30]] [[delay_ms=20]]")
-    await first.receive_json_from(timeout=10)
+    await next_frame(first)
     await events.publish_channel_event({"type": "agent.started", "name": "researcher"})
     frames = await frames_until(first, types=("done",))
     relayed = [f for f in frames if f["type"] == "agent_event"]
     assert relayed == [{"type": "agent_event", "event": {"type": "agent.started", "name": "researcher"}}]
-    assert await other.receive_json_from(timeout=5) == relayed[0]
+    assert await next_frame(other, timeout=5) == relayed[0]
     await first.disconnect()
     await other.disconnect()
 

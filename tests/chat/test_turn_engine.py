@@ -14,10 +14,15 @@ from channels.db import database_sync_to_async
 
 from chat import turns
 from chat.turns.engine import get_engine
+from sessions_app import services
 from sessions_app.models import ChatSession, Message
 from tests.chat.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def owner_id():
+    return (await database_sync_to_async(services.default_owner)()).pk
 
 
 class Gone(Exception):
@@ -53,8 +58,8 @@ async def run_turn(watcher, content, session_id="engine"):
 
 
 async def test_a_sink_that_fails_mid_turn_fails_alone(gateway):
-    watcher = await turns.session_join(session_id="engine", sink=Sink())
-    dropped = await turns.session_join(session_id="engine", sink=Sink(fail_after=4))
+    watcher = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink())
+    dropped = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink(fail_after=4))
     frames = await run_turn(watcher, "[[chunks=30]] hello")
     assert [f["type"] for f in frames][-2:] == ["chunk_reset", "done"]
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
@@ -72,9 +77,9 @@ async def test_a_sink_that_fails_mid_turn_fails_alone(gateway):
 async def test_sinks_dropped_at_random_points_of_many_turns_never_end_a_turn(gateway):
     """The soak's finding, compressed: 40 turns, a socket dropped at a random point of each."""
     rng = random.Random(20261130)
-    watcher = await turns.session_join(session_id="engine", sink=Sink())
+    watcher = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink())
     for index in range(40):
-        doomed = [await turns.session_join(session_id="engine", sink=Sink(fail_after=rng.randint(0, 25)))
+        doomed = [await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink(fail_after=rng.randint(0, 25)))
                   for _ in range(3)]
         frames = await run_turn(watcher, f"[[chunks={rng.randint(5, 30)}]] turn {index}")
         assert frames[-1]["type"] == "done", frames[-1]
@@ -89,14 +94,14 @@ async def test_sinks_dropped_at_random_points_of_many_turns_never_end_a_turn(gat
 
 
 async def test_a_socket_that_joins_mid_turn_gets_start_then_replay_then_live(gateway):
-    watcher = await turns.session_join(session_id="engine", sink=Sink())
+    watcher = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink())
     await turns.message_submit(watcher, content="[[chunks=20]] [[delay_ms=20]] slow")
 
     async def streaming():
         return watcher.sink.types().count("chunk") >= 5
 
     await wait_for(streaming)
-    late = await turns.session_join(session_id="engine", sink=Sink())
+    late = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink())
 
     async def ended():
         return "done" in late.sink.types()

@@ -19,12 +19,29 @@ def ws_url(server, session_id="e2e", **params):
 
 
 async def frames_until(ws, types=TERMINAL, timeout=20):
+    """Every frame up to the first of `types`; operator events (`agent_event`) left out unless asked."""
     frames = []
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if is_operator_event(frame) and "agent_event" not in types:
+            continue
         frames.append(frame)
         if frame["type"] in types:
             return frames
+
+
+def is_operator_event(frame):
+    """A turn's start, end or error as every socket of its user hears it (not a channel event)."""
+    event = frame.get("event") if frame.get("type") == "agent_event" else None
+    return isinstance(event, dict) and event.get("type") in ("agent_start", "agent_end", "error") \
+        and "turn_id" in event
+
+
+async def _next_turn_frame(ws):
+    while True:
+        frame = json.loads(await ws.recv())
+        if not is_operator_event(frame):
+            return frame
 
 
 async def session_start(ws):
@@ -172,6 +189,6 @@ async def test_resent_client_id_runs_once(gateway):
         acks = sorted((f["duplicate"] for f in frames if f["type"] == "ack"))
         assert acks == [False, True]
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(ws.recv(), 1.0)
+            await asyncio.wait_for(_next_turn_frame(ws), 1.0)
     async with connect(ws_url(server, token=token)) as ws:
         assert (await session_start(ws))["message_count"] == 2

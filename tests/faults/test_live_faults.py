@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from construct_core.errors import DATABASE_UNAVAILABLE
+from tests.e2e.test_chat_e2e import is_operator_event
 from tests.e2e.conftest import gateway_env, pair
 from tests.security.live import db_rows
 from tests.support.services import private_postgres, private_redis
@@ -31,9 +32,13 @@ async def recv_json(ws, timeout=20):
 
 
 async def until(ws, types=("done", "error", "stopped"), timeout=30):
+    """Every frame up to the first of `types`; operator events (`agent_event`) left out unless asked."""
     frames = []
     while True:
-        frames.append(await recv_json(ws, timeout))
+        frame = await recv_json(ws, timeout)
+        if is_operator_event(frame) and "agent_event" not in types:
+            continue
+        frames.append(frame)
         if frames[-1]["type"] in types:
             return frames
 

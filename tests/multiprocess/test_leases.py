@@ -45,7 +45,7 @@ def test_turn_interrupt_only_ends_a_turn_whose_lease_ran_out_and_only_once():
         ChatSession.State.INTERRUPTED, "turn-dead", "", None)
     # The next message may start: an interrupted session is not running.
     started, taken_over = services.turn_try_start(
-        session_id=dead.pk, turn_id="turn-next", owner="p2", lease_seconds=10)
+        session_id=dead.pk, user_id=dead.user_id, turn_id="turn-next", owner="p2", lease_seconds=10)
     assert (started, taken_over) == (True, None)
 
 

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from chat.limits import Rate, RateLimiter, SocketCounter
 from sessions_app.models import AuditEvent, Message
 from tests.chat.conftest import communicator, frames_until, open_socket, send
-from tests.factories import make_device
+from tests.factories import make_device, make_user
 from tests.test_settings_env import run_django
 
 MIB = 1024 * 1024
@@ -113,20 +113,26 @@ async def test_message_rate_limit_answers_rate_limited_and_keeps_the_socket(gate
     await comm.disconnect()
 
 
-async def test_message_rate_is_per_device_not_per_socket(gateway, token):
+async def test_message_rate_is_per_user_not_per_socket_or_device(gateway, token):
     gateway.CONSTRUCT_MESSAGE_RATE = (2, 60.0)
     first, _ = await open_socket(token, query="session_id=a")
     second, _ = await open_socket(token, query="session_id=b")
-    _device, other_token = await database_sync_to_async(make_device)(name="other")
+    # A second device of the same user (the owner) shares the user's allowance.
+    _device, same_user_token = await database_sync_to_async(make_device)(name="phone")
+    same_user, _ = await open_socket(same_user_token, query="session_id=d")
+    _device, other_token = await database_sync_to_async(
+        lambda: make_device(name="other", user=make_user()))()
     other, _ = await open_socket(other_token, query="session_id=c")
     for _ in range(2):
         await send(first, type="message", content="hi")
         assert (await frames_until(first))[-1]["type"] == "done"
     await send(second, type="message", content="hi")
     assert (await frames_until(second))[-1]["code"] == "RATE_LIMITED"
+    await send(same_user, type="message", content="hi")
+    assert (await frames_until(same_user))[-1]["code"] == "RATE_LIMITED"
     await send(other, type="message", content="hi")
     assert (await frames_until(other))[-1]["type"] == "done"
-    for comm in (first, second, other):
+    for comm in (first, second, same_user, other):
         await comm.disconnect()
 
 
@@ -150,9 +156,10 @@ async def test_new_socket_rate_refuses_before_accept(gateway, token):
     assert (await refused.connect(timeout=10))[0] is False
     reasons = [detail["reason"] for detail in await refusals()]
     assert len(reasons) == 1 and reasons[0].startswith("too many new sockets")
-    # Another device has its own allowance.
-    _device, other_token = await database_sync_to_async(make_device)(name="other")
-    comm, _ = await open_socket(other_token)
+    # Another user's device has its own allowance.
+    _device, other_token = await database_sync_to_async(
+        lambda: make_device(name="other", user=make_user()))()
+    comm, _ = await open_socket(other_token, query="session_id=theirs")
     await comm.disconnect()
 
 

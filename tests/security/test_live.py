@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.e2e.test_chat_e2e import is_operator_event
 from tests.e2e.conftest import FAKE_KEY, gateway_env, pair
 from tests.security.live import client_frame, db_rows, raw_upgrade, server_frames
 from tests.support.daphne import REPO_ROOT, server_env
@@ -35,9 +36,13 @@ async def recv_json(ws, timeout=15):
 
 
 async def until(ws, types=("done", "error", "stopped"), timeout=20):
+    """Every frame up to the first of `types`; operator events (`agent_event`) left out unless asked."""
     frames = []
     while True:
-        frames.append(await recv_json(ws, timeout))
+        frame = await recv_json(ws, timeout)
+        if is_operator_event(frame) and "agent_event" not in types:
+            continue
+        frames.append(frame)
         if frames[-1]["type"] in types:
             return frames
 

@@ -22,6 +22,7 @@ from chat.turns.stores import DatabaseMemory
 from chat.agent.tools.base import MAX_TOOL_OUTPUT_CHARS, Tool, ToolContext, ToolRegistry
 from chat.agent.tools.memory import MAX_TAG_CHARS, memory_tools
 from construct_core.redaction import REDACTED, register_secret
+from sessions_app.services import default_owner
 from sessions_app.models import (
     AuditEvent, ChatSession, ClientMessageId, MemoryNote, Message, PairedDevice,
 )
@@ -100,7 +101,7 @@ async def test_a_memory_tag_cut_at_its_limit_keeps_no_piece_of_a_key():
     tag = "t" * (MAX_TAG_CHARS - 12) + CUT_KEY
 
     output, is_error = await registry.call(
-        "memory_store", json.dumps({"content": "a note", "tags": [tag]}), ToolContext(session_id="none", memory=DatabaseMemory())
+        "memory_store", json.dumps({"content": "a note", "tags": [tag]}), ToolContext(session_id="none", memory=DatabaseMemory(await database_sync_to_async(lambda: default_owner().pk)()))
     )
 
     assert not is_error

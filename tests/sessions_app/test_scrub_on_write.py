@@ -90,7 +90,7 @@ def test_messages_append_scrubs_every_message():
 def test_note_store_scrubs_content_and_tags():
     make_session(session_id="s")
 
-    services.note_store(session_id="s", content=f"remember {KEY}", tags=[KEY, f"k:{KEY}", "plain"])
+    services.note_store(user_id=services.default_owner().pk, session_id="s", content=f"remember {KEY}", tags=[KEY, f"k:{KEY}", "plain"])
 
     note = MemoryNote.objects.get()
     assert note.content == f"remember {REDACTED}"
@@ -101,7 +101,7 @@ def test_note_store_scrubs_content_and_tags():
 def test_usage_record_scrubs_the_model_name_before_cutting_it():
     model = "m" * 190 + KEY  # the key straddles the 200-character column
 
-    services.usage_record(session_id=None, turn_id="t", model=model, input_tokens=1, output_tokens=2)
+    services.usage_record(session_id=None, user_id=None, turn_id="t", model=model, input_tokens=1, output_tokens=2)
 
     row = UsageRecord.objects.get()
     assert row.model == ("m" * 190 + REDACTED)[:200]
@@ -121,10 +121,10 @@ def test_audit_record_scrubs_client_and_detail_and_still_verifies():
 
 
 def test_session_names_are_scrubbed_before_they_are_cut():
-    services.session_open(session_id="s", name="n" * 195 + KEY)
+    services.session_open(session_id="s", user_id=services.default_owner().pk, name="n" * 195 + KEY)
     assert ChatSession.objects.get(pk="s").name == ("n" * 195 + REDACTED)[:200]
 
-    services.session_open(session_id="s", name=f"renamed {KEY}")
+    services.session_open(session_id="s", user_id=services.default_owner().pk, name=f"renamed {KEY}")
     assert ChatSession.objects.get(pk="s").name == f"renamed {REDACTED}"
 
     services.session_rename(session_id="s", name=f"again {KEY}")
@@ -134,7 +134,7 @@ def test_session_names_are_scrubbed_before_they_are_cut():
 
 def test_a_session_id_holding_a_secret_is_refused():
     with pytest.raises(ValueError):
-        services.session_open(session_id=f"s-{KEY}")
+        services.session_open(session_id=f"s-{KEY}", user_id=services.default_owner().pk)
     assert not ChatSession.objects.exists()
 
 

@@ -9,12 +9,17 @@ from chat.agent.tools.base import ToolContext, ToolRegistry
 from chat.agent.tools.canvas import canvas_tools
 from chat.agent.tools.memory import memory_tools
 from chat.turns.stores import DatabaseMemory
+from sessions_app.services import default_owner
 from sessions_app.models import ChatSession, MemoryNote
 
 
-def caller(tools, session_id="s1"):
+async def owner_id():
+    return (await database_sync_to_async(default_owner)()).pk
+
+
+def caller(tools, session_id="s1", user_id=None):
     registry = ToolRegistry(tools)
-    ctx = ToolContext(session_id=session_id, memory=DatabaseMemory())
+    ctx = ToolContext(session_id=session_id, memory=DatabaseMemory(user_id))
 
     async def call(name, **args):
         return await registry.call(name, json.dumps(args), ctx)
@@ -24,8 +29,9 @@ def caller(tools, session_id="s1"):
 
 @pytest.mark.django_db(transaction=True)
 async def test_notes_are_stored_and_recalled_by_words_and_tags():
-    await database_sync_to_async(ChatSession.objects.create)(pk="s1")
-    call = caller(memory_tools())
+    owner = await owner_id()
+    await database_sync_to_async(ChatSession.objects.create)(pk="s1", user_id=owner)
+    call = caller(memory_tools(), user_id=owner)
     output, is_error = await call("memory_store", content="The user's cat is called Miso", tags=["pets"])
     assert not is_error and output.startswith("Stored memory note") and "pets" in output
     await call("memory_store", content="Deploys happen on Fridays", tags=["work", "schedule"])
@@ -48,7 +54,7 @@ async def test_notes_are_stored_and_recalled_by_words_and_tags():
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_note_outside_any_session_and_bad_input():
-    call = caller(memory_tools(), session_id="no-such-session")
+    call = caller(memory_tools(), session_id="no-such-session", user_id=await owner_id())
     assert (await call("memory_store", content="kept anyway"))[1] is False
     assert await database_sync_to_async(MemoryNote.objects.filter(session__isnull=True).count)() == 1
     output, is_error = await call("memory_store", content="  ")
