@@ -102,6 +102,14 @@ export const api = {
   rename: (id, name) => request("PATCH", sessionPath(id), { name }),
   remove: (id) => request("DELETE", sessionPath(id)),
   messages: (id) => request("GET", `${sessionPath(id)}messages/`),
+
+  /** The approvals still waiting in the caller's sessions: [{id, session_id, name, args, ...}]. */
+  async pendingApprovals() {
+    const data = await request("GET", "/api/approvals/?state=pending");
+    return Array.isArray(data) ? data : (data && data.results) || [];
+  },
+  /** Answer an approval: {decision: "approve" | "deny" | "always", args?}. */
+  decideApproval: (id, body) => request("POST", `/api/approvals/${encodeURIComponent(id)}/`, body),
 };
 
 /** POST for a token, as /pair and /login answer: {"token"} or {"error", "retry_after"?}. */

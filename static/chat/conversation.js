@@ -3,6 +3,7 @@
 // through one of the two tables below, by type: a new kind of frame is one more entry there.
 
 import { AuthError, api } from "./api.js";
+import { Approval } from "./approval.js";
 import { showBanner } from "./banner.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { setBusy, setStopping, state } from "./state.js";
@@ -22,6 +23,12 @@ const TURN_FRAMES = {
   },
   tool_result(view, frame) {
     view.toolResult(frame.id, frame.name, frame.output, frame.is_error);
+  },
+  approval_request(view, frame) {
+    this.askApproval(view, frame);
+  },
+  approval_result(view, frame) {
+    this.approvalResult(frame);
   },
   operator_status(view, frame) {
     this.setStatus(statusText(frame));
@@ -71,13 +78,16 @@ export class Conversation {
    * `hooks`: takeSent() -> the outbox item a new turn answers, or null; turnStarted();
    * turnEnded(view, end) with end "done", "stopped" or "error"; toolCall(name, args, options);
    * cleared(); drawOutbox(); notSent(frame) for an error outside a turn; authFailed();
-   * ready() -> the socket can send now; send(frame).
+   * ready() -> the socket can send now; send(frame); approvalsChanged() when an approval
+   * was asked for or answered in this session.
    */
   constructor(hooks) {
     this.hooks = hooks;
     this.list = $("messages");
     this.statusLine = $("status-line");
     this.turns = new Map(); // turn_id -> TurnView
+    this.approvals = new Map(); // approval_id -> {approval, card}
+    this.lastAnswered = null; // the approval this page answered last, for an error that names none
     this.stick = true; // keep the newest message in view (unless the reader scrolled up)
     this.list.addEventListener("scroll", () => {
       this.stick = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 120;
@@ -102,6 +112,8 @@ export class Conversation {
   reset() {
     this.list.replaceChildren();
     this.turns.clear();
+    this.approvals.clear();
+    this.lastAnswered = null;
     state.activeTurn = null;
     this.hooks.cleared();
     this.setStatus("");
@@ -194,7 +206,9 @@ export class Conversation {
 
   /** A frame about the conversation (session_start, ack and agent_event go elsewhere). */
   handle(frame) {
-    if (typeof frame.turn_id === "string") this.turnEvent(frame);
+    // A refused approval answer is the card's business, never the end of a turn nor a banner.
+    if (frame.type === "error" && frame.code === "APPROVAL_INVALID") this.approvalRefused(frame);
+    else if (typeof frame.turn_id === "string") this.turnEvent(frame);
     else own(SESSION_FRAMES, frame.type)?.call(this, frame);
   }
 
@@ -217,6 +231,65 @@ export class Conversation {
     }
     if (!view.accept(frame.seq)) return; // seen already (a replay after a reconnect)
     own(TURN_FRAMES, frame.type)?.call(this, view, frame);
+  }
+
+  // --- Approvals: tool calls that wait for a person --------------------------------
+
+  /** approval_request: the call's tool card becomes an approval card (drawn once per id). */
+  askApproval(view, frame) {
+    const id = typeof frame.approval_id === "string" ? frame.approval_id : "";
+    if (!id || this.approvals.has(id)) return;
+    const card = view.toolCard(frame.tool_call_id, frame.name, frame.args);
+    if (card.approval) return; // this call was asked about already, under another id
+    const approval = new Approval(
+      { approvalId: id, name: frame.name, args: frame.args, expiresAt: frame.expires_at },
+      (decision, args) => this.answerApproval(id, decision, args),
+    );
+    card.attachApproval(approval);
+    this.approvals.set(id, { approval, card });
+    this.setStatus(`Waiting for your approval: ${String(frame.name || "a tool")}`);
+    flushRendering();
+    this.hooks.approvalsChanged();
+  }
+
+  /** approval_result: from this page, another tab or device, the operator or the timeout. */
+  approvalResult(frame) {
+    const entry = this.approvals.get(frame.approval_id);
+    if (entry && !entry.approval.decided) {
+      const edited = entry.approval.result(frame.decision, frame.by);
+      entry.card.approvalDecided(frame.decision, edited);
+    }
+    const waiting = [...this.approvals.values()].some(({ approval }) => !approval.decided);
+    if (!waiting) this.setStatus("");
+    this.hooks.approvalsChanged();
+  }
+
+  /** Send a person's answer: over the socket, or through REST while the socket is down. */
+  answerApproval(id, decision, args) {
+    this.lastAnswered = id;
+    const body = { decision };
+    if (args !== undefined) body.args = args;
+    if (this.hooks.ready()) {
+      this.hooks.send({ type: "approval", approval_id: id, ...body });
+      return undefined;
+    }
+    return api.decideApproval(id, body).then(
+      () => this.hooks.approvalsChanged(),
+      (error) => {
+        if (error instanceof AuthError) this.hooks.authFailed();
+        throw error;
+      },
+    );
+  }
+
+  /** error APPROVAL_INVALID: shown on the card it is about; the socket and the turn go on. */
+  approvalRefused(frame) {
+    const id = typeof frame.approval_id === "string" ? frame.approval_id : this.lastAnswered;
+    const entry = id ? this.approvals.get(id) : null;
+    const message = frame.message || "This approval can no longer be answered.";
+    if (entry) entry.approval.fail(message, frame.code);
+    else showBanner(frame.code, message, "warning");
+    this.hooks.approvalsChanged();
   }
 
   newTurn(turnId) {

@@ -10,9 +10,11 @@
 //                     composer.js      the message box, Send/Queue and Stop, page context
 //                     sidebar.js       the session list: search, rename, delete, new chat
 //                     panels.js        the side panel: Live Canvas and operator events
+//                     pending.js       which sessions have approvals waiting (the sidebar marks them)
 //   shared helpers    state.js         shared state and its "busy" emitter
 //                     banner.js        the error banner
 //                     render.js        Markdown made safe, messages, turns, tool cards
+//                     approval.js      the approval on a tool card: edit, approve, deny, countdown
 //                     api.js           HTTP: pairing, health, the REST API, the stored token
 //                     util.js          element lookup, ids
 // Imports point one way: main.js -> features -> shared helpers. A feature never imports
@@ -26,6 +28,7 @@ import { Conversation } from "./conversation.js";
 import { Outbox } from "./outbox.js";
 import { Pairing } from "./pairing.js";
 import { SidePanel } from "./panels.js";
+import { PendingApprovals } from "./pending.js";
 import { Sidebar, sessionUrl } from "./sidebar.js";
 import { state } from "./state.js";
 import { $, own, uuid4 } from "./util.js";
@@ -38,6 +41,7 @@ const pairing = new Pairing({
     state.sessionId = null;
     switchSession(id, { push: false });
     sidebar.load();
+    pending.load();
   },
   signedOut: () => {
     state.generation += 1;
@@ -48,6 +52,7 @@ const pairing = new Pairing({
     outbox.forgetAll();
     conversation.reset();
     sidebar.clear();
+    pending.clear();
     panels.clear();
     composer.clear();
     hideBanner();
@@ -82,6 +87,7 @@ const conversation = new Conversation({
   authFailed: () => pairing.refuse(),
   ready: () => connection.ready,
   send: (frame) => connection.send(frame),
+  approvalsChanged: () => pending.refresh(),
 });
 
 const outbox = new Outbox({
@@ -109,6 +115,11 @@ const sidebar = new Sidebar({
   },
   authFailed: () => pairing.refuse(),
   error: (code, text) => showBanner(code, text),
+});
+
+const pending = new PendingApprovals({
+  changed: (counts) => sidebar.markPending(counts),
+  authFailed: () => pairing.refuse(),
 });
 
 // --- Frames from the server ------------------------------------------------------------

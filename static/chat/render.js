@@ -172,20 +172,71 @@ function prettyArgs(args) {
   return JSON.stringify(args ?? {}, null, 2);
 }
 
+/** The words a tool card shows for its state, by state. */
+const TOOL_STATES = {
+  running: "running…",
+  waiting: "waiting for approval",
+  denied: "denied",
+  done: "done",
+  error: "failed",
+  idle: "no result",
+};
+
 class ToolCard {
   constructor(id, name, args) {
     this.id = id;
-    this.state = el("span", { class: "tool-state", "data-state": "running" }, "running…");
+    this.name = name || "tool";
+    this.state = el("span", { class: "tool-state" });
+    this.argsPre = el("pre", {}, prettyArgs(args));
+    this.argsBox = el("details", { class: "tool-args" }, el("summary", {}, "Arguments"), this.argsPre);
     this.resultPre = el("pre", { class: "tool-output" });
     this.result = el("details", { class: "tool-result", hidden: true }, el("summary", {}, "Result"), this.resultPre);
+    // An approval (approval.js) goes here: between the arguments and the result.
+    this.slot = el("div", { class: "tool-approval-slot" });
+    this.approval = null;
     this.el = el(
       "div",
       { class: "tool-card", "data-tool-id": id || "", "data-tool-name": name || "" },
       el("div", { class: "tool-head" }, el("span", { class: "tool-icon", "aria-hidden": "true" }, "⚙"),
-        el("code", { class: "tool-name" }, name || "tool"), this.state),
-      el("details", { class: "tool-args" }, el("summary", {}, "Arguments"), el("pre", {}, prettyArgs(args))),
+        el("code", { class: "tool-name" }, this.name), this.state),
+      this.argsBox,
+      this.slot,
       this.result,
     );
+    this.setState("running");
+  }
+
+  setState(kind) {
+    this.state.textContent = TOOL_STATES[kind] || kind;
+    this.state.dataset.state = kind;
+  }
+
+  /** The arguments shown (the model's, or a person's edit of them once approved). */
+  setArgs(args, { edited = false } = {}) {
+    this.argsPre.textContent = prettyArgs(args);
+    this.argsBox.querySelector("summary").textContent = edited ? "Arguments (edited before it ran)" : "Arguments";
+    this.el.classList.toggle("edited", edited);
+  }
+
+  /**
+   * Put an approval (approval.js: an object with `el`, `decided` and `interrupt()`) on this
+   * card: while it waits, its editable arguments stand in for the read-only ones.
+   */
+  attachApproval(approval) {
+    this.approval = approval;
+    this.slot.replaceChildren(approval.el);
+    this.el.classList.add("approval-card");
+    this.argsBox.hidden = true;
+    this.setState("waiting");
+  }
+
+  /** The approval was answered: the tool runs (with `editedArgs` when a person changed them) or not. */
+  approvalDecided(decision, editedArgs = undefined) {
+    this.argsBox.hidden = false;
+    if (editedArgs !== undefined) this.setArgs(editedArgs, { edited: true });
+    if (this.state.dataset.state === "waiting") {
+      this.setState(decision === "approve" || decision === "always" ? "running" : "denied");
+    }
   }
 
   setResult(output, isError) {
@@ -194,16 +245,15 @@ class ToolCard {
     this.result.hidden = false;
     // Short results are worth seeing at once; long ones stay one click away.
     this.result.open = text.length <= 400;
-    this.state.textContent = isError ? "failed" : "done";
-    this.state.dataset.state = isError ? "error" : "done";
+    const denied = isError && this.approval && ["deny", "timeout"].includes(this.approval.decided);
+    this.setState(denied ? "denied" : isError ? "error" : "done");
     this.el.classList.toggle("error", Boolean(isError));
   }
 
   interrupt() {
-    if (this.state.dataset.state === "running") {
-      this.state.textContent = "no result";
-      this.state.dataset.state = "idle";
-    }
+    this.approval?.interrupt();
+    this.argsBox.hidden = false;
+    if (["running", "waiting"].includes(this.state.dataset.state)) this.setState("idle");
   }
 }
 
@@ -266,12 +316,24 @@ export class TurnView {
     this.thinking.pre.textContent = this.thinking.text;
   }
 
+  /** A tool call; a repeat of one already shown (an approval drew it first) updates its arguments. */
   toolCall(id, name, args) {
+    const known = id ? this.tools.get(id) : null;
+    if (known) {
+      if (!known.approval) known.setArgs(args);
+      return known;
+    }
     this.text = null;
     this.thinking = null;
     const card = new ToolCard(id, name, args);
     this.tools.set(id || `#${this.tools.size}`, card);
     this.body.append(card.el);
+    return card;
+  }
+
+  /** The card of this tool call id, drawn from the request when no tool_call came before it. */
+  toolCard(id, name, args) {
+    return (id && this.tools.get(id)) || this.toolCall(id, name, args);
   }
 
   toolResult(id, name, output, isError) {

@@ -1,5 +1,6 @@
-// The session sidebar: newest first with their state, search, rename in place, delete with a
-// confirm, a new chat, and the menu button that shows it on a narrow screen.
+// The session sidebar: newest first with their state and any approvals waiting in them,
+// search, rename in place, delete with a confirm, a new chat, and the menu button that shows
+// it on a narrow screen.
 
 import { AuthError, api } from "./api.js";
 import { el, icon } from "./render.js";
@@ -37,6 +38,7 @@ export class Sidebar {
     this.search = $("session-search");
     this.hooks = hooks;
     this.sessions = [];
+    this.pending = new Map(); // session id -> approvals waiting (pending.js)
     this.next = null;
     this.editing = false; // a rename or a delete confirm is open: keep the list still
     this.loads = 0;
@@ -61,6 +63,12 @@ export class Sidebar {
   refresh() {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.load(), 150);
+  }
+
+  /** Mark the sessions with approvals waiting (a Map of session id -> how many). */
+  markPending(counts) {
+    this.pending = counts;
+    if (!this.editing) this.draw();
   }
 
   /** Signed out: no line of that user's list stays on the page, and no late answer draws one. */
@@ -119,7 +127,9 @@ export class Sidebar {
     const currentId = this.hooks.current();
     const searching = Boolean(this.search.value.trim());
     // Sessions opened and never used are not worth a line, except the open one.
-    const shown = this.sessions.filter((s) => searching || s.message_count > 0 || s.id === currentId);
+    const shown = this.sessions.filter(
+      (s) => searching || s.message_count > 0 || s.id === currentId || this.pending.has(s.id),
+    );
     this.list.replaceChildren(...shown.map((s) => this.item(s, s.id === currentId)));
     this.empty.hidden = shown.length > 0;
     this.empty.textContent = searching ? "No session matches." : "No sessions yet.";
@@ -130,6 +140,8 @@ export class Sidebar {
 
   item(session, current) {
     const label = session.name || "Untitled chat";
+    const waiting = this.pending.get(session.id) || 0;
+    const waitingText = waiting === 1 ? "1 approval waiting" : `${waiting} approvals waiting`;
     const link = el(
       "a",
       { class: "session-link", href: sessionUrl(session.id), "aria-current": current ? "page" : null, title: session.id },
@@ -138,6 +150,8 @@ export class Sidebar {
         "span",
         { class: "session-meta" },
         el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
+        waiting ? el("span", { class: "badge approval-pending", title: `${waitingText}: open the chat to answer` },
+          el("span", { "aria-hidden": "true" }, "⏸ "), waitingText) : null,
         el("span", {}, `${session.message_count} msg`),
         el("time", { datetime: session.last_activity }, whenLabel(session.last_activity)),
       ),
@@ -149,7 +163,8 @@ export class Sidebar {
     });
     const rename = el("button", { type: "button", class: "icon-btn", "aria-label": `Rename ${label}`, title: "Rename" }, icon("pencil"));
     const remove = el("button", { type: "button", class: "icon-btn", "aria-label": `Delete ${label}`, title: "Delete" }, icon("trash"));
-    const item = el("li", { class: "session-item", "data-session-id": session.id }, link,
+    const item = el("li", { class: "session-item", "data-session-id": session.id,
+      "data-pending-approvals": waiting ? String(waiting) : null }, link,
       el("div", { class: "session-actions" }, rename, remove));
     rename.addEventListener("click", () => this.rename(item, session));
     remove.addEventListener("click", () => this.confirmDelete(item, session));
