@@ -16,7 +16,7 @@ from django import db
 from django.conf import settings
 
 from chat import limits, protocol, security, turns
-from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError
 from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
 from construct_core.redaction import scrub
@@ -45,6 +45,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     _groups: tuple | list = ()
     subscription: turns.Subscriber | None = None
     device_id: int | None = None
+    # Who answers an approval from this socket: the device's name (audit, approval_result).
+    device_name = ""
     limit_key = ""
     _slot_held = False
     _revoked = False
@@ -110,9 +112,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._refuse("missing or invalid token")
                 return
             self.device_id = device.pk
+            self.device_name = device.name or f"device {device.pk}"
             user = device.user
         else:
             user = await database_sync_to_async(services.default_owner)()
+            self.device_name = user.get_username()
         self.user_id, self.is_staff = user.pk, user.is_staff
 
         session_id = params.get("session_id") or str(uuid.uuid4())
@@ -182,6 +186,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._dispatch(frame)
         except FrameError as exc:
             await self.send_json(error_frame(exc.code, exc.message))
+        except GatewayError as exc:  # a refusal with details (an approval's id)
+            await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
         except Exception as exc:  # the database or the layer failed: say so, keep the socket
             logger.exception("could not handle a frame on session %s", self.session_id)
             if isinstance(exc, db.Error):
@@ -228,8 +234,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         elif msg_type == "stop":
             if not await self._still_authorised():
                 return
-            if not await turns.turn_stop(session_id=self.session_id):
+            if not await turns.turn_stop(session_id=self.session_id, by=self.device_name):
                 await self.send_json({"type": "stopped", "message": "No turn is running"})
+        elif msg_type == "approval":
+            approval_id, decision, args = protocol.parse_approval(frame)
+            if not await self._still_authorised():
+                return
+            await turns.approval_decide(self.subscription, approval_id=approval_id, decision=decision,
+                                        args=args, by=self.device_name)
         else:
             shown = msg_type if isinstance(msg_type, str) else ""
             raise FrameError(

@@ -2,12 +2,15 @@
 
 from urllib.parse import parse_qs
 
+from construct_core.approvals import PERSON_DECISIONS
+from construct_core.errors import ApprovalInvalid
 from sessions_app.ids import SESSION_ID_RE  # noqa: F401  (the socket checks ?session_id= with it)
 
 WS_PROTOCOL = "construct.v1"
 BEARER_SUBPROTO_PREFIX = "bearer."
 PAGE_CONTEXTS = ("agent_pool", "agent_teams", "skills", "workflows", "canvas")
 CLIENT_ID_MAX = 128
+APPROVAL_ID_MAX = 64
 HINT = 'Send {"type":"message","content":"your text"}'
 
 
@@ -80,6 +83,28 @@ def parse_message(frame: dict) -> tuple[str, str | None, str | None]:
                 "BAD_FRAME", f"client_id must be a non-empty string of at most {CLIENT_ID_MAX} characters"
             )
     return content, page_context, client_id
+
+
+def parse_approval(frame: dict) -> tuple[str, str, dict | None]:
+    """Check an `approval` frame; returns (approval_id, decision, args or None).
+
+    Raises ApprovalInvalid (code APPROVAL_INVALID, with the approval_id when it
+    is a usable string) for any malformed one: the socket stays usable.
+    """
+    approval_id = frame.get("approval_id")
+    if (not isinstance(approval_id, str) or not 0 < len(approval_id) <= APPROVAL_ID_MAX
+            or not _storable(approval_id)):
+        raise ApprovalInvalid(
+            f"approval_id must be a non-empty string of at most {APPROVAL_ID_MAX} characters"
+        )
+    decision = frame.get("decision")
+    if decision not in PERSON_DECISIONS:
+        raise ApprovalInvalid('decision must be "approve", "deny" or "always"', approval_id=approval_id)
+    args = frame.get("args")
+    if args is not None and not isinstance(args, dict):
+        raise ApprovalInvalid("args, when given, must be a JSON object: the call's new arguments",
+                              approval_id=approval_id)
+    return approval_id, decision, args
 
 
 def _storable(text: str) -> bool:

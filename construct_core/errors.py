@@ -60,3 +60,12 @@ class BudgetExceeded(GatewayError):
     """
 
     code = "BUDGET_EXCEEDED"
+
+
+class ApprovalInvalid(GatewayError):
+    """An approval that cannot be decided: unknown, expired, already decided, or a malformed answer.
+
+    Its details carry the `approval_id` (when the frame had one as a string).
+    """
+
+    code = "APPROVAL_INVALID"

@@ -25,6 +25,20 @@ def on_server_start() -> None:
     from twisted.internet import reactor
 
     reactor.callWhenRunning(server_start)
+    # Inside the running event loop: the turn engine's work that needs no socket.
+    reactor.callWhenRunning(reactor.callLater, 0, engine_start)
+
+
+def engine_start() -> None:
+    """Start the turn engine's approvals watchdog (a timeout fires with no socket open)."""
+    import asyncio
+
+    from chat import turns
+
+    _started.add(asyncio.ensure_future(turns.engine_start()))
+
+
+_started: set = set()  # a reference to the start-up task while it runs
 
 
 def server_start() -> None:

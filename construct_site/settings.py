@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from construct_core.approvals import BadRules, rules_parse
 from construct_site.secret_key import secret_key_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -319,6 +320,16 @@ CONSTRUCT_TRUSTED_PROXIES = _env_list("CONSTRUCT_TRUSTED_PROXIES", [])
 CONSTRUCT_MAX_FRAME_BYTES = _env_number("CONSTRUCT_MAX_FRAME_BYTES", 1_048_576, minimum=1024)
 # Origins allowed to open the chat socket, besides the page's own host.
 CONSTRUCT_ALLOWED_ORIGINS = _env_list("CONSTRUCT_ALLOWED_ORIGINS", [])
+# Which tool calls wait for a person (construct_core/approvals.py): PATTERN=POLICY rules,
+# first match wins, as ((pattern, policy), ...); and how long a call waits before it is denied.
+try:
+    CONSTRUCT_TOOL_APPROVAL = rules_parse(_env("CONSTRUCT_TOOL_APPROVAL"))
+except BadRules as exc:
+    raise ImproperlyConfigured(
+        f"CONSTRUCT_TOOL_APPROVAL must be comma-separated PATTERN=POLICY rules such as "
+        f"'shell=ask,file_*=ask,*=auto' (POLICY auto, ask or deny): {exc}"
+    ) from None
+CONSTRUCT_APPROVAL_TIMEOUT = _env_number("CONSTRUCT_APPROVAL_TIMEOUT", 120.0, kind=float, minimum=0.1)
 
 # Internal tuning, not part of the contract.
 # The bubblewrap binary (a name on PATH or a path); tests point it elsewhere.

@@ -29,10 +29,13 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 
-from sessions_app import budget, exports, selectors, services
+from asgiref.sync import async_to_sync
+
+from construct_core.errors import ApprovalInvalid
+from sessions_app import budget, events, exports, selectors, services
 from sessions_app.clients import client_from_request
 from sessions_app.models import (
-    AuditEvent, ChatSession, MemoryNote, Message, PairedDevice, UsageRecord, UserQuota,
+    AuditEvent, ChatSession, MemoryNote, Message, PairedDevice, ToolApproval, UsageRecord, UserQuota,
 )
 from sessions_app.pairing import CODE_TTL_SECONDS, device_revoke, pairing_code_issue
 
@@ -190,6 +193,67 @@ class AuditEventAdmin(ReadOnlyAdmin):
     @admin.display(description="detail")
     def detail_text(self, event):
         return json.dumps(event.detail, ensure_ascii=False, sort_keys=True)
+
+
+# --- tool approvals ----------------------------------------------------------------
+
+
+@admin.register(ToolApproval)
+class ToolApprovalAdmin(ReadOnlyAdmin):
+    """Pending and past approvals; an operator may approve or deny pending ones (by "operator")."""
+
+    list_display = ("name", "state", "decision", "by", "session", "user", "requested_at",
+                    "expires_at", "decided_at")
+    list_filter = ("state", "decision", "name", ("session__user", admin.RelatedOnlyFieldListFilter),
+                   "requested_at")
+    search_fields = ("id", "name", "session__id", "session__name", "tool_call_id", "by")
+    date_hierarchy = "requested_at"
+    fields = ("id", "session", "turn_id", "tool_call_id", "name", "args_text", "state", "decision",
+              "by", "decided_args_text", "requested_at", "expires_at", "decided_at", "applied_at")
+    readonly_fields = fields
+    list_select_related = ("session", "session__user")
+    actions = ["approve", "deny"]
+
+    @admin.display(description="user", ordering="session__user")
+    def user(self, approval):
+        return approval.session.user
+
+    @admin.display(description="arguments")
+    def args_text(self, approval):
+        return json.dumps(approval.args, ensure_ascii=False, sort_keys=True, indent=2)
+
+    @admin.display(description="arguments the person gave")
+    def decided_args_text(self, approval):
+        if approval.decided_args is None:
+            return "—"
+        return json.dumps(approval.decided_args, ensure_ascii=False, sort_keys=True, indent=2)
+
+    def has_decide_permission(self, request):
+        return request.user.has_perm("sessions_app.change_toolapproval")
+
+    def _decide(self, request, queryset, decision: str) -> None:
+        decided = skipped = 0
+        for approval_id in queryset.values_list("pk", flat=True):
+            try:
+                approval = services.approval_decide(approval_id=approval_id, decision=decision,
+                                                    by="operator")
+            except ApprovalInvalid:
+                skipped += 1
+                continue
+            async_to_sync(events.publish_approval_decided)(approval)
+            decided += 1
+        self.message_user(request, f"{decided} approval(s) answered {decision!r}.", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} were no longer pending (decided or expired).",
+                              messages.WARNING)
+
+    @admin.action(description="Approve selected pending tool calls", permissions=["decide"])
+    def approve(self, request, queryset):
+        self._decide(request, queryset, "approve")
+
+    @admin.action(description="Deny selected pending tool calls", permissions=["decide"])
+    def deny(self, request, queryset):
+        self._decide(request, queryset, "deny")
 
 
 # --- usage and memory ----------------------------------------------------------

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 SOCKETS_GROUP = "construct.sockets"
 # Staff sockets: every user's agent_start, agent_end and error.
 OPERATORS_GROUP = "construct.operators"
+# The turn engine of every server process (one listener each): approvals decided anywhere.
+ENGINES_GROUP = "construct.engines"
 
 
 def user_group(user_id: int) -> str:
@@ -54,3 +56,25 @@ async def publish_operator_event(event: dict, *, user_id: int) -> None:
     message = {"type": "operator.event", "event": event}
     await _group_send(user_group(user_id), message)
     await _group_send(OPERATORS_GROUP, message)
+
+
+def approval_decided_message(approval) -> dict:
+    """What every engine hears when an approval is decided (a ToolApproval row, decided)."""
+    return {
+        "type": "approval.decided",
+        "approval_id": approval.pk,
+        "session_id": approval.session_id,
+        "turn_id": approval.turn_id,
+        "decision": approval.decision,
+        "by": approval.by,
+        "args": approval.decided_args,
+    }
+
+
+async def publish_approval_decided(approval) -> None:
+    """Tell every process's turn engine that an approval was decided, once it is in the database.
+
+    The process whose turn waits for it continues the turn; if that process
+    died, one that hears this takes the turn over (chat/turns/approvals.py).
+    """
+    await _group_send(ENGINES_GROUP, approval_decided_message(approval))

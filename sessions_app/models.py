@@ -1,5 +1,6 @@
 """What the gateway keeps: sessions and their messages, paired devices, the audit trail, usage."""
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -30,6 +31,8 @@ class ChatSession(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
     message_count = models.PositiveIntegerField(default=0)
+    # Tools a person answered "always" for: they run without asking for the rest of the session.
+    always_allowed = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-last_activity"]
@@ -142,6 +145,7 @@ class AuditEvent(models.Model):
         DEVICE_REVOKED = "device_revoked"
         LOGIN_SUCCESS = "login_success"
         LOGIN_FAILURE = "login_failure"
+        APPROVAL_DECIDED = "approval_decided"
 
     created_at = models.DateTimeField()
     kind = models.CharField(max_length=32, choices=Kind.choices)
@@ -222,3 +226,60 @@ class UserQuota(models.Model):
 
     def __str__(self):
         return f"quota of {self.user}"
+
+
+def _approval_id() -> str:
+    return "ap_" + secrets.token_urlsafe(18)
+
+
+class ToolApproval(models.Model):
+    """A tool call that waits (or waited) for a person's answer.
+
+    Written after the assistant message with the call is saved and before
+    `approval_request` goes out, so any process can act on the answer: the one
+    running the turn, or, if it died, the one that continues the turn.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        DENIED = "denied"
+        TIMEOUT = "timeout"
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        DENY = "deny"
+        ALWAYS = "always"
+        TIMEOUT = "timeout"
+
+    id = models.CharField(primary_key=True, max_length=64, default=_approval_id, editable=False)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="approvals")
+    turn_id = models.CharField(max_length=64)
+    tool_call_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200)
+    args = models.JSONField(default=dict, blank=True)
+    # The seq of the turn's approval_request event (a turn continued elsewhere numbers on from it).
+    seq = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True, default="")
+    # Who decided: a device's name, "operator" (admin) or "timeout".
+    by = models.CharField(max_length=200, blank=True, default="")
+    # The arguments the person put in place of the model's, if they edited them.
+    decided_args = models.JSONField(null=True, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # When the turn acted on the decision (ran or refused the call). Until then
+    # a turn whose process died is continued rather than ended as interrupted.
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        verbose_name = "tool approval"
+        indexes = [
+            models.Index(fields=["state", "expires_at"], name="approval_state_expires"),
+            models.Index(fields=["session", "turn_id"], name="approval_session_turn"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.state})"

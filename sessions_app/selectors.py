@@ -5,11 +5,11 @@ import re
 from datetime import datetime, time
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from sessions_app.models import ChatSession, MemoryNote, Message, UsageRecord
+from sessions_app.models import ChatSession, MemoryNote, Message, ToolApproval, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,15 @@ def message_to_neutral(role: str, content: str, data: dict) -> dict:
     return message
 
 
-def history_for_provider(*, session_id: str, token_budget: int) -> tuple[list[dict], int]:
+def history_for_provider(*, session_id: str, token_budget: int,
+                         open_tail: bool = False) -> tuple[list[dict], int]:
     """The newest messages that fit in `token_budget`, oldest first, and how many were left out.
 
     Reads newest first in small batches, so a session of 10,000 messages costs
     what its window costs, not what its whole history costs. A tool result is
-    never kept without the assistant message that called it.
+    never kept without the assistant message that called it. With `open_tail`,
+    the last message's tool calls without results are left open (a turn
+    continued from its saved history answers them), not filled in.
     """
     kept: list[dict] = []
     used = 0
@@ -100,18 +103,19 @@ def history_for_provider(*, session_id: str, token_budget: int) -> tuple[list[di
     if dropped:
         logger.info("history of session %s: sent %d messages, left out %d to fit %d tokens",
                     session_id, len(kept), dropped, token_budget)
-    return pair_tool_results(kept), dropped
+    return pair_tool_results(kept, open_tail=open_tail), dropped
 
 
 UNANSWERED_TOOL_CALL = "[no result: the turn ended before this tool finished]"
 
 
-def pair_tool_results(messages: list[dict]) -> list[dict]:
+def pair_tool_results(messages: list[dict], open_tail: bool = False) -> list[dict]:
     """Every tool call followed by its result, and no result without its call.
 
     A turn stopped (or crashed) in the middle of a tool leaves a call without a
     result, and both providers refuse such a history: the missing result is
-    filled in. A result whose call is not right before it is left out.
+    filled in (except, with `open_tail`, for the last message's calls). A
+    result whose call is not right before it is left out.
     """
     paired: list[dict] = []
     unanswered: dict[str, str] = {}
@@ -131,7 +135,8 @@ def pair_tool_results(messages: list[dict]) -> list[dict]:
         paired.append(message)
         for call in message.get("tool_calls") or ():
             unanswered[call.get("id", "")] = call.get("name", "")
-    fill_in()
+    if not open_tail:
+        fill_in()
     return paired
 
 
@@ -251,3 +256,83 @@ def note_search(*, user_id: int, query: str, limit: int = 10) -> list[MemoryNote
 
     # sorted() is stable: among equal scores the newest stays first.
     return sorted(candidates, key=score, reverse=True)[:limit]
+
+
+# --- Tool approvals ---------------------------------------------------------------
+
+
+def approval_get(*, approval_id: str, user_id: int | None = None) -> ToolApproval | None:
+    """One approval; with `user_id`, only if it is of that user's session."""
+    rows = ToolApproval.objects.filter(pk=approval_id)
+    if user_id is not None:
+        rows = rows.filter(session__user_id=user_id)
+    return rows.first()
+
+
+def approval_for_call(*, session_id: str, turn_id: str, tool_call_id: str) -> ToolApproval | None:
+    """The approval a turn asked for one of its tool calls, if it asked."""
+    return (ToolApproval.objects.filter(session_id=session_id, turn_id=turn_id,
+                                        tool_call_id=tool_call_id)
+            .order_by("-requested_at").first())
+
+
+def approval_list(*, user_id: int | None, state: str | None = None,
+                  session_id: str | None = None) -> QuerySet[ToolApproval]:
+    """A user's approvals (every user's with `user_id` None), newest first.
+
+    `pending` lists only those that may still be answered (not past their expiry).
+    """
+    rows = ToolApproval.objects.all()
+    if user_id is not None:
+        rows = rows.filter(session__user_id=user_id)
+    if session_id:
+        rows = rows.filter(session_id=session_id)
+    if state:
+        rows = rows.filter(state=state)
+        if state == ToolApproval.State.PENDING:
+            rows = rows.filter(expires_at__gt=timezone.now())
+    return rows.order_by("-requested_at", "-pk")
+
+
+def approvals_expired(*, limit: int = 100) -> list[str]:
+    """Ids of pending approvals past their expiry: the timeout decides them."""
+    return list(
+        ToolApproval.objects.filter(state=ToolApproval.State.PENDING, expires_at__lte=timezone.now())
+        .order_by("expires_at").values_list("pk", flat=True)[:limit]
+    )
+
+
+def turns_parked(*, limit: int = 100) -> list[tuple[str, str]]:
+    """(session id, turn id) of turns whose process died while they waited for an approval.
+
+    Their session is still running the turn, its lease ran out, and one of its
+    approvals was not acted on yet: any process may continue it (services.turn_adopt).
+    """
+    waiting = ToolApproval.objects.filter(
+        session_id=OuterRef("pk"), turn_id=OuterRef("turn_id"), applied_at__isnull=True
+    )
+    now = timezone.now()
+    return list(
+        ChatSession.objects.filter(state=ChatSession.State.RUNNING)
+        .filter(Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True))
+        .filter(Exists(waiting))
+        .values_list("pk", "turn_id")[:limit]
+    )
+
+
+def approvals_waiting_any() -> bool:
+    """Whether some approval is pending, or some dead process's turn waits on one."""
+    return ToolApproval.objects.filter(state=ToolApproval.State.PENDING).exists() or bool(
+        turns_parked(limit=1)
+    )
+
+
+def session_always_allowed(*, session_id: str) -> list[str]:
+    """The tools a person allowed "always" in this session."""
+    return ChatSession.objects.filter(pk=session_id).values_list("always_allowed", flat=True).first() or []
+
+
+def turn_approvals_seq(*, session_id: str, turn_id: str) -> int:
+    """The highest seq of a turn's approval requests (a continued turn numbers on from it)."""
+    seqs = ToolApproval.objects.filter(session_id=session_id, turn_id=turn_id).values_list("seq", flat=True)
+    return max(seqs, default=0)

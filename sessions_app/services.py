@@ -16,10 +16,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from construct_core.errors import SessionBusy
+from construct_core import approvals as rules
+from construct_core.errors import ApprovalInvalid, SessionBusy
 from construct_core.redaction import scrub, scrub_value
+from sessions_app.audit import audit_record
 from sessions_app.models import (
-    ChatSession, ClientMessageId, MemoryNote, Message, TurnWaiter, UsageRecord,
+    ChatSession, ClientMessageId, MemoryNote, Message, ToolApproval, TurnWaiter, UsageRecord,
 )
 
 State = ChatSession.State
@@ -189,7 +191,9 @@ def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
             # the next message starts the conversation afresh under the same id.
             session = ChatSession.objects.create(pk=session_id, user_id=user_id)
         lease_alive = session.lease_expires_at is not None and session.lease_expires_at > now
-        if session.state == State.RUNNING and lease_alive:
+        if session.state == State.RUNNING and (lease_alive or _parked(session_id, session.turn_id)):
+            # A dead process's turn that waits for an approval is not taken over:
+            # the answer continues it (approval_decide, turn_adopt).
             return False, None
         older = TurnWaiter.objects.filter(session_id=session_id, expires_at__gt=now)
         if waiter_id is not None:
@@ -248,10 +252,35 @@ def turn_interrupt(*, session_id: str, turn_id: str) -> bool:
     notice at once, and only it keeps what the turn streamed.
     """
     now = timezone.now()
+    if _parked(session_id, turn_id):
+        return False  # it waits for an approval: the answer continues it (turn_adopt)
     return bool(
         ChatSession.objects.filter(pk=session_id, turn_id=turn_id, state=State.RUNNING)
         .filter(Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True))
         .update(state=State.INTERRUPTED, lease_expires_at=None, turn_owner="", last_activity=now)
+    )
+
+
+def _parked(session_id: str, turn_id: str | None) -> bool:
+    """Whether the turn has an approval it has not acted on yet (pending, or decided meanwhile)."""
+    return bool(turn_id) and ToolApproval.objects.filter(
+        session_id=session_id, turn_id=turn_id, applied_at__isnull=True
+    ).exists()
+
+
+def turn_adopt(*, session_id: str, turn_id: str, owner: str, lease_seconds: float) -> bool:
+    """Take over a turn whose process died while it waited for an approval, to continue it.
+
+    The turn keeps its id; only its owner and lease change. Exactly one caller
+    gets True, however many processes try at once, and only while the turn
+    still holds the session with a lease that ran out.
+    """
+    now = timezone.now()
+    return bool(
+        ChatSession.objects.filter(pk=session_id, turn_id=turn_id, state=State.RUNNING)
+        .filter(Q(lease_expires_at__lte=now) | Q(lease_expires_at__isnull=True))
+        .update(turn_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                last_activity=now)
     )
 
 
@@ -335,3 +364,95 @@ def note_store(*, user_id: int, session_id: str | None, content: str, tags: list
     session = session_id if session_id and ChatSession.objects.filter(pk=session_id).exists() else None
     return MemoryNote.objects.create(user_id=user_id, session_id=session, content=scrub(content),
                                      tags=scrub_value(tags))
+
+
+# --- Tool approvals ------------------------------------------------------------------
+
+_STATE_OF_DECISION = {
+    rules.APPROVE: ToolApproval.State.APPROVED,
+    rules.ALWAYS: ToolApproval.State.APPROVED,
+    rules.DENY: ToolApproval.State.DENIED,
+    rules.TIMEOUT: ToolApproval.State.TIMEOUT,
+}
+
+
+def approval_create(*, session_id: str, turn_id: str, tool_call_id: str, name: str, args,
+                    seq: int, timeout_seconds: float) -> ToolApproval:
+    """A pending approval of one tool call (its arguments scrubbed), expiring in `timeout_seconds`."""
+    return ToolApproval.objects.create(
+        session_id=session_id, turn_id=turn_id, tool_call_id=scrub(tool_call_id)[:200],
+        name=scrub(name)[:200], args=scrub_value(args), seq=seq,
+        expires_at=timezone.now() + timedelta(seconds=timeout_seconds),
+    )
+
+
+def approval_decide(*, approval_id: str, decision: str, by: str, args: dict | None = None,
+                    user_id: int | None = None) -> ToolApproval:
+    """Decide a pending approval: approve, deny, always (approve, and allow the tool for the rest
+    of the session) or timeout. Returns the decided row.
+
+    One conditional update: whoever comes first (two sockets, REST, admin, the
+    timeout, on any process) wins, and every other caller gets ApprovalInvalid,
+    as does an unknown id, another user's (with `user_id`, the caller's scope;
+    None for an operator) or one past its expiry (except for the timeout).
+    `args`, when given, replaces the call's arguments. Every decision is
+    audited: who, which tool, sha256 of the arguments, the outcome.
+    """
+    if decision not in _STATE_OF_DECISION:
+        raise ApprovalInvalid("decision must be approve, deny or always", approval_id=approval_id)
+    now = timezone.now()
+    rows = ToolApproval.objects.filter(pk=approval_id)
+    if user_id is not None:
+        rows = rows.filter(session__user_id=user_id)
+    by = scrub(by or "")[:200]
+    if args is not None:
+        args = scrub_value(args)
+    with transaction.atomic():
+        pending = rows.filter(state=ToolApproval.State.PENDING)
+        if decision == rules.TIMEOUT:
+            pending = pending.filter(expires_at__lte=now)
+        else:
+            pending = pending.filter(expires_at__gt=now)
+        won = pending.update(
+            state=_STATE_OF_DECISION[decision], decision=decision, by=by,
+            decided_args=args if decision in (rules.APPROVE, rules.ALWAYS) else None,
+            decided_at=now,
+        )
+        row = rows.first()
+        if not won:
+            if row is None:
+                raise ApprovalInvalid("Unknown approval", approval_id=approval_id)
+            if row.state != ToolApproval.State.PENDING:
+                raise ApprovalInvalid(f"Approval already decided: {row.decision} by {row.by}",
+                                      approval_id=approval_id)
+            raise ApprovalInvalid("Approval not yet expired" if decision == rules.TIMEOUT
+                                  else "Approval expired", approval_id=approval_id)
+        if decision == rules.ALWAYS:
+            session = ChatSession.objects.select_for_update().only("always_allowed").get(
+                pk=row.session_id
+            )
+            if row.name not in session.always_allowed:
+                ChatSession.objects.filter(pk=row.session_id).update(
+                    always_allowed=[*session.always_allowed, row.name]
+                )
+        ran_with = row.decided_args if row.decided_args is not None else row.args
+        audit_record(
+            kind="approval_decided", approval_id=row.pk, session_id=row.session_id, tool=row.name,
+            args_sha256=rules.args_digest(ran_with), edited=row.decided_args is not None,
+            decision=decision, by=by,
+        )
+    return row
+
+
+def approval_applied(*, approval_id: str) -> None:
+    """The turn acted on the decision (ran or refused the call): it is not continued again."""
+    ToolApproval.objects.filter(pk=approval_id, applied_at__isnull=True).update(
+        applied_at=timezone.now()
+    )
+
+
+def approval_policy_denied(*, session_id: str, name: str, args) -> None:
+    """Audit a call the `deny` policy refused (no row: nobody was asked)."""
+    audit_record(kind="approval_decided", session_id=session_id, tool=scrub(name)[:200],
+                 args_sha256=rules.args_digest(scrub_value(args)), edited=False,
+                 decision=rules.DENY, by="policy")

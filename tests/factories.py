@@ -59,3 +59,17 @@ def make_pairing_code(*, code: str = "123456", ttl_seconds: int = 3600,
         expires_at=now + timedelta(seconds=ttl_seconds),
         used_at=now if used else None,
     )
+
+
+def make_approval(*, session: ChatSession | None = None, turn_id: str = "turn-1",
+                  tool_call_id: str | None = None, name: str = "shell", args=None,
+                  timeout_seconds: float = 120, **fields):
+    """A pending tool approval (of a new session of the default owner unless one is given)."""
+    from sessions_app.models import ToolApproval
+
+    session = session or make_session()
+    return ToolApproval.objects.create(
+        session=session, turn_id=turn_id, tool_call_id=tool_call_id or uuid.uuid4().hex[:12],
+        name=name, args={"command": "ls"} if args is None else args,
+        expires_at=timezone.now() + timedelta(seconds=timeout_seconds), **fields,
+    )

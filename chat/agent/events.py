@@ -67,6 +67,19 @@ class ToolResult:
 
 
 @dataclass(slots=True)
+class Verdict:
+    """What the turn's gate says of a tool call before it runs.
+
+    `run` False: the call is not run; `reason` is the error result the model
+    sees. `args`, when given, replaces the model's arguments (validated like them).
+    """
+
+    run: bool = True
+    args: dict | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
 class OperatorStatus:
     """A status line for the people watching (a tool that takes a while, a queue)."""
 

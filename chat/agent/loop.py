@@ -11,12 +11,19 @@ import logging
 from typing import AsyncIterator
 
 from construct_core.errors import AgentError
+from typing import Awaitable, Callable
+
 from chat.agent.events import (
     Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolCallRequest, ToolResult, TurnEvent, UsageInfo,
+    Verdict,
 )
 from chat.agent.tools.base import ToolContext, ToolRegistry
 
 logger = logging.getLogger(__name__)
+
+# Asked before each tool call runs: run it (maybe with other arguments), or not.
+Gate = Callable[[ToolCallRequest], Awaitable[Verdict]]
+RUN = Verdict()
 
 
 def _parse_args(arguments: str):
@@ -24,6 +31,29 @@ def _parse_args(arguments: str):
         return json.loads(arguments) if arguments.strip() else {}
     except ValueError:
         return arguments
+
+
+def unanswered_calls(history: list[dict]) -> list[ToolCallRequest]:
+    """The tool calls of the history's last assistant message that have no result after it.
+
+    A turn saved up to such calls (it waited for a person's approval, and its
+    process died) is continued from there: `Agent.run` answers them first.
+    Empty when anything but tool results follows the last assistant message.
+    """
+    answered = set()
+    for message in reversed(history):
+        role = message.get("role")
+        if role == "tool":
+            answered.add(message.get("tool_call_id"))
+            continue
+        if role != "assistant":
+            return []
+        return [
+            ToolCallRequest(call.get("id", ""), call.get("name", ""), call.get("arguments") or "")
+            for call in message.get("tool_calls") or ()
+            if call.get("id", "") not in answered
+        ]
+    return []
 
 
 class Agent:
@@ -36,12 +66,23 @@ class Agent:
         self.max_iterations = max_iterations
         self.system_prompt = system_prompt
 
-    async def run(self, history: list[dict], ctx: ToolContext | None = None) -> AsyncIterator[TurnEvent]:
+    async def run(self, history: list[dict], ctx: ToolContext | None = None,
+                  gate: Gate | None = None) -> AsyncIterator[TurnEvent]:
+        """One turn from `history`; each tool call runs only once `gate(call)` says so (if given).
+
+        A history that ends in tool calls without results (see
+        `unanswered_calls`) is continued: those calls are answered first, then
+        the model is called again.
+        """
         ctx = ctx or ToolContext()
         messages = list(history)
         if self.system_prompt:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         specs = self.tools.specs() if len(self.tools) and self.provider.supports_tools else None
+
+        for call in unanswered_calls(history):
+            async for event in self._answer(call, ctx, gate, messages):
+                yield event
 
         for _ in range(self.max_iterations):
             text: list[str] = []
@@ -76,18 +117,35 @@ class Agent:
 
             for call in calls:
                 yield ToolCall(call.id, call.name, _parse_args(call.arguments))
-                output, is_error = None, False
-                async for item in self._run_tool(call, ctx):
-                    if isinstance(item, OperatorStatus):
-                        yield item
-                    else:
-                        output, is_error = item
-                result = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": output}
-                messages.append(result)
-                yield ToolResult(call.id, call.name, output, is_error)
-                yield Record(result, {"is_error": True} if is_error else {})
+                async for event in self._answer(call, ctx, gate, messages):
+                    yield event
 
         raise AgentError(f"Agent exceeded maximum tool iterations ({self.max_iterations})")
+
+    async def _answer(self, call: ToolCallRequest, ctx: ToolContext, gate: Gate | None,
+                      messages: list[dict]):
+        """Ask the gate, run the call (or not), and record its result."""
+        verdict = RUN if gate is None else await gate(call)
+        data = {}
+        if not verdict.run:
+            output, is_error = verdict.reason or f"Denied: {call.name} was not run", True
+            data["denied"] = True
+        else:
+            if verdict.args is not None:
+                call = ToolCallRequest(call.id, call.name, json.dumps(verdict.args, ensure_ascii=False))
+                data["edited"] = True
+            output, is_error = None, False
+            async for item in self._run_tool(call, ctx):
+                if isinstance(item, OperatorStatus):
+                    yield item
+                else:
+                    output, is_error = item
+        if is_error:
+            data["is_error"] = True
+        result = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": output}
+        messages.append(result)
+        yield ToolResult(call.id, call.name, output, is_error)
+        yield Record(result, data)
 
     async def _run_tool(self, call: ToolCallRequest, ctx: ToolContext):
         """Run one tool, passing on the status lines it reports while it runs."""

@@ -6,6 +6,8 @@
     message_submit  a message from a joined socket: acknowledged, queued
                     behind the running turn, then run as the session's turn
     turn_stop       stop the session's running turn, here or elsewhere
+    approval_decide a person's answer to a tool call waiting for approval
+    engine_start    what a server process starts before any socket (approvals' watchdog)
     check_agent     raise AgentInitFailed if no turn could run
 
 Inside, imports point down only: run (a turn) and remote (other processes'
@@ -21,11 +23,12 @@ from chat.turns.engine import get_engine
 from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
 from chat.turns.run import message_run
 from chat.turns.setup import check_agent
+from construct_core.errors import ApprovalInvalid
 from sessions_app import selectors, services
 from sessions_app.models import ChatSession
 
-__all__ = ["Sink", "Subscriber", "check_agent", "message_submit", "session_join", "session_leave",
-           "turn_stop"]
+__all__ = ["Sink", "Subscriber", "approval_decide", "check_agent", "engine_start", "message_submit",
+           "session_join", "session_leave", "turn_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     nothing twice. The returned subscriber is the socket's handle from then on.
     """
     engine = get_engine()
+    await engine.approvals.start()
     session = await database_sync_to_async(services.session_open)(
         session_id=session_id, user_id=user_id, name=name
     )
@@ -110,14 +114,15 @@ async def message_submit(subscriber: Subscriber, *, content: str, page_context: 
                              client_id=client_id))
 
 
-async def turn_stop(*, session_id: str) -> bool:
+async def turn_stop(*, session_id: str, by: str = "") -> bool:
     """Cancel the session's running turn, here or on the process that runs it.
 
     False when no turn runs anywhere (or its process is gone). The turn's own
-    `stopped` event is the answer, to every socket of the session.
+    `stopped` event is the answer, to every socket of the session. An approval
+    the turn waits for is denied, `by` (the device that stopped it).
     """
     engine = get_engine()
-    if engine.lock.stop(session_id):
+    if engine.lock.stop(session_id, by=by):
         return True
     if engine.bus is None or engine.lock.running(session_id) is not None:
         return False
@@ -126,10 +131,41 @@ async def turn_stop(*, session_id: str) -> bool:
         return False
     try:
         heard = await engine.bus.send_control(
-            session.turn_owner, {"action": "stop", "session_id": session_id, "turn_id": session.turn_id}
+            session.turn_owner,
+            {"action": "stop", "session_id": session_id, "turn_id": session.turn_id, "by": by},
         )
     except Exception as exc:
         logger.warning("could not ask process %s to stop turn %s: %r", session.turn_owner,
                        session.turn_id, exc)
         return False
     return heard > 0
+
+
+async def approval_decide(subscriber: Subscriber, *, approval_id: str, decision: str,
+                          args: dict | None, by: str) -> None:
+    """A socket's answer to an approval of its user's sessions: `approve`, `deny` or `always`.
+
+    The turn waiting for it (here, on another process, or taken over after its
+    process died) sends `approval_result` to every socket of the session. An
+    unknown, expired or already decided approval is refused to this socket
+    alone, with APPROVAL_INVALID.
+    """
+    engine = get_engine()
+    try:
+        row = await database_sync_to_async(services.approval_decide)(
+            approval_id=approval_id, decision=decision, by=by, args=args, user_id=subscriber.user_id
+        )
+    except ApprovalInvalid as exc:
+        await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code,
+                                     **exc.details})
+        return
+    await engine.approvals.announce(row)
+
+
+async def engine_start() -> None:
+    """Start what this process runs before any socket connects: the approvals' listener and
+    watchdog, so a timeout fires and a dead process's turn is continued with no socket open."""
+    try:
+        await get_engine().approvals.start()
+    except Exception:
+        logger.exception("could not start the approvals watchdog")

@@ -9,9 +9,11 @@ import logging
 import uuid
 
 from chat.turns import bus
+from chat.turns.approvals import Approvals
 from chat.turns.fanout import Fanout
 from chat.turns.lock import RunningTurn, SessionLock
 from chat.turns.remote import RemoteTurns
+from chat.turns.run import turn_resume
 from construct_core.loops import per_loop
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,9 @@ class Engine:
         ) if bus.shared_log_enabled() else None
         self.fanout = Fanout(self.bus)
         self.lock = SessionLock(self.process_id)
-        self.remote = RemoteTurns(self.fanout, self.bus)
+        self.approvals = Approvals(self, resume=lambda session_id, turn_id: turn_resume(
+            self, session_id, turn_id))
+        self.remote = RemoteTurns(self.fanout, self.bus, on_parked=self._on_parked)
         self._tasks: set[asyncio.Task] = set()
 
     def spawn(self, coro) -> asyncio.Task:
@@ -61,8 +65,9 @@ class Engine:
             except Exception:
                 logger.warning("could not unsubscribe from session %s", session_id, exc_info=True)
 
-    def turn_begin(self, session_id: str, turn_id: str) -> RunningTurn:
-        self.fanout.turn_open(session_id, turn_id)
+    def turn_begin(self, session_id: str, turn_id: str, replay: list[dict] = ()) -> RunningTurn:
+        """The calling task runs the turn here; `replay` is what it sent before (a turn taken over)."""
+        self.fanout.turn_open(session_id, turn_id, replay)
         return self.lock.begin(session_id, turn_id)
 
     async def turn_end(self, session_id: str, turn_id: str) -> None:
@@ -78,7 +83,13 @@ class Engine:
     async def _on_control(self, message: dict) -> None:
         """A control message another process sent to this one."""
         if message.get("action") == "stop" and message.get("session_id"):
-            self.lock.stop(message["session_id"], message.get("turn_id"))
+            by = message.get("by")
+            self.lock.stop(message["session_id"], message.get("turn_id"),
+                           by=by if isinstance(by, str) else "")
+
+    def _on_parked(self, session_id: str, turn_id: str) -> None:
+        """A dead process's turn waits for an approval: have the watchdog take it over now."""
+        self.approvals.watch()
 
 
 get_engine = per_loop(Engine)

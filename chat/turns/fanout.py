@@ -149,8 +149,10 @@ class Fanout:
 
     # --- The running turns' replay -----------------------------------------------
 
-    def turn_open(self, session_id: str, turn_id: str) -> None:
-        self._replays[session_id] = _Replay(turn_id)
+    def turn_open(self, session_id: str, turn_id: str, events=()) -> None:
+        """A turn runs here from now on; `events` it sent before (on another process) start its replay."""
+        replay = self._replays[session_id] = _Replay(turn_id)
+        replay.events.extend(events[-MAX_REPLAY_EVENTS:])
 
     def turn_close(self, session_id: str, turn_id: str) -> None:
         replay = self._replays.get(session_id)

@@ -28,6 +28,8 @@ class RunningTurn:
     # Only while the agent streams may a stop cancel the task: its bookkeeping
     # afterwards (saving, freeing the session) must run to the end.
     cancellable: bool = False
+    # Who stopped it (a device's name): the approval it waits for is denied by them.
+    stopped_by: str = ""
 
 
 class SessionLock:
@@ -110,12 +112,13 @@ class SessionLock:
     def running(self, session_id: str) -> RunningTurn | None:
         return self._running.get(session_id)
 
-    def stop(self, session_id: str, turn_id: str | None = None) -> bool:
+    def stop(self, session_id: str, turn_id: str | None = None, by: str = "") -> bool:
         """Cancel the session's turn here (only `turn_id`, if given); False when none can be."""
         turn = self._running.get(session_id)
         if (turn is None or turn.task is None or turn.task.done() or not turn.cancellable
                 or turn_id not in (None, turn.turn_id)):
             return False
+        turn.stopped_by = by
         turn.task.cancel()
         return True
 

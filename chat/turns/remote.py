@@ -58,9 +58,12 @@ def unsaved_text(logged: list[dict]) -> str:
 class RemoteTurns:
     """What this process knows of the turns that run elsewhere on sessions it has sockets on."""
 
-    def __init__(self, fanout: Fanout, redis_bus: "bus.RedisBus | None"):
+    def __init__(self, fanout: Fanout, redis_bus: "bus.RedisBus | None", on_parked=None):
         self.fanout = fanout
         self.bus = redis_bus
+        # Called (session_id, turn_id) for a dead process's turn that waits for an
+        # approval: it is not interrupted, but continued (chat/turns/approvals.py).
+        self.on_parked = on_parked or (lambda session_id, turn_id: None)
         self._followed: dict[str, _Followed] = {}
         self._watchdog: asyncio.Task | None = None
 
@@ -77,6 +80,8 @@ class RemoteTurns:
                 and (lease is None or lease <= timezone.now())):
             if await self.interrupted(session_id=session.id, turn_id=session.turn_id, mark=True):
                 session.state = ChatSession.State.INTERRUPTED
+            else:  # it waits for an approval (or just ended): it goes on, still "running"
+                self.on_parked(session.id, session.turn_id)
 
     async def replay(self, session: ChatSession, last_seq: int,
                      turn_id: str | None) -> tuple[str, str | None, list[dict]]:
@@ -174,8 +179,10 @@ class RemoteTurns:
             lease = session.lease_expires_at
             if lease is not None and lease > timezone.now():
                 return True
-            await self.interrupted(session_id=session_id, turn_id=turn_id, mark=True)
-            return False
+            if await self.interrupted(session_id=session_id, turn_id=turn_id, mark=True):
+                return False
+            self.on_parked(session_id, turn_id)  # it waits for an approval: another process continues it
+            return True
         # It ended and its last window never reached this process: send the rest.
         rest = await self.logged(turn_id, seq)
         if rest:

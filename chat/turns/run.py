@@ -16,10 +16,12 @@ from django import db
 
 from sessions_app import events
 from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
+from chat.agent.loop import unanswered_calls
 from chat.agent.prompts import page_context_hint
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
 from chat.turns import setup
-from chat.turns.fanout import Subscriber
+from chat.turns.approvals import Gate
+from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from construct_core.redaction import sanitize, scrub_fields
 from sessions_app import budget, selectors, services
 from sessions_app.models import ChatSession
@@ -105,6 +107,7 @@ class Turn:
         self.output_tokens = 0
         self.cost_usd = 0.0
         self.released = False
+        self.running = None  # the lock's RunningTurn, once the turn runs
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -113,7 +116,7 @@ class Turn:
         await self.fanout.publish(self.session_id, event)
 
     async def run(self, content: str, page_context: str | None, client_id: str | None) -> None:
-        running = self.engine.turn_begin(self.session_id, self.turn_id)
+        self.running = self.engine.turn_begin(self.session_id, self.turn_id)
         started = time.monotonic()
         config = setup.provider_config()
         state = ChatSession.State.IDLE
@@ -129,33 +132,7 @@ class Turn:
                 "type": "agent_start", "provider": config.provider, "model": config.model,
                 "session_id": self.session_id, "turn_id": self.turn_id,
             }, user_id=self.user_id)
-            try:
-                running.cancellable = True
-                await self._stream(page_context)
-            except asyncio.CancelledError:
-                running.cancellable = False
-                asyncio.current_task().uncancel()
-                await self._save_partial({"stopped": True})
-                await self._release(ChatSession.State.IDLE)
-                await self.emit("stopped", message=STOPPED_MESSAGE, full_response="".join(self.text))
-                return
-            except Exception as exc:
-                running.cancellable = False
-                state = ChatSession.State.ERROR
-                await self._fail(exc)
-                return
-            running.cancellable = False
-            # The session is free before `done` goes out: a client that sends
-            # its next message on `done` finds it idle, not queued.
-            await self._release(ChatSession.State.IDLE)
-            await self.emit("chunk_reset")
-            await self.emit("done", full_response="".join(self.text), usage=self._usage())
-            await events.publish_operator_event({
-                "type": "agent_end", "provider": config.provider, "model": config.model,
-                "session_id": self.session_id, "turn_id": self.turn_id,
-                "duration_ms": round((time.monotonic() - started) * 1000),
-                **self._usage(),
-            }, user_id=self.user_id)
+            state = await self._through(self._stream(page_context), config, started)
         except Exception as exc:  # the database failed outside the agent's stream
             state = ChatSession.State.ERROR
             if not user_saved and client_id is not None:
@@ -165,22 +142,82 @@ class Turn:
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
+    async def resume(self, logged: list[dict], seq_floor: int = 0) -> None:
+        """Continue this turn from its saved history, on the process that took it over.
+
+        Its process died while it waited for an approval. `logged` is what it
+        sent so far (the shared log): the events number on from there, sockets
+        that join are replayed all of it, and `done` has the whole text.
+        """
+        self.seq = max([event.get("seq", 0) for event in logged] + [seq_floor])
+        self.text = [event.get("content", "") for event in logged if event.get("type") == "chunk"]
+        self.running = self.engine.turn_begin(self.session_id, self.turn_id, replay=logged)
+        started = time.monotonic()
+        config = setup.provider_config()
+        state = ChatSession.State.ERROR
+        try:
+            state = await self._through(self._stream(None, logged=logged), config, started)
+        except Exception as exc:
+            state = ChatSession.State.ERROR
+            await self._fail(exc)
+        finally:
+            await self._release(state)
+            await self.engine.turn_end(self.session_id, self.turn_id)
+
+    async def _through(self, stream, config, started: float) -> str:
+        """Run the agent's stream to `done`, `stopped` or `error`; the state the session ends in."""
+        running = self.running
+        try:
+            running.cancellable = True
+            await stream
+        except asyncio.CancelledError:
+            running.cancellable = False
+            asyncio.current_task().uncancel()
+            await self._save_partial({"stopped": True})
+            await self._release(ChatSession.State.IDLE)
+            await self.emit("stopped", message=STOPPED_MESSAGE, full_response="".join(self.text))
+            return ChatSession.State.IDLE
+        except Exception as exc:
+            running.cancellable = False
+            await self._fail(exc)
+            return ChatSession.State.ERROR
+        running.cancellable = False
+        # The session is free before `done` goes out: a client that sends
+        # its next message on `done` finds it idle, not queued.
+        await self._release(ChatSession.State.IDLE)
+        await self.emit("chunk_reset")
+        await self.emit("done", full_response="".join(self.text), usage=self._usage())
+        await events.publish_operator_event({
+            "type": "agent_end", "provider": config.provider, "model": config.model,
+            "session_id": self.session_id, "turn_id": self.turn_id,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+            **self._usage(),
+        }, user_id=self.user_id)
+        return ChatSession.State.IDLE
+
     async def _release(self, state: str) -> None:
         """Free the session (once) in the state the turn ended in."""
         if not self.released:
             self.released = True
             await self.engine.lock.release(self.session_id, self.turn_id, state)
 
-    async def _stream(self, page_context: str | None) -> None:
+    async def _stream(self, page_context: str | None, logged: list[dict] | None = None) -> None:
+        """The agent's events as frames; with `logged`, a continued turn (see `resume`)."""
         agent = await setup.prepare_agent()
         history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
-            session_id=self.session_id, token_budget=setup.history_budget()
+            session_id=self.session_id, token_budget=setup.history_budget(),
+            open_tail=logged is not None,
         )
         hint = page_context_hint(page_context)
         if hint and history and history[-1]["role"] == "user":
             history[-1] = {**history[-1], "content": hint + history[-1]["content"]}
+        if logged is None:
+            gate = Gate(self)
+        else:
+            gate = Gate(self, resuming=unanswered_calls(history), logged=logged)
         emit = self.emit
-        async for event in agent.run(history, setup.tool_context(self.session_id, self.user_id)):
+        ctx = setup.tool_context(self.session_id, self.user_id)
+        async for event in agent.run(history, ctx, gate=gate):
             kind = event.__class__
             if kind is Chunk:
                 self.text.append(event.text)
@@ -258,3 +295,24 @@ class Turn:
              "session_id": self.session_id, "turn_id": self.turn_id},
             user_id=self.user_id,
         )
+
+
+async def turn_resume(engine, session_id: str, turn_id: str) -> None:
+    """Continue a turn this process took over (services.turn_adopt) from its saved history."""
+    try:
+        session = await database_sync_to_async(selectors.session_get)(session_id=session_id)
+        if session is None:
+            return
+        engine.remote.forget(session_id)  # it runs here from now on
+        logged = await engine.remote.logged(turn_id)
+        if any(event.get("type") in TERMINAL_TYPES for event in logged):
+            # It did end; only the session row missed it.
+            await engine.lock.release(session_id, turn_id, ChatSession.State.IDLE)
+            return
+        floor = await database_sync_to_async(selectors.turn_approvals_seq)(
+            session_id=session_id, turn_id=turn_id
+        )
+    except Exception:  # the lease taken runs out again, and the watchdog tries again
+        logger.exception("could not continue turn %s of session %s", turn_id, session_id)
+        return
+    await Turn(engine, session_id, session.user_id, turn_id).resume(logged, seq_floor=floor)

@@ -6,7 +6,7 @@ saves anything: the views hand checked data to services.
 
 from rest_framework import serializers
 
-from sessions_app.models import ChatSession
+from sessions_app.models import ChatSession, ToolApproval
 
 NAME_MAX_CHARS = ChatSession._meta.get_field("name").max_length
 SEARCH_MAX_CHARS = 200
@@ -139,3 +139,49 @@ class SignedOutSerializer(serializers.Serializer):
 
 class ChannelEventAcceptedSerializer(serializers.Serializer):
     delivered = serializers.BooleanField()
+
+
+# --- tool approvals ----------------------------------------------------------
+
+
+class ApprovalListInputSerializer(ScopeInputSerializer):
+    state = serializers.ChoiceField(
+        choices=ToolApproval.State.choices, required=False,
+        help_text="`pending`: those that may still be answered (not past their expiry)",
+    )
+    session_id = serializers.CharField(required=False, max_length=128,
+                                       help_text="Only this session's approvals")
+
+
+class ApprovalOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    session_id = serializers.CharField()
+    turn_id = serializers.CharField()
+    tool_call_id = serializers.CharField()
+    name = serializers.CharField(help_text="The tool")
+    args = serializers.JSONField(help_text="The arguments the model gave the call")
+    state = serializers.ChoiceField(choices=ToolApproval.State.choices)
+    decision = serializers.CharField(help_text="approve, deny, always or timeout; empty while pending")
+    by = serializers.CharField(help_text="Who decided: a device's name, 'operator' or 'timeout'")
+    decided_args = serializers.JSONField(
+        allow_null=True, help_text="The arguments the person put in place of the model's, if any"
+    )
+    requested_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApprovalDecideInputSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=[("approve", "approve"), ("deny", "deny"),
+                                                ("always", "approve, and allow the tool for the rest "
+                                                           "of the session")])
+    args = serializers.DictField(
+        required=False,
+        help_text="The call's new arguments (a JSON object), checked like the model's when it runs",
+    )
+
+
+class ApprovalErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    code = serializers.ChoiceField(choices=[("APPROVAL_INVALID", "APPROVAL_INVALID")])
+    approval_id = serializers.CharField()

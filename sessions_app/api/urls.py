@@ -20,6 +20,19 @@ class SessionIdConverter:
 
 register_converter(SessionIdConverter, "session_id")
 
+
+class ApprovalIdConverter:
+    regex = views.APPROVAL_ID_RE
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(ApprovalIdConverter, "approval_id")
+
 # The schema and its docs need no token: they describe how to get one. No
 # authentication at all, so a stale token in a browser cannot get them a 401.
 _public = {"authentication_classes": [], "permission_classes": [AllowAny]}
@@ -32,6 +45,9 @@ urlpatterns = [
          name="api-session-messages"),
     path("sessions/<session_id:session_id>/export/", views.SessionExportView.as_view(),
          name="api-session-export"),
+    path("approvals/", views.ApprovalListView.as_view(), name="api-approval-list"),
+    path("approvals/<approval_id:approval_id>/", views.ApprovalDecideView.as_view(),
+         name="api-approval-decide"),
     path("cost/", views.CostView.as_view(), name="api-cost"),
     path("channel-events/", views.ChannelEventView.as_view(), name="api-channel-events"),
     path("me/", views.MeView.as_view(), name="api-me"),

@@ -23,7 +23,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from construct_core.errors import SessionBusy
+from construct_core.errors import ApprovalInvalid, SessionBusy
 from sessions_app import budget, events, exports, selectors, services
 from sessions_app.api import serializers as s
 from sessions_app.clients import client_from_request
@@ -244,6 +244,78 @@ class SessionExportView(ApiView):
             as_attachment=True, filename=exports.export_filename(session, kind)
         )
         return response
+
+
+# --- tool approvals -------------------------------------------------------------
+
+APPROVAL_ID_RE = r"[A-Za-z0-9_\-]{1,64}"
+APPROVAL_ID_PARAMETER = OpenApiParameter(
+    "approval_id", OpenApiTypes.STR, OpenApiParameter.PATH,
+    description="The approval's id, as in the socket's approval_request", pattern=f"^{APPROVAL_ID_RE}$",
+)
+
+
+def _decider_name(request) -> str:
+    """Who answers through this token: its device's name (the user's name with pairing off)."""
+    device = request.user.device
+    if device is not None:
+        return device.name or f"device {device.pk}"
+    return request.user.user.get_username()
+
+
+class ApprovalListView(ApiView):
+    """Tool calls waiting for (or given) a person's answer, in the caller's sessions, newest first."""
+
+    pagination_class = SessionPagination
+
+    @extend_schema(
+        operation_id="approvals_list",
+        parameters=[s.ApprovalListInputSerializer],
+        responses={200: s.ApprovalOutputSerializer(many=True), 400: _error("Bad filter"),
+                   **UNAUTHORIZED, 404: _error("No such page")},
+    )
+    def get(self, request):
+        filters = _checked(s.ApprovalListInputSerializer, request.query_params)
+        approvals = selectors.approval_list(user_id=_scope(request), state=filters.get("state"),
+                                            session_id=filters.get("session_id"))
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(approvals, request, view=self)
+        return paginator.get_paginated_response(s.ApprovalOutputSerializer(page, many=True).data)
+
+
+class ApprovalDecideView(ApiView):
+    """Answer a tool call that waits for approval, as the socket's `approval` frame does."""
+
+    @extend_schema(
+        operation_id="approvals_decide",
+        description=(
+            "`approve`, `deny` or `always` (approve, and run this tool without asking for the rest "
+            "of the session). `args` replaces the call's arguments. The session's sockets get "
+            "`approval_result` with `by` = this token's device name. An approval that is no longer "
+            "pending (already decided, or past its expiry) answers 409 with code APPROVAL_INVALID."
+        ),
+        parameters=[APPROVAL_ID_PARAMETER],
+        request=s.ApprovalDecideInputSerializer,
+        responses={200: s.ApprovalOutputSerializer, **BODY_ERRORS, **UNAUTHORIZED,
+                   404: _error("No approval with this id in the caller's sessions"),
+                   409: OpenApiResponse(s.ApprovalErrorSerializer,
+                                        description="Already decided, or expired: APPROVAL_INVALID")},
+    )
+    def post(self, request, approval_id):
+        user_id = request.user.user_id
+        if selectors.approval_get(approval_id=approval_id, user_id=user_id) is None:
+            raise exceptions.NotFound("Approval not found")
+        data = _checked(s.ApprovalDecideInputSerializer, request.data)
+        try:
+            approval = services.approval_decide(
+                approval_id=approval_id, decision=data["decision"], by=_decider_name(request),
+                args=data.get("args"), user_id=user_id,
+            )
+        except ApprovalInvalid as exc:
+            return Response({"error": str(exc), "code": exc.code, "approval_id": approval_id},
+                            status=status.HTTP_409_CONFLICT)
+        async_to_sync(events.publish_approval_decided)(approval)
+        return Response(s.ApprovalOutputSerializer(approval).data)
 
 
 # --- cost and channel events -------------------------------------------------
