@@ -104,13 +104,18 @@ export const api = {
   messages: (id) => request("GET", `${sessionPath(id)}messages/`),
 
   /** The approvals still waiting in the caller's sessions: [{id, session_id, name, args, ...}]. */
-  async pendingApprovals() {
-    const data = await request("GET", "/api/approvals/?state=pending");
-    return Array.isArray(data) ? data : (data && data.results) || [];
-  },
+  pendingApprovals: () => approvals({ state: "pending" }),
+  /** One session's approvals, newest first (decision, by, decided_args once answered). */
+  sessionApprovals: (sessionId) => approvals({ session_id: sessionId }),
   /** Answer an approval: {decision: "approve" | "deny" | "always", args?}. */
   decideApproval: (id, body) => request("POST", `/api/approvals/${encodeURIComponent(id)}/`, body),
 };
+
+/** The first 200 approvals that match `filters` (GET /api/approvals/, paginated). */
+async function approvals(filters) {
+  const data = await request("GET", `/api/approvals/?${new URLSearchParams({ ...filters, page_size: "200" })}`);
+  return Array.isArray(data) ? data : (data && data.results) || [];
+}
 
 /** POST for a token, as /pair and /login answer: {"token"} or {"error", "retry_after"?}. */
 async function tokenFor(path, headers, body = undefined) {

@@ -81,6 +81,7 @@ export class Approval {
     this.sending = null; // the decision sent, until the server answers
     this.sentArgs = undefined; // the edited arguments sent with it
     this.original = parsedArgs(request.args);
+    this.requestedArgs = request.args;
     this.initialText = formatArgs(request.args);
     this.ticks = 0;
 
@@ -125,6 +126,13 @@ export class Approval {
     this.setStatus("");
     if (Number.isFinite(this.expiresAt)) startTicking(this);
     else this.countdown.hidden = true;
+  }
+
+  /** An approval answered long ago (the history), drawn as its result only. */
+  static settled(row) {
+    const approval = new Approval({ approvalId: row.id, name: row.name, args: row.args }, () => undefined);
+    approval.result(row.decision, row.by, row.decided_args);
+    return approval;
   }
 
   /** The arguments typed, checked: {ok, args, edited} or {ok: false, message}. */
@@ -196,9 +204,13 @@ export class Approval {
     this.setControls(true);
   }
 
-  /** approval_result: who decided what, from this page or any other. */
-  result(decision, by) {
-    const editedArgs = this.sending && this.sending === decision ? this.sentArgs : undefined;
+  /**
+   * approval_result: who decided what, from this page or any other. `args`: what a person
+   * put in place of the model's arguments, when they were edited. Returns those.
+   */
+  result(decision, by, args = undefined) {
+    let editedArgs = isObject(args) ? args : undefined;
+    if (editedArgs === undefined && this.sending === decision) editedArgs = this.sentArgs;
     const hadFocus = this.el.contains(document.activeElement);
     this.decided = String(decision || "deny");
     this.sending = null;
@@ -209,7 +221,7 @@ export class Approval {
     this.asked();
     this.showError("");
     const word = DECIDED[this.decided] || `Decided (${this.decided})`;
-    const who = by && this.decided !== "timeout" ? ` by ${by}` : "";
+    const who = by && !["timeout", "closed"].includes(this.decided) ? ` by ${by}` : "";
     this.setStatus(`${word}${who}${editedArgs !== undefined ? ", with edited arguments" : ""}.`);
     if (hadFocus) this.status.focus();
     return editedArgs;

@@ -157,6 +157,7 @@ export class Conversation {
     if (generation !== state.generation) return;
     const running = start.state === "running" && typeof start.turn_id === "string" ? start.turn_id : null;
     this.drawHistory(messages, running);
+    this.drawDecided(generation);
     if (running) {
       // The server replays this turn's events right after session_start.
       state.activeTurn = this.newTurn(running);
@@ -198,10 +199,38 @@ export class Conversation {
         if (data.stopped) view.setNote("Stopped: the reply was cut short here", "stopped");
         if (data.error) view.setNote(`Ended with an error (${data.error})`, "error");
       } else {
-        view.toolResult(data.tool_call_id, data.name, message.content, data.is_error);
+        view.toolResult(data.tool_call_id, data.name, message.content, data.is_error, Boolean(data.denied));
       }
     }
     for (const turn of this.turns.values()) turn.finish("history");
+  }
+
+  /**
+   * The history's tool cards that waited for approval say who decided what (and show the
+   * edited arguments), from the session's approvals. The running turn's come in its replay.
+   */
+  async drawDecided(generation) {
+    const cards = new Map();
+    for (const turn of this.turns.values()) {
+      if (!turn.finished) continue;
+      for (const [id, card] of turn.tools) if (!card.approval) cards.set(`${turn.turnId}/${id}`, card);
+    }
+    if (!cards.size) return;
+    let rows;
+    try {
+      rows = await api.sessionApprovals(state.sessionId);
+    } catch (error) {
+      if (error instanceof AuthError) this.hooks.authFailed();
+      return; // the cards stay as the messages drew them
+    }
+    if (generation !== state.generation) return;
+    for (const row of rows) {
+      const card = cards.get(`${row.turn_id}/${row.tool_call_id}`);
+      if (!card || card.approval || !row.decision || this.approvals.has(row.id)) continue;
+      const approval = Approval.settled(row);
+      card.attachApproval(approval);
+      card.approvalDecided(row.decision, row.decided_args);
+    }
   }
 
   /** A frame about the conversation (session_start, ack and agent_event go elsewhere). */
@@ -256,7 +285,7 @@ export class Conversation {
   approvalResult(frame) {
     const entry = this.approvals.get(frame.approval_id);
     if (entry && !entry.approval.decided) {
-      const edited = entry.approval.result(frame.decision, frame.by);
+      const edited = entry.approval.result(frame.decision, frame.by, frame.args);
       entry.card.approvalDecided(frame.decision, edited);
     }
     const waiting = [...this.approvals.values()].some(({ approval }) => !approval.decided);

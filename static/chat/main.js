@@ -129,7 +129,11 @@ const pending = new PendingApprovals({
 const FRAMES = {
   session_start: sessionStarted,
   ack: (frame) => outbox.ack(frame),
-  agent_event: (frame) => panels.events.add(frame.event),
+  agent_event: (frame) => {
+    panels.events.add(frame.event);
+    // An approval asked for or answered in any of this user's sessions: the sidebar's marks.
+    if (/^approval_/.test(frame.event?.type)) pending.refresh();
+  },
   connected: () => {},
 };
 

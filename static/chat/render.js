@@ -226,27 +226,30 @@ class ToolCard {
     this.approval = approval;
     this.slot.replaceChildren(approval.el);
     this.el.classList.add("approval-card");
+    if (approval.decided) return; // from history: decided long ago
     this.argsBox.hidden = true;
-    this.setState("waiting");
+    if (this.state.dataset.state === "running") this.setState("waiting");
   }
 
   /** The approval was answered: the tool runs (with `editedArgs` when a person changed them) or not. */
   approvalDecided(decision, editedArgs = undefined) {
     this.argsBox.hidden = false;
-    if (editedArgs !== undefined) this.setArgs(editedArgs, { edited: true });
-    if (this.state.dataset.state === "waiting") {
-      this.setState(decision === "approve" || decision === "always" ? "running" : "denied");
-    }
+    if (editedArgs !== undefined && editedArgs !== null) this.setArgs(editedArgs, { edited: true });
+    const runs = decision === "approve" || decision === "always";
+    const now = this.state.dataset.state;
+    if (now === "waiting") this.setState(runs ? "running" : "denied");
+    else if (now === "error" && !runs) this.setState("denied");
   }
 
-  setResult(output, isError) {
+  /** `denied`: the call was not run (a person, the policy, the timeout or a stop said no). */
+  setResult(output, isError, denied = false) {
     const text = typeof output === "string" ? output : JSON.stringify(output, null, 2);
     this.resultPre.textContent = text;
     this.result.hidden = false;
     // Short results are worth seeing at once; long ones stay one click away.
     this.result.open = text.length <= 400;
-    const denied = isError && this.approval && ["deny", "timeout"].includes(this.approval.decided);
-    this.setState(denied ? "denied" : isError ? "error" : "done");
+    const refused = denied || (isError && this.approval && ["deny", "timeout"].includes(this.approval.decided));
+    this.setState(refused ? "denied" : isError ? "error" : "done");
     this.el.classList.toggle("error", Boolean(isError));
   }
 
@@ -336,14 +339,14 @@ export class TurnView {
     return (id && this.tools.get(id)) || this.toolCall(id, name, args);
   }
 
-  toolResult(id, name, output, isError) {
+  toolResult(id, name, output, isError, denied = false) {
     let card = this.tools.get(id);
     if (!card) {
       card = new ToolCard(id, name, "");
       this.tools.set(id || `#${this.tools.size}`, card);
       this.body.append(card.el);
     }
-    card.setResult(output, isError);
+    card.setResult(output, isError, denied);
   }
 
   /** Everything the turn streamed as text so far. */

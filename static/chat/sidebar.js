@@ -151,7 +151,7 @@ export class Sidebar {
         { class: "session-meta" },
         el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
         waiting ? el("span", { class: "badge approval-pending", title: `${waitingText}: open the chat to answer` },
-          el("span", { "aria-hidden": "true" }, "⏸ "), waitingText) : null,
+          `${waiting} to approve`, el("span", { class: "visually-hidden" }, ` (${waitingText})`)) : null,
         el("span", {}, `${session.message_count} msg`),
         el("time", { datetime: session.last_activity }, whenLabel(session.last_activity)),
       ),

@@ -112,9 +112,10 @@ def test_approve_runs_the_tool_and_a_second_tab_sees_it_all(approval_server, tok
     # The sidebar marks the session while its approval waits.
     mark = page.locator(f'.session-item[data-session-id="{session_id}"] .badge.approval-pending')
     mark.wait_for()
-    assert mark.inner_text().endswith("1 approval waiting")
+    assert mark.inner_text().startswith("1 to approve")
+    assert mark.get_attribute("title").startswith("1 approval waiting")
     status, pending = api(approval_server, token, "GET", "/api/approvals/?state=pending")
-    assert status == 200 and [p["session_id"] for p in pending] == [session_id]
+    assert status == 200 and [p["session_id"] for p in pending["results"]] == [session_id]
     screenshot(page, "approval-card")
 
     # A second tab of the same session, opened while it waits, sees the same card.
@@ -150,14 +151,17 @@ def test_approve_runs_the_tool_and_a_second_tab_sees_it_all(approval_server, tok
     # Nothing waits any more: the mark goes.
     mark.wait_for(state="detached", timeout=20_000)
 
-    # A reload draws the finished turn from history: the tool's card with its result.
+    # A reload draws the finished turn from history: the tool's card, its result, who approved.
     other.reload()
     wait_online(other)
     wait_turn_end(other, 1)
     reloaded = other.locator(".tool-card").last
     assert reloaded.locator(".tool-name").inner_text() == "shell"
     assert tool_output(reloaded) == "approved-run"
-    assert other.locator(".approval button:enabled").count() == 0
+    reloaded.locator('.approval[data-approval-state="approve"]').wait_for()
+    assert "Approved by " in reloaded.locator(".approval-status").inner_text()
+    assert reloaded.locator(".approval-editor").is_hidden()
+    assert reloaded.locator(".tool-state").inner_text() == "done"
     assert other.errors.errors == []
     other.close()
 
@@ -191,6 +195,15 @@ def test_deny_from_a_second_tab_and_the_turn_goes_on(approval_server, token, con
     wait_turn_end(other, 1, "done")
     assert other.errors.errors == []
     other.close()
+
+    # After a reload, the history says the same.
+    page.reload()
+    wait_online(page)
+    wait_turn_end(page, 1)
+    card = page.locator(".tool-card").last
+    card.locator('.approval[data-approval-state="deny"]').wait_for()
+    assert "Denied by " in card.locator(".approval-status").inner_text()
+    assert card.locator(".tool-state").inner_text() == "denied"
 
 
 def test_edited_arguments_are_what_runs_and_always_allow(approval_server, token, page):
@@ -243,6 +256,20 @@ def test_edited_arguments_are_what_runs_and_always_allow(approval_server, token,
     assert turn.locator(".approval").count() == 0
     assert tool_output(turn.locator(".tool-card")) == "second"
     assert len(approval_frames(sent)) == 2
+
+    # After a reload the history shows the edit that ran, and who allowed what.
+    page.reload()
+    wait_online(page)
+    wait_turn_end(page, 3)
+    cards = page.locator(".tool-card")
+    cards.nth(1).locator('.approval[data-approval-state="always"]').wait_for()
+    edited = cards.nth(0)
+    assert edited.locator(".approval").get_attribute("data-approval-state") == "approve"
+    assert "with edited arguments" in edited.locator(".approval-status").inner_text()
+    assert json.loads(edited.locator(".tool-args pre").text_content()) == {"command": "echo edited"}
+    assert tool_output(edited) == "edited"
+    assert cards.nth(2).locator(".approval").count() == 0
+    screenshot(page, "approval-history")
 
 
 def test_an_answer_the_server_refuses_stays_on_its_card(approval_server, token, page):
