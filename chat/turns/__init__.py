@@ -45,7 +45,7 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     nothing twice. The returned subscriber is the socket's handle from then on.
     """
     engine = get_engine()
-    await engine.approvals.start()
+    engine.approvals.start()
     session = await database_sync_to_async(services.session_open)(
         session_id=session_id, user_id=user_id, name=name
     )
@@ -166,6 +166,6 @@ async def engine_start() -> None:
     """Start what this process runs before any socket connects: the approvals' listener and
     watchdog, so a timeout fires and a dead process's turn is continued with no socket open."""
     try:
-        await get_engine().approvals.start()
+        get_engine().approvals.start()
     except Exception:
         logger.exception("could not start the approvals watchdog")

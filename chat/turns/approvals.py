@@ -100,28 +100,41 @@ class Approvals:
 
     # --- Life cycle ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def start(self) -> None:
         """Listen to the engines' group; run the watchdog if some rule asks or something waits.
 
-        Once per process (per loop); cheap after the first call.
+        Once per process (per loop), and in the background: a socket that joins
+        never waits for the channel layer or the database here.
         """
         if self._started:
             return
         self._started = True
         self._listening = asyncio.Event()
         self._listener = self.engine.spawn(self._listen())
+        if asks_anyone():
+            self.watch()
+        else:
+            self.engine.spawn(self._watch_if_waiting())
+
+    async def _watch_if_waiting(self) -> None:
+        """No rule asks (now): still watch if approvals from before wait, or a dead turn does."""
         try:
-            watch = asks_anyone() or await database_sync_to_async(selectors.approvals_waiting_any)()
+            if await database_sync_to_async(selectors.approvals_waiting_any)():
+                self.watch()
         except Exception as exc:
             logger.warning("could not look for waiting approvals: %r", exc)
-            watch = asks_anyone()
-        if watch:
-            self.watch()
+
+    async def listening(self, timeout: float = 1.0) -> None:
+        """Wait (a little) until this process hears decisions made elsewhere.
+
+        Not hearing them is not fatal: a waiting turn also looks at its row.
+        """
+        self.start()
         try:
-            await asyncio.wait_for(self._listening.wait(), 5.0)
+            await asyncio.wait_for(self._listening.wait(), timeout)
         except asyncio.TimeoutError:
             logger.warning("the channel layer did not answer: approvals decided on other processes "
-                           "reach this one by polling only")
+                           "reach this one by polling only, for now")
 
     def watch(self) -> None:
         """Run the watchdog (timeouts, parked turns) from now on; wake it if it sleeps."""
@@ -333,7 +346,7 @@ class Gate:
     async def _ask(self, call: ToolCallRequest, args) -> ToolApproval:
         """Write the approval, then send its request: no answer can come before the row exists."""
         turn = self.turn
-        await self.approvals.start()
+        await self.approvals.listening()
         row = await database_sync_to_async(services.approval_create)(
             session_id=turn.session_id, turn_id=turn.turn_id, tool_call_id=call.id, name=call.name,
             args=args, seq=turn.seq + 1, timeout_seconds=settings.CONSTRUCT_APPROVAL_TIMEOUT,

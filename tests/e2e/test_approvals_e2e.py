@@ -300,3 +300,34 @@ async def test_the_timeout_denies_with_no_socket_open(tmp_path, mock_llm_process
         assert of_type(frames, "tool_result")[0]["is_error"] is True
         assert frames[-1]["type"] == "done"
         await ws.close()
+
+
+async def test_a_restarted_server_continues_the_turn_that_waited(tmp_path, mock_llm_process):
+    """One process, killed while a call waits; the next one on the same database continues it."""
+    with approving_server(tmp_path, mock_llm_process, CONSTRUCT_APPROVAL_TIMEOUT="60",
+                          CONSTRUCT_TURN_LEASE_SECONDS="2") as first:
+        ws, _ = await open_ws(first, "restart")
+        await ws.send(json.dumps({"type": "message", "content": write("after.txt", "restarted")}))
+        request = (await turn_until(ws, types=("approval_request",)))[-1]
+        first.kill()
+        second = DaphneServer(env=first.env, run_migrate=False, log_path=tmp_path / "daphne-2.log")
+        try:
+            second.start()
+            second.token = first.token
+            ws, start = await open_ws(second, "restart")
+            assert start["state"] == "running" and start["turn_id"] == request["turn_id"]
+            # From the shared log (Redis), or sent again once the turn is taken over (memory).
+            again = (await turn_until(ws, types=("approval_request",)))[-1]
+            assert {k: again[k] for k in ("approval_id", "tool_call_id", "name", "args")} == {
+                k: request[k] for k in ("approval_id", "tool_call_id", "name", "args")}
+            await answer(ws, again, "approve")
+            frames = await turn_until(ws, timeout=30)
+            assert of_type(frames, "approval_result")[0]["decision"] == "approve"
+            assert frames[-1]["type"] == "done"
+            assert frames[-1]["full_response"].endswith("Tool said: Wrote 9 bytes to after.txt")
+            assert (first.workspace / "after.txt").read_text() == "restarted"
+            status, body = http(second, "GET", "/api/sessions/restart/messages/", second.token)
+            assert [m["role"] for m in body["messages"]] == ["user", "assistant", "tool", "assistant"]
+            await ws.close()
+        finally:
+            second.kill()

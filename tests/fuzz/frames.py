@@ -16,14 +16,15 @@ MAX_FRAME_BYTES = 1_048_576
 KNOWN_TYPES = {
     "session_start", "connected", "chunk", "thinking", "tool_call", "tool_result",
     "operator_status", "chunk_reset", "done", "error", "stopped", "ack", "agent_event",
+    "approval_request", "approval_result",
 }
 KNOWN_CODES = {
     "AGENT_INIT_FAILED", "INVALID_JSON", "UNKNOWN_MESSAGE_TYPE", "EMPTY_CONTENT", "SESSION_BUSY",
     "AUTH_ERROR", "PROVIDER_ERROR", "AGENT_ERROR", "MESSAGE_TOO_LARGE", "RATE_LIMITED",
-    "BAD_FRAME", "BUDGET_EXCEEDED",
+    "BAD_FRAME", "BUDGET_EXCEEDED", "APPROVAL_INVALID",
 }
 # Types whose frames act on the session rather than answer with one reply.
-_ACTIVE_TYPES = {"message", "stop", "connect"}
+_ACTIVE_TYPES = {"message", "stop", "connect", "approval"}
 
 settings.register_profile(
     "socket-fuzz",
@@ -83,6 +84,21 @@ def _other_types():
     )
 
 
+def _approval_answers():
+    """An `approval` frame with fields of any type; no approval waits, so each is APPROVAL_INVALID."""
+    optional = st.one_of(st.just(None), json_values)
+    return st.builds(
+        lambda approval_id, decision, args: _dump(
+            {"type": "approval",
+             **({"approval_id": approval_id} if approval_id is not None else {}),
+             **({"decision": decision} if decision is not None else {}),
+             **({"args": args} if args is not None else {})}),
+        approval_id=st.one_of(optional, st.text(max_size=80)),
+        decision=st.one_of(optional, st.sampled_from(["approve", "deny", "always", "timeout"])),
+        args=optional,
+    )
+
+
 def _surrogate_frames(raw_too):
     """Lone surrogates as JSON escapes (valid UTF-8 on the wire) and, in process only, as such."""
     escaped = surrogate.map(lambda c: '{"type":"message","content":"a\\u%04x"}' % ord(c))
@@ -119,6 +135,7 @@ def junk_text(raw_surrogates=True):
         .map(_dump),  # JSON, seldom an object
         _wrong_typed_message(),
         _other_types(),
+        _approval_answers(),
         _deep_and_huge(),
     ]
     parts.append(_surrogate_frames(raw_surrogates))
@@ -164,6 +181,8 @@ def expect(step) -> tuple[str, object]:
     if not isinstance(frame, dict):
         return "error", "BAD_FRAME"
     kind = frame.get("type")
+    if kind == "approval":
+        return "error", "APPROVAL_INVALID"  # there is never one to answer
     if kind != "message":
         assert not _active(kind), "the strategies never make stop or connect frames"
         return "error", "UNKNOWN_MESSAGE_TYPE"

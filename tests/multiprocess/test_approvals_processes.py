@@ -8,6 +8,7 @@ once, and every socket watching the session gets the rest of it.
 
 import asyncio
 import json
+import urllib.request
 
 import psycopg
 import pytest
@@ -18,7 +19,6 @@ from tests.multiprocess.conftest import (
     new_session_id,
     open_socket,
     pair_of_servers,
-
     saved_messages,
     send,
     session_state,
@@ -74,8 +74,6 @@ async def test_requested_on_one_process_approved_on_the_other(tmp_path, workspac
         await send(on_b, type="message", content=write("ba.txt", "asked again"))
         request = await until_request(on_b)
         await until_request(on_a)
-        import urllib.request
-
         req = urllib.request.Request(
             cluster.a.url + f"/api/approvals/{request['approval_id']}/", method="POST",
             data=json.dumps({"decision": "deny"}).encode(),
