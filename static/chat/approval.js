@@ -176,6 +176,7 @@ export class Approval {
       if (!checked.ok) return; // the error is on the card; nothing is sent
       args = checked.args;
     }
+    this.showError("");
     this.sending = decision;
     this.sentArgs = args;
     this.setControls(false);

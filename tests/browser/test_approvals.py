@@ -314,12 +314,16 @@ class FakeSocket:
     def __init__(self, page):
         self.ws = None
         self.received = []
+        self.connections = 0
+        self.start = True  # answer a new socket with session_start (False: it never becomes ready)
         page.route_web_socket(re.compile(r"/ws/chat"), self._connect)
 
     def _connect(self, ws):
         self.ws = ws
+        self.connections += 1
         ws.on_message(lambda message: self.received.append(json.loads(message)))
-        self.push(type="session_start", session_id="fake", resumed=False, message_count=0, state="idle")
+        if self.start:
+            self.push(type="session_start", session_id="fake", resumed=False, message_count=0, state="idle")
 
     def push(self, **frame):
         self.ws.send(json.dumps(frame))
@@ -410,3 +414,41 @@ def test_the_card_alone_markup_errors_timeout_and_stop(approval_server, token, p
     time.sleep(0.1)
     assert len(fake.approvals()) == 1
     assert page.evaluate("window.__xss") == 0 and dialogs == []
+
+
+def test_with_the_socket_down_the_answer_goes_through_rest(approval_server, token, page):
+    fake = FakeSocket(page)
+    answers = []
+
+    def rest(route):
+        answers.append((route.request.url, route.request.post_data_json))
+        if len(answers) == 1:  # decided meanwhile elsewhere: refused, on the card
+            route.fulfill(status=409, json={"error": "This approval was already decided",
+                                            "code": "APPROVAL_INVALID", "approval_id": "r1"})
+        else:
+            route.fulfill(status=200, json={"id": "r1", "state": "decided", "decision": "deny"})
+
+    page.route(re.compile(r"/api/approvals/r1/$"), rest)
+    open_paired(page, approval_server, token)
+    fake.push(type="approval_request", turn_id="t1", seq=1, approval_id="r1", tool_call_id="c1",
+              name="shell", args={"command": "ls"}, expires_at=iso_in(60))
+    card = wait_card(page)
+
+    # The socket drops and its successor never starts: the page answers through REST.
+    fake.start = False
+    fake.ws.close()
+    page.locator("#conn:not([data-state=online])").wait_for()
+    card.locator("textarea").fill('{"command": "ls -la"}')
+    card.get_by_role("button", name="Approve shell").click()
+    card.locator(".approval-error").wait_for()
+    assert "already decided" in card.locator(".approval-error").inner_text()
+    assert card.locator("button.approve").is_enabled()
+    assert answers[0][1] == {"decision": "approve", "args": {"command": "ls -la"}}
+    assert page.locator("#banner").is_hidden()
+
+    card.get_by_role("button", name="Deny shell").click()
+    wait_for(lambda: len(answers) == 2)
+    assert answers[1][1] == {"decision": "deny"}
+    assert card.locator(".approval").get_attribute("data-approval-state") == "sending"
+    assert card.locator(".approval-error").is_hidden()
+    assert fake.approvals() == []
