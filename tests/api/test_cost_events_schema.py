@@ -149,6 +149,8 @@ CONTRACT_OPERATIONS = {
     # Beyond the contract's list: who is signed in, and signing out (the page's needs).
     ("/api/me/", "get"),
     ("/api/sign-out/", "post"),
+    ("/api/approvals/", "get"),
+    ("/api/approvals/{approval_id}/", "post"),
 }
 
 
