@@ -82,6 +82,29 @@ def parse_message(frame: dict) -> tuple[str, str | None, str | None]:
     return content, page_context, client_id
 
 
+ATTACHMENT_ID_MAX = 64
+
+
+def parse_attachments(frame: dict, most: int) -> list[str]:
+    """The attachment ids a `message` names, at most `most` of them, each once, in order.
+
+    As upstream, never a reason to refuse the message: a missing field or a
+    non-list is no attachments, and an item that cannot be an id is skipped.
+    Whether each id is one of the session's is the turn's question.
+    """
+    ids = frame.get("attachments")
+    if not isinstance(ids, list):
+        return []
+    wanted: list[str] = []
+    for item in ids:
+        if len(wanted) >= most:
+            break
+        if (isinstance(item, str) and 0 < len(item) <= ATTACHMENT_ID_MAX and _storable(item)
+                and item not in wanted):
+            wanted.append(item)
+    return wanted
+
+
 def _storable(text: str) -> bool:
     """False for text JSON lets through but a database cannot keep: a lone surrogate
     ("\\ud800", not UTF-8 at all) or NUL (PostgreSQL text refuses it)."""
