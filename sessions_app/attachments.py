@@ -61,7 +61,8 @@ def name_clean(raw) -> str:
     """
     name = str(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = unicodedata.normalize("NFC", name)
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = "".join(" " if ch.isspace() else ch for ch in name
+                   if ch.isspace() or unicodedata.category(ch)[0] != "C")
     name = scrub(" ".join(name.split()))
     if name in ("", ".", ".."):
         return DEFAULT_NAME
