@@ -17,7 +17,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
-from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
@@ -175,16 +174,9 @@ class AttachmentDetailView(ApiView):
     def get(self, request, session_id, attachment_id):
         _checked(ScopeInputSerializer, request.query_params)
         attachment = self._attachment_or_404(request, session_id, attachment_id)
-        try:
-            handle = open(attachments.attachment_path(attachment), "rb")
-        except OSError:
-            raise exceptions.NotFound("The attachment's file is gone") from None
-        response = FileResponse(handle, as_attachment=True, filename=attachment.name,
-                                content_type="application/octet-stream")
-        response["X-Content-Type-Options"] = "nosniff"
-        # Should anything open it in place after all, it runs nothing and loads nothing.
-        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["Cache-Control"] = "private, no-store"
+        response = attachments.attachment_download(attachment)
+        if response is None:
+            raise exceptions.NotFound("The attachment's file is gone")
         return response
 
     @extend_schema(

@@ -78,7 +78,6 @@ def test_list_download_and_delete(api):
     assert download["Content-Type"] == "application/octet-stream"
     assert "sandbox" in download["Content-Security-Policy"]
     assert b"".join(download.streaming_content) == HTML
-    download.close()
 
     assert api.delete(f"/api/sessions/s1/attachments/{png['id']}/").status_code == 204
     assert not Attachment.objects.filter(pk=png["id"]).exists()
@@ -105,7 +104,6 @@ def test_a_non_ascii_name_downloads_under_its_own_name(api):
     uploaded = _upload(api, "names", "résumé 2026.txt", b"cv").json()
     download = api.get(f"/api/sessions/names/attachments/{uploaded['id']}/")
     assert download["Content-Disposition"] == "attachment; filename*=utf-8''r%C3%A9sum%C3%A9%202026.txt"
-    download.close()
 
 
 def test_no_file_or_an_empty_one_is_400(api):
