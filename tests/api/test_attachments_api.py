@@ -190,3 +190,15 @@ def test_a_file_gone_from_disk_downloads_as_404(api):
     response = api.get(f"/api/sessions/gone/attachments/{uploaded['id']}/")
     assert response.status_code == 404
     assert "gone" in response.json()["error"]
+
+
+def test_the_messages_and_the_export_say_what_a_message_carried(api):
+    from sessions_app import services
+
+    note = _upload(api, "exported", "plan `v2`.txt", b"plan").json()
+    services.message_append(session_id="exported", role="user", content="see the plan",
+                            data={"attachments": [note]})
+    messages = api.get("/api/sessions/exported/messages/").json()["messages"]
+    assert messages[0]["data"]["attachments"] == [note]
+    markdown = api.get("/api/sessions/exported/export/?format=md").content.decode()
+    assert f"*Attached:* `plan 'v2'.txt` ({note['size']} bytes, text/plain)" in markdown
