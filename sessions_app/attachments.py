@@ -23,8 +23,8 @@ from pathlib import Path
 import filetype
 from django.conf import settings
 from django.db import transaction
-from django.http import FileResponse
 from django.db.models.signals import post_delete
+from django.http import FileResponse
 
 from construct_core.redaction import scrub
 from sessions_app import services
@@ -43,7 +43,7 @@ DEFAULT_NAME = "attachment"
 # an image costs a fixed amount whatever its size (providers scale images down);
 # a text file what its text does, up to the cut the model gets.
 IMAGE_TOKENS = 1600
-TEXT_CHAR_LIMIT = 200_000
+TEXT_CHAR_LIMIT = 200_000  # the cut chat/agent/attachments.py makes (sessions_app cannot import it)
 CHARS_PER_TOKEN = 4
 MARKER_TOKENS = 30
 

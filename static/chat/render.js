@@ -1,5 +1,5 @@
 // What the conversation looks like: Markdown made safe, messages, a turn as it streams,
-// tool cards. Nothing here talks to the network.
+// tool cards. Nothing here talks to the network (a message's attached files are files.js's).
 
 import { attachmentList } from "./files.js";
 import { el } from "./util.js";
