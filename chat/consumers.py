@@ -228,8 +228,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     "retry_after": retry_after,
                 })
                 return
+            attachments = protocol.parse_attachments(frame, settings.CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE)
             await turns.message_submit(
-                self.subscription, content=content, page_context=page_context, client_id=client_id
+                self.subscription, content=content, page_context=page_context, client_id=client_id,
+                attachments=attachments,
             )
         elif msg_type == "stop":
             if not await self._still_authorised():

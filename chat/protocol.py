@@ -105,6 +105,27 @@ def parse_approval(frame: dict) -> tuple[str, str, dict | None]:
         raise ApprovalInvalid("args, when given, must be a JSON object: the call's new arguments",
                               approval_id=approval_id)
     return approval_id, decision, args
+ATTACHMENT_ID_MAX = 64
+
+
+def parse_attachments(frame: dict, most: int) -> list[str]:
+    """The attachment ids a `message` names, at most `most` of them, each once, in order.
+
+    As upstream, never a reason to refuse the message: a missing field or a
+    non-list is no attachments, and an item that cannot be an id is skipped.
+    Whether each id is one of the session's is the turn's question.
+    """
+    ids = frame.get("attachments")
+    if not isinstance(ids, list):
+        return []
+    wanted: list[str] = []
+    for item in ids:
+        if len(wanted) >= most:
+            break
+        if (isinstance(item, str) and 0 < len(item) <= ATTACHMENT_ID_MAX and _storable(item)
+                and item not in wanted):
+            wanted.append(item)
+    return wanted
 
 
 def _storable(text: str) -> bool:

@@ -3,6 +3,7 @@
 See SECURITY.md for the threat model these answer and the tests that prove them.
 """
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.deprecation import MiddlewareMixin
 
 from chat.protocol import header
+from sessions_app.ids import SESSION_ID_RE
 
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
 
@@ -70,32 +72,48 @@ def origin_allowed(scope) -> bool:
 # --- Request bodies ---------------------------------------------------------------
 
 
-def _too_large() -> JsonResponse:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+# The one URL whose body may be larger: an attachment's upload (multipart), up to
+# CONSTRUCT_MAX_ATTACHMENT_BYTES and the form's own few lines. The upload view
+# counts the file's bytes itself as they arrive.
+_UPLOAD_PATH = re.compile(
+    r"^/api/sessions/" + SESSION_ID_RE.pattern.removeprefix("^").removesuffix("$") + r"/attachments/$"
+)
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
+
+
+def body_limit(request) -> int | None:
+    """The most bytes a request's body may have."""
+    if request.method == "POST" and _UPLOAD_PATH.match(request.path_info):
+        return settings.CONSTRUCT_MAX_ATTACHMENT_BYTES + UPLOAD_OVERHEAD_BYTES
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def _too_large(limit: int | None) -> JsonResponse:
     return JsonResponse(
         {"error": f"Request body too large: at most {limit} bytes"}, status=413
     )
 
 
 class BodyLimitMiddleware(MiddlewareMixin):
-    """Answer a body over DATA_UPLOAD_MAX_MEMORY_SIZE with 413 JSON, not Django's 400 page.
+    """Answer a body over DATA_UPLOAD_MAX_MEMORY_SIZE (an attachment's upload: over
+    CONSTRUCT_MAX_ATTACHMENT_BYTES) with 413 JSON, not Django's 400 page.
 
     A declared Content-Length is refused before anything reads the body; a body
     that turns out larger (Django counts it as it reads) is refused the same way.
     """
 
     def process_request(self, request):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = body_limit(request)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
         if limit is not None and length > limit:
-            return _too_large()
+            return _too_large(limit)
         return None
 
     def process_exception(self, request, exception):
         if isinstance(exception, RequestDataTooBig):
-            return _too_large()
+            return _too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         return None
 

@@ -331,6 +331,14 @@ except BadRules as exc:
     ) from None
 CONSTRUCT_APPROVAL_TIMEOUT = _env_number("CONSTRUCT_APPROVAL_TIMEOUT", 120.0, kind=float, minimum=0.1)
 
+# Attachments: uploads kept one folder per session under CONSTRUCT_MEDIA_ROOT
+# (never under a user's file name), at most this many bytes each.
+CONSTRUCT_MEDIA_ROOT = Path(_env("CONSTRUCT_MEDIA_ROOT", str(BASE_DIR / "media"))).expanduser().resolve()
+CONSTRUCT_MAX_ATTACHMENT_BYTES = _env_number("CONSTRUCT_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024, minimum=1)
+CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE = _env_number("CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE", 10, minimum=0)
+# An upload past this many bytes in memory goes on to a temporary file (Django's own setting).
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
 # Internal tuning, not part of the contract.
 # The bubblewrap binary (a name on PATH or a path); tests point it elsewhere.
 CONSTRUCT_BWRAP = _env("CONSTRUCT_BWRAP", "bwrap")
@@ -343,3 +351,6 @@ CONSTRUCT_SOCKET_RATE = _env_rate("CONSTRUCT_SOCKET_RATE", (30, 60.0))
 CONSTRUCT_MAX_SOCKETS_PER_TOKEN = _env_number("CONSTRUCT_MAX_SOCKETS_PER_TOKEN", 20, minimum=0)
 # Seconds the provider may stay silent (connect, or between two bytes of a stream).
 CONSTRUCT_PROVIDER_TIMEOUT = _env_number("CONSTRUCT_PROVIDER_TIMEOUT", 120.0, kind=float, minimum=0.1)
+# The attachments of one message together, in bytes: the rest are skipped (and logged).
+CONSTRUCT_MAX_MESSAGE_ATTACHMENT_BYTES = _env_number("CONSTRUCT_MAX_MESSAGE_ATTACHMENT_BYTES",
+                                                     50 * 1024 * 1024, minimum=1)

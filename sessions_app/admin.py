@@ -32,10 +32,11 @@ from django.utils.http import content_disposition_header
 from asgiref.sync import async_to_sync
 
 from construct_core.errors import ApprovalInvalid
-from sessions_app import budget, events, exports, selectors, services
+from sessions_app import attachments, budget, events, exports, selectors, services
 from sessions_app.clients import client_from_request
 from sessions_app.models import (
-    AuditEvent, ChatSession, MemoryNote, Message, PairedDevice, ToolApproval, UsageRecord, UserQuota,
+    Attachment, AuditEvent, ChatSession, MemoryNote, Message, PairedDevice, ToolApproval,
+    UsageRecord, UserQuota,
 )
 from sessions_app.pairing import CODE_TTL_SECONDS, device_revoke, pairing_code_issue
 
@@ -97,7 +98,28 @@ class MessageInline(admin.TabularInline):
                           + (" (error)" if data.get("is_error") else "")))
         if data.get("stopped"):
             lines.append(("stopped", "the reply was cut short"))
+        for ref in data.get("attachments") or ():
+            if isinstance(ref, dict):
+                lines.append(("attached", f"{ref.get('name')} ({ref.get('size')} bytes, {ref.get('mime')})"))
         return format_html_join("", "<div><strong>{}</strong> <code>{}</code></div>", lines)
+
+
+def _download_link(attachment: Attachment) -> str:
+    url = reverse("admin:sessions_app_attachment_download", args=[attachment.pk])
+    return format_html('<a href="{}" download>{}</a>', url, attachment.name)
+
+
+def _attachments_table(session: ChatSession) -> str:
+    """A session's attachments as a table: name (a download), type, size, when."""
+    rows = attachments.attachment_list(session_id=session.pk)
+    if not rows:
+        return "—"
+    body = format_html_join("", "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", (
+        (_download_link(a), a.mime, f"{a.size:,} bytes", timezone.localtime(a.created_at)
+         .strftime("%Y-%m-%d %H:%M:%S")) for a in rows
+    ))
+    return format_html('<table class="attachments"><thead><tr><th>file</th><th>type</th><th>size</th>'
+                       "<th>uploaded</th></tr></thead><tbody>{}</tbody></table>", body)
 
 
 @admin.register(ChatSession)
@@ -107,7 +129,7 @@ class ChatSessionAdmin(admin.ModelAdmin):
     search_fields = ("id", "name", "messages__content")
     date_hierarchy = "last_activity"
     fields = ("id", "name", "user", "state", "turn_id", "turn_started_at", "lease_expires_at",
-              "turn_owner", "created_at", "last_activity", "message_count", "cost")
+              "turn_owner", "created_at", "last_activity", "message_count", "cost", "attached_files")
     readonly_fields = tuple(f for f in fields if f != "name")
     list_select_related = ("user",)
     inlines = [MessageInline]
@@ -122,6 +144,10 @@ class ChatSessionAdmin(admin.ModelAdmin):
     @admin.display(description="session", ordering="name")
     def title(self, session):
         return session.name or session.pk
+
+    @admin.display(description="attachments")
+    def attached_files(self, session):
+        return _attachments_table(session)
 
     @admin.display(description="cost (USD)", ordering="cost_usd")
     def cost(self, session):
@@ -153,6 +179,42 @@ class ChatSessionAdmin(admin.ModelAdmin):
     def reset_to_idle(self, request, queryset):
         count = sum(services.session_reset(session_id=pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{count} session(s) reset to idle.", messages.SUCCESS)
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(ReadOnlyAdmin):
+    """Every session's attachments; each downloads (never shown in place). Deleting one
+    deletes its file."""
+
+    list_display = ("name", "session", "mime", "size", "created_at", "download")
+    list_filter = ("mime", "created_at")
+    search_fields = ("name", "session__id", "id")
+    fields = ("id", "name", "session", "mime", "size", "created_at", "download")
+    readonly_fields = fields
+    list_select_related = ("session",)
+
+    def has_delete_permission(self, request, obj=None):
+        # An operator may remove a file nobody should keep.
+        return super(ReadOnlyAdmin, self).has_delete_permission(request, obj)
+
+    @admin.display(description="download")
+    def download(self, attachment):
+        return _download_link(attachment)
+
+    def get_urls(self):
+        return [
+            path("<str:attachment_id>/download/", self.admin_site.admin_view(self.download_view),
+                 name="sessions_app_attachment_download"),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request, attachment_id):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        response = attachments.attachment_download(get_object_or_404(Attachment, pk=attachment_id))
+        if response is None:
+            raise Http404("The attachment's file is gone")
+        return response
 
 
 # --- devices and the audit trail -------------------------------------------------

@@ -94,6 +94,10 @@ def _message_markdown(message: Message) -> str:
         parts.append(_quote("**Thinking**\n\n" + data["thinking"]))
     if message.content:
         parts.append(message.content)
+    for ref in data.get("attachments") or ():
+        if isinstance(ref, dict):
+            name = str(ref.get("name", "")).replace("`", "'")
+            parts.append(f"*Attached:* `{name}` ({ref.get('size')} bytes, {ref.get('mime')})")
     if data.get("stopped"):
         parts.append("*(stopped: the reply was cut short here)*")
     for call in data.get("tool_calls") or ():

@@ -283,3 +283,25 @@ class ToolApproval(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.state})"
+class Attachment(models.Model):
+    """A file uploaded into a session, for its messages to carry to the model.
+
+    The file lives at CONSTRUCT_MEDIA_ROOT/`path`, under a random name: the
+    user's file name is kept (sanitised) for display only, never as a path.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="attachments")
+    name = models.CharField(max_length=255)
+    # Found from the content, never from the name.
+    mime = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    # Relative to CONSTRUCT_MEDIA_ROOT: <session folder>/<random name>.
+    path = models.CharField(max_length=255, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["session", "created_at", "id"]
+
+    def __str__(self):
+        return self.name

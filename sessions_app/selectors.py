@@ -9,6 +9,7 @@ from django.db.models import Count, DecimalField, Exists, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from sessions_app.attachments import attachments_tokens
 from sessions_app.models import ChatSession, MemoryNote, Message, ToolApproval, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def estimate_tokens(message: dict) -> int:
     size = len(message.get("content") or "")
     for call in message.get("tool_calls") or ():
         size += len(call.get("name", "")) + len(call.get("arguments", ""))
-    return size // CHARS_PER_TOKEN + 4
+    return size // CHARS_PER_TOKEN + 4 + attachments_tokens(message.get("attachments"))
 
 
 def message_to_neutral(role: str, content: str, data: dict) -> dict:
@@ -51,6 +52,9 @@ def message_to_neutral(role: str, content: str, data: dict) -> dict:
             "content": content,
         }
     message = {"role": role, "content": content}
+    if role == Message.Role.USER and data.get("attachments"):
+        # References only: the turn reads the files (chat/turns/attachments.py).
+        message["attachments"] = data["attachments"]
     if role == Message.Role.ASSISTANT and data.get("tool_calls"):
         message["tool_calls"] = data["tool_calls"]
     return message

@@ -52,6 +52,28 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
             test["NAME"] = f"{base}_{os.getpid()}"
 
 
+# --- attachments --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def media_root(tmp_path_factory):
+    """The run's attachments go to a folder of its own, never the project's media/.
+
+    Servers the tests start inherit it through the environment.
+    """
+    from django.conf import settings
+
+    folder = tmp_path_factory.mktemp("media")
+    before = os.environ.get("CONSTRUCT_MEDIA_ROOT")
+    os.environ["CONSTRUCT_MEDIA_ROOT"] = str(folder)
+    settings.CONSTRUCT_MEDIA_ROOT = folder
+    yield folder
+    if before is None:
+        os.environ.pop("CONSTRUCT_MEDIA_ROOT", None)
+    else:
+        os.environ["CONSTRUCT_MEDIA_ROOT"] = before
+
+
 # --- ports and servers -------------------------------------------------------
 
 

@@ -50,6 +50,9 @@ def run_django(args, **env):
         ("REDIS_URL", "http://x"),
         ("CONSTRUCT_SHELL_SANDBOX", "none"),
         ("CONSTRUCT_SHELL_SANDBOX", "false"),
+        ("CONSTRUCT_MAX_ATTACHMENT_BYTES", "lots"),
+        ("CONSTRUCT_MAX_ATTACHMENT_BYTES", "0"),
+        ("CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE", "-1"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):

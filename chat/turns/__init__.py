@@ -100,8 +100,12 @@ async def session_leave(subscriber: Subscriber) -> None:
 
 
 async def message_submit(subscriber: Subscriber, *, content: str, page_context: str | None = None,
-                         client_id: str | None = None) -> None:
-    """Accept a message: drop a resend, acknowledge, and start its work as the session's task."""
+                         client_id: str | None = None, attachments: list[str] | tuple = ()) -> None:
+    """Accept a message: drop a resend, acknowledge, and start its work as the session's task.
+
+    `attachments` are the attachment ids the message names; those that are not
+    the session's are skipped when the turn saves it, never refused.
+    """
     if client_id is not None:
         fresh = await database_sync_to_async(services.client_id_claim)(
             session_id=subscriber.session_id, client_id=client_id
@@ -111,7 +115,7 @@ async def message_submit(subscriber: Subscriber, *, content: str, page_context: 
             return
     engine = get_engine()
     engine.spawn(message_run(engine, subscriber, content=content, page_context=page_context,
-                             client_id=client_id))
+                             client_id=client_id, attachments=attachments))
 
 
 async def turn_stop(*, session_id: str, by: str = "") -> bool:

@@ -21,6 +21,7 @@ from chat.agent.prompts import page_context_hint
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
 from chat.turns import setup
 from chat.turns.approvals import Gate
+from chat.turns.attachments import attachment_refs, history_with_attachments
 from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from construct_core.redaction import sanitize, scrub_fields
 from sessions_app import budget, selectors, services
@@ -32,7 +33,7 @@ STOPPED_MESSAGE = "Stopped: the partial reply is kept in history"
 
 
 async def message_run(engine, subscriber: Subscriber, *, content: str, page_context: str | None,
-                      client_id: str | None) -> None:
+                      client_id: str | None, attachments: list[str] | tuple = ()) -> None:
     """An accepted message's work: the budget, the session's lock (queueing), then the turn."""
     session_id = subscriber.session_id
     turn_id = uuid.uuid4().hex
@@ -65,7 +66,8 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
             await engine.remote.interrupted(session_id=session_id, turn_id=taken_over["turn_id"])
         except Exception:  # the new message runs whatever became of the old turn
             logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
-    await Turn(engine, session_id, subscriber.user_id, turn_id).run(content, page_context, client_id)
+    await Turn(engine, session_id, subscriber.user_id, turn_id).run(content, page_context, client_id,
+                                                                    attachments)
 
 
 async def _budget_check(subscriber: Subscriber) -> None:
@@ -115,7 +117,8 @@ class Turn:
         event = {"type": type_, **scrub_fields(fields), "turn_id": self.turn_id, "seq": self.seq}
         await self.fanout.publish(self.session_id, event)
 
-    async def run(self, content: str, page_context: str | None, client_id: str | None) -> None:
+    async def run(self, content: str, page_context: str | None, client_id: str | None,
+                  attachments: list[str] | tuple = ()) -> None:
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
         started = time.monotonic()
         config = setup.provider_config()
@@ -123,6 +126,9 @@ class Turn:
         user_saved = False
         try:
             data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
+            refs = await attachment_refs(session_id=self.session_id, ids=list(attachments))
+            if refs:
+                data["attachments"] = refs
             await database_sync_to_async(services.message_append)(
                 session_id=self.session_id, role="user", content=content, data=data,
                 turn_id=self.turn_id,
@@ -211,6 +217,8 @@ class Turn:
         hint = page_context_hint(page_context)
         if hint and history and history[-1]["role"] == "user":
             history[-1] = {**history[-1], "content": hint + history[-1]["content"]}
+        # Each message's files go in front of its text (and so in front of the hint).
+        history = await history_with_attachments(history, self.session_id)
         if logged is None:
             gate = Gate(self)
         else:

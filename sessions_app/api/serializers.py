@@ -63,7 +63,8 @@ class MessageOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     turn_id = serializers.CharField()
     data = serializers.JSONField(
-        help_text="Tool calls, tool call ids, thinking, page_context, client_id, a `stopped` mark"
+        help_text="Tool calls, tool call ids, thinking, page_context, client_id, a `stopped` mark, "
+                  "`attachments` (each {id, name, mime, size}) on a user message"
     )
 
 

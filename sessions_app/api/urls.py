@@ -2,7 +2,7 @@ from django.urls import path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
-from sessions_app.api import views
+from sessions_app.api import attachments, views
 from sessions_app.ids import SESSION_ID_RE
 
 
@@ -48,6 +48,10 @@ urlpatterns = [
     path("approvals/", views.ApprovalListView.as_view(), name="api-approval-list"),
     path("approvals/<approval_id:approval_id>/", views.ApprovalDecideView.as_view(),
          name="api-approval-decide"),
+    path("sessions/<session_id:session_id>/attachments/", attachments.AttachmentListView.as_view(),
+         name="api-session-attachments"),
+    path("sessions/<session_id:session_id>/attachments/<str:attachment_id>/",
+         attachments.AttachmentDetailView.as_view(), name="api-session-attachment"),
     path("cost/", views.CostView.as_view(), name="api-cost"),
     path("channel-events/", views.ChannelEventView.as_view(), name="api-channel-events"),
     path("me/", views.MeView.as_view(), name="api-me"),

@@ -109,6 +109,60 @@ export const api = {
   sessionApprovals: (sessionId) => approvals({ session_id: sessionId }),
   /** Answer an approval: {decision: "approve" | "deny" | "always", args?}. */
   decideApproval: (id, body) => request("POST", `/api/approvals/${encodeURIComponent(id)}/`, body),
+  removeAttachment: (id, attachmentId) =>
+    request("DELETE", `${sessionPath(id)}attachments/${encodeURIComponent(attachmentId)}/`),
+
+  /**
+   * An attachment's bytes as a Blob of `type`. The download needs the token, so the page
+   * fetches it and shows it from memory; the gateway never serves it to be rendered.
+   */
+  async attachmentBlob(id, attachmentId, type) {
+    const token = tokenStore.get();
+    let response;
+    try {
+      response = await fetch(`${sessionPath(id)}attachments/${encodeURIComponent(attachmentId)}/`, {
+        headers: token ? { Authorization: `Bearer ${token}` } : {},
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (error) {
+      throw new ApiError(0, `The gateway did not answer (${error.message})`);
+    }
+    if (response.status === 401) throw new AuthError("The gateway refused this browser's token");
+    if (!response.ok) throw new ApiError(response.status, `HTTP ${response.status}`);
+    return new Blob([await response.arrayBuffer()], { type: type || "application/octet-stream" });
+  },
+
+  /**
+   * Upload a file into a session (made if new) with XMLHttpRequest, whose upload reports
+   * progress (fetch does not): onProgress(loaded, total). Returns {done, abort}; `done`
+   * resolves to {id, name, mime, size} or rejects with an ApiError (status 0 when aborted).
+   */
+  uploadAttachment(id, file, onProgress) {
+    const xhr = new XMLHttpRequest();
+    const done = new Promise((resolve, reject) => {
+      xhr.open("POST", `${sessionPath(id)}attachments/`);
+      const token = tokenStore.get();
+      if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.responseType = "json";
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onProgress(event.loaded, event.total);
+      });
+      xhr.addEventListener("load", () => {
+        const data = xhr.response && typeof xhr.response === "object" ? xhr.response : null;
+        if (xhr.status === 201 && data) resolve(data);
+        else if (xhr.status === 401) reject(new AuthError((data && data.error) || "The gateway refused this browser's token"));
+        else reject(new ApiError(xhr.status, (data && data.error) || `HTTP ${xhr.status}`, data));
+      });
+      xhr.addEventListener("error", () => reject(new ApiError(0, "The gateway did not answer")));
+      xhr.addEventListener("abort", () => reject(new ApiError(0, "Upload cancelled")));
+      const form = new FormData();
+      form.append("file", file, file.name || "pasted");
+      xhr.send(form);
+    });
+    return { done, abort: () => xhr.abort() };
+  },
 };
 
 /** The first 200 approvals that match `filters` (GET /api/approvals/, paginated). */

@@ -8,7 +8,10 @@ import { $ } from "./util.js";
 const CONTEXT_KEY = "construct.page_context";
 
 export class Composer {
-  /** `hooks`: submit(content, pageContext) for a message typed; stop() for Stop or Esc. */
+  /**
+   * `hooks`: submit(content, pageContext) for a message typed (false: not taken, the text
+   * stays); stop() for Stop or Esc.
+   */
   constructor(hooks) {
     this.hooks = hooks;
     this.form = $("composer");
@@ -31,9 +34,10 @@ export class Composer {
       event.preventDefault();
       const content = this.input.value;
       if (!content.trim()) return;
+      // False: not sent now (files still uploading); the text stays in the box.
+      if (this.hooks.submit(content, this.context.value || null) === false) return;
       this.input.value = "";
       this.autosize();
-      this.hooks.submit(content, this.context.value || null);
     });
     this.stopButton.addEventListener("click", () => this.hooks.stop());
     on("busy", () => this.drawBusy());

@@ -178,7 +178,7 @@ export class Conversation {
       if (runningTurnId && message.turn_id === runningTurnId && message.role !== "user") continue;
       if (message.role === "user") {
         view = null;
-        this.append(userMessage(message.content, { createdAt: message.created_at }).el);
+        this.append(userMessage(message.content, { createdAt: message.created_at, attachments: data.attachments }).el);
         continue;
       }
       if (message.role !== "assistant" && message.role !== "tool") continue;
@@ -342,7 +342,8 @@ export class Conversation {
       if (generation !== state.generation) return;
       for (const message of messages || []) {
         if (message.role === "user" && message.turn_id === view.turnId) {
-          view.el.before(userMessage(message.content, { createdAt: message.created_at }).el);
+          const attachments = message.data && message.data.attachments;
+          view.el.before(userMessage(message.content, { createdAt: message.created_at, attachments }).el);
         }
       }
     } catch (error) {

@@ -8,6 +8,7 @@
 //                     outbox.js        messages kept until the server has them (client_id)
 //                     conversation.js  history and turns drawn from frames, the status line
 //                     composer.js      the message box, Send/Queue and Stop, page context
+//                     attachments.js   files to send: paperclip, drop, paste; chips, upload progress
 //                     sidebar.js       the session list: search, rename, delete, new chat
 //                     panels.js        the side panel: Live Canvas and operator events
 //                     pending.js       which sessions have approvals waiting (the sidebar marks them)
@@ -15,16 +16,19 @@
 //                     banner.js        the error banner
 //                     render.js        Markdown made safe, messages, turns, tool cards
 //                     approval.js      the approval on a tool card: edit, approve, deny, countdown
+//                     files.js         attached files in a message: thumbnails, download links
 //                     api.js           HTTP: pairing, health, the REST API, the stored token
 //                     util.js          element lookup, ids
 // Imports point one way: main.js -> features -> shared helpers. A feature never imports
 // another feature, and a shared helper imports only shared helpers: no cycles.
 
 import { ApiError, api } from "./api.js";
+import { AttachmentTray } from "./attachments.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { Conversation } from "./conversation.js";
+import { forgetAttachmentImages } from "./files.js";
 import { Outbox } from "./outbox.js";
 import { Pairing } from "./pairing.js";
 import { SidePanel } from "./panels.js";
@@ -55,6 +59,8 @@ const pairing = new Pairing({
     pending.clear();
     panels.clear();
     composer.clear();
+    tray.clear();
+    forgetAttachmentImages();
     hideBanner();
     state.sessionId = null;
     setTitle("");
@@ -97,8 +103,21 @@ const outbox = new Outbox({
   giveBack: (text) => composer.giveBack(text),
 });
 
+const tray = new AttachmentTray({
+  error: (text) => showBanner("", text),
+  authFailed: () => pairing.refuse(),
+});
+
 const composer = new Composer({
-  submit: (content, pageContext) => outbox.add(content, pageContext),
+  submit: (content, pageContext) => {
+    const attachments = tray.take();
+    if (attachments === null) {
+      showBanner("", "A file is still uploading: send when its chip is ready.", "warning");
+      return false;
+    }
+    outbox.add(content, pageContext, attachments);
+    return true;
+  },
   stop: () => conversation.stop(),
 });
 
@@ -206,6 +225,7 @@ function switchSession(id, { push = true } = {}) {
   state.generation += 1;
   disconnect();
   state.sessionId = id;
+  tray.clear();
   conversation.reset();
   hideBanner();
   setTitle("");

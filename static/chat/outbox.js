@@ -18,7 +18,7 @@ export class Outbox {
    */
   constructor(hooks) {
     this.hooks = hooks;
-    this.items = []; // [{client_id, content, page_context, view}], oldest first
+    this.items = []; // [{client_id, content, page_context, attachments, view}], oldest first
     this.retryTimer = null;
   }
 
@@ -36,7 +36,7 @@ export class Outbox {
 
   save() {
     if (!state.sessionId) return;
-    const items = this.items.map(({ client_id, content, page_context }) => ({ client_id, content, page_context }));
+    const items = this.items.map(({ client_id, content, page_context, attachments }) => ({ client_id, content, page_context, attachments }));
     try {
       if (items.length) localStorage.setItem(OUTBOX_PREFIX + state.sessionId, JSON.stringify(items));
       else localStorage.removeItem(OUTBOX_PREFIX + state.sessionId);
@@ -72,15 +72,18 @@ export class Outbox {
   /** The waiting messages, under the conversation. */
   draw() {
     for (const item of this.items) {
-      if (!item.view) item.view = userMessage(item.content, { status: "Queued" });
+      if (!item.view) item.view = userMessage(item.content, { status: "Queued", attachments: item.attachments });
       item.view.setStatus(this.hooks.ready() ? "Queued" : "Waiting for the connection", "queued");
       this.hooks.show(item.view.el);
     }
   }
 
-  /** A message typed: kept, shown, and sent when its turn comes. */
-  add(content, pageContext) {
-    const item = { client_id: uuid4(), content, page_context: pageContext, view: userMessage(content) };
+  /** A message typed, with the files attached to it: kept, shown, and sent when its turn comes. */
+  add(content, pageContext, attachments = []) {
+    const item = {
+      client_id: uuid4(), content, page_context: pageContext, attachments,
+      view: userMessage(content, { attachments }),
+    };
     this.items.push(item);
     this.save();
     this.hooks.show(item.view.el, { follow: true });
@@ -94,6 +97,7 @@ export class Outbox {
     const item = this.items[0];
     const frame = { type: "message", content: item.content, client_id: item.client_id };
     if (item.page_context) frame.page_context = item.page_context;
+    if (Array.isArray(item.attachments) && item.attachments.length) frame.attachments = item.attachments.map((a) => a.id);
     state.awaiting = item;
     item.acked = false;
     setBusy(true);

@@ -1,5 +1,8 @@
 // What the conversation looks like: Markdown made safe, messages, a turn as it streams,
-// tool cards. Nothing here talks to the network.
+// tool cards. Nothing here talks to the network (a message's attached files are files.js's).
+
+import { attachmentList } from "./files.js";
+import { el } from "./util.js";
 
 const { marked, DOMPurify } = window;
 
@@ -40,24 +43,8 @@ export function markdownToSafeHtml(text) {
   return DOMPurify.sanitize(html, PURIFY_CONFIG);
 }
 
-// --- Small DOM helper -----------------------------------------------------------------
-
-/** el("div", {class: "x"}, "text", child): strings become text nodes, never markup. */
-export function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
-  }
-  return node;
-}
+// el() is util.js's; exported here too, where the other views have always found it.
+export { el };
 
 const ICONS = {
   // 24x24 outline paths: a pencil, a bin.
@@ -141,12 +128,12 @@ function timeLabel(date) {
 }
 
 /** A message the person wrote; `setStatus` shows queued / sending / failed. */
-export function userMessage(content, { createdAt = null, status = "" } = {}) {
+export function userMessage(content, { createdAt = null, status = "", attachments = null } = {}) {
   const body = new MarkdownSegment();
   body.set(content);
   const statusEl = el("span", { class: "msg-status" });
   const meta = el("div", { class: "meta" }, el("span", { class: "who" }, "You"), el("time", {}, timeLabel(createdAt)), statusEl);
-  const article = el("article", { class: "msg user" }, meta, body.el);
+  const article = el("article", { class: "msg user" }, meta, attachmentList(attachments), body.el);
   const view = {
     el: article,
     setStatus(text, kind = "") {

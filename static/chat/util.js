@@ -1,4 +1,4 @@
-// Small helpers that know nothing of the page's state: finding an element, making an id.
+// Small helpers that know nothing of the page's state: finding an element, making one, making an id.
 
 /** The element with this id (every feature looks up the ids it owns). */
 export const $ = (id) => document.getElementById(id);
@@ -17,4 +17,21 @@ export function uuid4() {
 /** `table[key]` when the table itself has that key (a frame type is never an Object method). */
 export function own(table, key) {
   return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
+/** el("div", {class: "x"}, "text", child): strings become text nodes, never markup. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
 }

@@ -144,6 +144,10 @@ CONTRACT_OPERATIONS = {
     ("/api/sessions/{session_id}/", "delete"),
     ("/api/sessions/{session_id}/messages/", "get"),
     ("/api/sessions/{session_id}/export/", "get"),
+    ("/api/sessions/{session_id}/attachments/", "get"),
+    ("/api/sessions/{session_id}/attachments/", "post"),
+    ("/api/sessions/{session_id}/attachments/{attachment_id}/", "get"),
+    ("/api/sessions/{session_id}/attachments/{attachment_id}/", "delete"),
     ("/api/cost/", "get"),
     ("/api/channel-events/", "post"),
     # Beyond the contract's list: who is signed in, and signing out (the page's needs).

@@ -208,8 +208,18 @@ def to_anthropic_messages(messages):
             if blocks:  # the API refuses empty assistant turns (a stopped, silent reply)
                 converted.append({"role": "assistant", "content": blocks})
         else:
+            if isinstance(content, list):
+                content = [_anthropic_block(part) for part in content]
             converted.append({"role": "user", "content": content})
     return "\n\n".join(system), converted
+
+
+def _anthropic_block(part):
+    """A neutral content part as a Messages API block: an image has a base64 source."""
+    if part["type"] == "image":
+        return {"type": "image",
+                "source": {"type": "base64", "media_type": part["media_type"], "data": part["data"]}}
+    return {"type": "text", "text": part["text"]}
 
 
 def _is_tool_results(content):

@@ -4,6 +4,9 @@ A provider turns a neutral history into a stream of small typed events. Messages
 are plain dicts in one neutral shape, whichever provider is behind:
 
     {"role": "system" | "user", "content": str}
+    {"role": "user", "content": [part, ...]}   (a message with attachments, see
+        chat/agent/attachments.py: {"type": "text", "text"} and
+        {"type": "image", "media_type", "data": base64})
     {"role": "assistant", "content": str, "tool_calls": [{"id", "name", "arguments": str}]}
     {"role": "tool", "tool_call_id": str, "name": str, "content": str}
 

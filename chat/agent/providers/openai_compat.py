@@ -188,8 +188,19 @@ def to_openai_messages(messages):
                 }
             )
         else:
-            converted.append({"role": role, "content": message.get("content") or ""})
+            content = message.get("content") or ""
+            if isinstance(content, list):
+                content = [_openai_part(part) for part in content]
+            converted.append({"role": role, "content": content})
     return converted
+
+
+def _openai_part(part):
+    """A neutral content part as a Chat Completions one: an image is a `data:` URL."""
+    if part["type"] == "image":
+        url = f"data:{part['media_type']};base64,{part['data']}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {"type": "text", "text": part["text"]}
 
 
 def to_openai_tools(tools):
