@@ -45,7 +45,6 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     nothing twice. The returned subscriber is the socket's handle from then on.
     """
     engine = get_engine()
-    engine.approvals.start()
     session = await database_sync_to_async(services.session_open)(
         session_id=session_id, user_id=user_id, name=name
     )
