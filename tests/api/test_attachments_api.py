@@ -104,6 +104,7 @@ def test_a_non_ascii_name_downloads_under_its_own_name(api):
     uploaded = _upload(api, "names", "résumé 2026.txt", b"cv").json()
     download = api.get(f"/api/sessions/names/attachments/{uploaded['id']}/")
     assert download["Content-Disposition"] == "attachment; filename*=utf-8''r%C3%A9sum%C3%A9%202026.txt"
+    assert b"".join(download.streaming_content) == b"cv"  # read to the end: the file is closed
 
 
 def test_no_file_or_an_empty_one_is_400(api):
