@@ -250,3 +250,38 @@ async def test_the_active_branch_endpoint_is_the_callers_own(branching):
     assert http(server, "GET", "/api/sessions/mine/messages/?branch=some", token)[0] == 400
     status, body = http(server, "PUT", "/api/sessions/mine/active/", token, {"message_id": first})
     assert status == 200 and body["message_count"] == 2
+
+
+async def test_a_stopped_edit_keeps_its_part_on_its_branch_and_an_edit_carries_files(branching):
+    server, token, mock = branching
+    from tests.e2e.test_attachments_e2e import uploaded
+
+    async with connect(ws_url(server, "stopfiles", token=token)) as ws:
+        await session_start(ws)
+        await ask(ws, "long one [[chunks=3]]")
+        first = messages(server, token, "stopfiles")
+        mock.clear()
+        await send(ws, type="edit", message_id=first[0]["id"],
+                   content="long one [[chunks=60]] [[delay_ms=50]]")
+        await next_of(ws, "history")
+        await next_of(ws, "chunk")
+        await next_of(ws, "chunk")
+        await send(ws, type="stop")
+        stopped = await next_of(ws, "stopped")
+        assert stopped["full_response"].startswith("tok1 ")
+        active = messages(server, token, "stopfiles")
+        assert [m["role"] for m in active] == ["user", "assistant"]
+        assert active[1]["data"].get("stopped") and active[1]["content"].startswith("tok1 ")
+        assert active[0]["sibling_ids"] == [first[0]["id"], active[0]["id"]]
+
+        note = uploaded(server, token, "stopfiles", "note.txt", b"the attached words\n")
+        mock.clear()
+        await send(ws, type="edit", message_id=active[0]["id"], content="read the note",
+                   attachments=[note["id"]])
+        history = await next_of(ws, "history")
+        assert history["messages"][-1]["data"]["attachments"][0]["id"] == note["id"]
+        done = await next_of(ws, "done")
+        assert "the attached words" in done["full_response"] and done["full_response"].endswith("read the note")
+    sent = sent_texts(mock.last())
+    assert "the attached words" in sent and "tok1" not in sent
+    assert len(messages(server, token, "stopfiles", "all")) == 6
