@@ -16,7 +16,7 @@ function controlsOf(article) {
 
 /**
  * Put the controls on a saved message's element: `message` is {id, sibling_ids, role};
- * `actions`: switchTo(messageId), edit(messageId, content) (questions), regenerate() (when
+ * `actions`: switchTo(messageId), edit(message, content) (questions), regenerate() (when
  * `last` is true, on the last answer).
  */
 export function decorate(article, message, { last = false, actions }) {
@@ -62,7 +62,7 @@ function openEditor(article, message, actions) {
   save.addEventListener("click", () => {
     const text = box.value;
     if (!text.trim()) return;
-    if (actions.edit(message.id, text) !== false) close();
+    if (actions.edit(message, text) !== false) close();
   });
   box.addEventListener("keydown", (event) => {
     if (event.key === "Escape") close();

@@ -283,7 +283,12 @@ export class Conversation {
     if (wantQuestions.length !== questions.length || wantAnswers.length !== answers.length) return;
     const actions = {
       switchTo: (id) => this.branchAction({ type: "switch_branch", message_id: id }),
-      edit: (id, content) => this.branchAction({ type: "edit", message_id: id, content, client_id: uuid4() }),
+      edit: (message, content) => {
+        // The new version keeps the question's files.
+        const files = Array.isArray(message.data?.attachments) ? message.data.attachments : [];
+        const attachments = files.map((file) => file && file.id).filter((id) => typeof id === "string");
+        return this.branchAction({ type: "edit", message_id: message.id, content, client_id: uuid4(), attachments });
+      },
       regenerate: () => this.branchAction({ type: "regenerate", client_id: uuid4() }),
     };
     const lastAnswer = wantAnswers[wantAnswers.length - 1];
