@@ -285,3 +285,40 @@ async def test_a_stopped_edit_keeps_its_part_on_its_branch_and_an_edit_carries_f
     sent = sent_texts(mock.last())
     assert "the attached words" in sent and "tok1" not in sent
     assert len(messages(server, token, "stopfiles", "all")) == 6
+
+
+async def test_a_turn_waiting_for_approval_keeps_its_branch(tmp_path, mock_llm_process):
+    from tests.e2e.test_approvals_e2e import approving_server, write
+
+    with approving_server(tmp_path, mock_llm_process) as server:
+        token, mock = server.token, MockLog(mock_llm_process)
+        async with connect(ws_url(server, "appr", token=token)) as ws:
+            await session_start(ws)
+            await ask(ws, "plain first")
+            await send(ws, type="message", content="save it " + write("notes/x.txt", "hi"))
+            request = await next_of(ws, "approval_request")
+            # The turn holds its branch while it waits: no switch away from under it.
+            first = messages(server, token, "appr")[0]["id"]
+            await send(ws, type="switch_branch", message_id=first)
+            assert (await next_of(ws, "error"))["code"] == "SESSION_BUSY"
+            await send(ws, type="approval", approval_id=request["approval_id"], decision="approve")
+            await next_of(ws, "done")
+            active = messages(server, token, "appr")
+            assert [m["role"] for m in active] == ["user", "assistant", "user", "assistant", "tool",
+                                                   "assistant"]
+            assert all(m["parent_id"] == p["id"] for p, m in zip(active, active[1:]))
+
+            # Regenerate: the tool call and its result stay on the old branch.
+            mock.clear()
+            await send(ws, type="regenerate")
+            await next_of(ws, "approval_request")  # the model asks again on the new branch
+            await send(ws, type="stop")
+            await next_of(ws, "stopped")
+        sent = mock.last()["messages"]
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+        everything = messages(server, token, "appr", "all")
+        calls = [m for m in everything if m["data"].get("tool_calls")]
+        assert len(calls) == 2 and calls[0]["sibling_ids"] == [calls[0]["id"], calls[1]["id"]]
+        active = messages(server, token, "appr")
+        assert active[-1]["role"] == "tool" and active[-1]["data"].get("denied")
+        assert active[-2]["id"] == calls[1]["id"]
