@@ -129,7 +129,8 @@ class Turn:
         user_saved = False
         try:
             # Found again now the turn holds the session: the branch may have grown meanwhile.
-            target = await database_sync_to_async(ask_target)(self.session_id, ask)
+            target = None if ask.kind == MESSAGE else await database_sync_to_async(ask_target)(
+                self.session_id, ask)
             if ask.kind == REGENERATE:
                 # No new question: the branch ends at the last one again, and the new
                 # answer follows it, beside the answer it replaces.
