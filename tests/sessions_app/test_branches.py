@@ -98,7 +98,7 @@ def test_switching_takes_the_newest_leaf_under_any_message(db):
     assert [(m["content"], m["parent_id"]) for m in document["messages"]] == [
         ("q", None), ("a1", q.pk), ("q2", a1.pk), ("a2", q.pk)]
     markdown = exports.session_markdown(ChatSession.objects.get(pk=session.pk))
-    assert "a2" in markdown and "a1" not in markdown and "- Messages: 2" in markdown
+    assert "\n\na2\n" in markdown and "\n\na1\n" not in markdown and "- Messages: 2" in markdown
 
 
 def fill_branches(session_id, rounds, branches):
