@@ -1,4 +1,5 @@
-"""Resuming a long session: 10,000 messages against 10, on a fresh database.
+"""Resuming a long session: 10,000 messages against 10, on a fresh database; and a session of
+10,000 messages with 50 branches (edited questions, each answered) against a linear one.
 
 What a long history could slow down, each timed for a long and a short session:
 
@@ -11,6 +12,9 @@ What a long history could slow down, each timed for a long and a short session:
   turn     the same socket: a message sent to its `done` (the loopback mock LLM
            answers), the whole turn: lock, save, history, model, save. Also
            against the window-sized session: past the window, length is free.
+
+The branched session's figures are given as a ratio to the linear one of the same length:
+the history follows the active branch only, and a tree should cost what a line costs.
 
 Prints medians and p95s, and each long figure as a ratio to the short one.
 
@@ -66,26 +70,60 @@ def fresh_database(base_url: str | None, folder: Path):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def seed(session_id: str, count: int) -> None:
-    """A session of `count` messages: exchanges of a question, a tool call, its result and an answer."""
-    from sessions_app.models import ChatSession, Message
+def exchange_rows(session, first_seq: int, count: int, tag: str = "") -> list:
+    """`count` messages from `first_seq`: exchanges of a question, a tool call, its result and an answer."""
+    from sessions_app.models import Message
 
-    session = ChatSession.objects.create(pk=session_id, name=f"{count} messages")
     rows = []
-    for seq in range(1, count + 1):
-        exchange, step = divmod(seq - 1, 4)
+    for seq in range(first_seq, first_seq + count):
+        exchange, step = divmod(seq - first_seq, 4)
         if step == 0:
-            role, content, data = "user", f"Question {exchange}: " + "what about this? " * 10, {}
+            role, content, data = "user", f"Question {tag}{exchange}: " + "what about this? " * 10, {}
         elif step == 1:
-            call = {"id": f"call-{exchange}", "name": "file_read", "arguments": '{"path": "notes/a.txt"}'}
+            call = {"id": f"call-{tag}{exchange}", "name": "file_read", "arguments": '{"path": "notes/a.txt"}'}
             role, content, data = "assistant", "", {"tool_calls": [call]}
         elif step == 2:
-            role, content, data = "tool", "file line\n" * 40, {"tool_call_id": f"call-{exchange}", "name": "file_read"}
+            role, content, data = ("tool", "file line\n" * 40,
+                                   {"tool_call_id": f"call-{tag}{exchange}", "name": "file_read"})
         else:
-            role, content, data = "assistant", f"Answer {exchange}: " + "here is what I found. " * 25, {}
+            role, content, data = "assistant", f"Answer {tag}{exchange}: " + "here is what I found. " * 25, {}
         rows.append(Message(session=session, seq=seq, role=role, content=content, data=data))
-    Message.objects.bulk_create(rows, batch_size=1000)
-    ChatSession.objects.filter(pk=session_id).update(message_count=count)
+    return rows
+
+
+def chain(rows: list, parent=None) -> list:
+    """Insert `rows` as one branch under `parent` (None: from the start); returns them, saved."""
+    from sessions_app.models import Message
+
+    depth = parent.depth if parent is not None else 0
+    rows = Message.objects.bulk_create(rows, batch_size=1000)  # their ids come back
+    for index, row in enumerate(rows):
+        row.parent_id = rows[index - 1].pk if index else (parent.pk if parent is not None else None)
+        row.depth = depth + index + 1
+    Message.objects.bulk_update(rows, ["parent", "depth"], batch_size=500)
+    return rows
+
+
+def seed(session_id: str, count: int, branches: int = 0, per_branch: int = 40) -> None:
+    """A session of `count` messages. With `branches`, that many of them are branches of
+    `per_branch` messages each (edits of questions spread along the conversation, each
+    answered), and the active branch is the original line, of the rest."""
+    from sessions_app.models import ChatSession
+    from sessions_app.services import default_owner
+
+    # The default owner's: the bench's socket runs with pairing off, as that user.
+    session = ChatSession.objects.create(pk=session_id, name=f"{count} messages, {branches} branches",
+                                         user=default_owner())
+    line_length = count - branches * per_branch
+    line = chain(exchange_rows(session, 1, line_length))
+    seq = line_length + 1
+    for branch in range(branches):
+        question = line[(line_length // branches) * branch // 4 * 4]  # a question of the line
+        parent = line[line.index(question) - 1] if question.parent_id else None
+        chain(exchange_rows(session, seq, per_branch, tag=f"b{branch}-"), parent)
+        seq += per_branch
+    ChatSession.objects.filter(pk=session_id).update(
+        message_count=line_length, active_leaf=line[-1], last_seq=seq - 1)
 
 
 def window_fill(tokens: int) -> int:
@@ -196,6 +234,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000, help="messages in the long session")
     parser.add_argument("--short", type=int, default=10, help="messages in the short session")
+    parser.add_argument("--branches", type=int, default=50,
+                        help="branches (of 40 messages each) in the branched session of --messages")
     parser.add_argument("--repeat", type=int, default=30, help="timed samples per figure")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="a PostgreSQL server to create a fresh database on (default: a new SQLite file)")
@@ -224,6 +264,7 @@ def main() -> None:
         fill = window_fill(default_budget)
         started = time.perf_counter()
         seed("long", args.messages)
+        seed("branched", args.messages, branches=args.branches)
         seed("short", args.short)
         seed("window", fill)
         seeded = time.perf_counter() - started
@@ -233,7 +274,8 @@ def main() -> None:
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE")
         engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
-        print(f"database: {engine}; seeded {args.messages} + {args.short} + {fill} messages in {seeded:.1f} s")
+        print(f"database: {engine}; seeded {args.messages} + {args.messages} ({args.branches} branches)"
+              f" + {args.short} + {fill} messages in {seeded:.1f} s")
 
         rows = []
         small_budget = 8000 - (settings.CONSTRUCT_CONTEXT_TOKENS - default_budget)
@@ -246,14 +288,22 @@ def main() -> None:
         long_t, long_n = time_history("long", default_budget, args.repeat)
         rows.append((f"history_for_provider, long vs a window-sized session ({fill})", long_t, window_t,
                      f"sent {long_n} vs {window_n} messages"))
+        branched_t, branched_n = time_history("branched", default_budget, args.repeat)
+        long_t, long_n = time_history("long", default_budget, args.repeat)
+        rows.append((f"history_for_provider, {args.branches} branches vs linear", branched_t, long_t,
+                     f"sent {branched_n} vs {long_n} messages"))
 
         with daphne(env) as ws_url:
-            times = asyncio.run(socket_times(ws_url, ["long", "short", "window"], args.repeat))
+            times = asyncio.run(socket_times(ws_url, ["long", "short", "window", "branched"], args.repeat))
         rows.append(("connect to session_start (daphne)", times["long"][0], times["short"][0], ""))
         rows.append(("message to done (daphne, mock LLM)", times["long"][1], times["short"][1],
                      f"{default_budget}-token window"))
         rows.append((f"message to done, long vs a window-sized session ({fill})", times["long"][1],
                      times["window"][1], "what the window costs"))
+        rows.append((f"connect, {args.branches} branches vs linear", times["branched"][0], times["long"][0],
+                     "both of 10,000 messages" if args.messages == 10_000 else ""))
+        rows.append((f"message to done, {args.branches} branches vs linear", times["branched"][1],
+                     times["long"][1], "what a tree costs"))
 
     print(f"\n{args.messages}-message session against a {args.short}-message one, {args.repeat} samples each\n")
     print(f"{'what':58} {'long median':>12} {'short median':>13} {'ratio':>6} {'long p95':>9}  note")

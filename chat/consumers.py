@@ -219,20 +219,33 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "connected", "message": "Connection established"})
         elif msg_type == "message":
             content, page_context, client_id = protocol.parse_message(frame)
-            if not await self._still_authorised():
-                return
-            retry_after = limits.message_hit(self.limit_key)
-            if retry_after:
-                await self.send_json({
-                    **error_frame("RATE_LIMITED", f"Too many messages: retry after {retry_after} s"),
-                    "retry_after": retry_after,
-                })
+            if not await self._allowed_to_ask():
                 return
             attachments = protocol.parse_attachments(frame, settings.CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE)
             await turns.message_submit(
                 self.subscription, content=content, page_context=page_context, client_id=client_id,
                 attachments=attachments,
             )
+        elif msg_type == "edit":
+            message_id, content, page_context, client_id = protocol.parse_edit(frame)
+            if not await self._allowed_to_ask():
+                return
+            attachments = protocol.parse_attachments(frame, settings.CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE)
+            await turns.message_submit(
+                self.subscription, content=content, page_context=page_context, client_id=client_id,
+                attachments=attachments, ask=turns.Ask("edit", message_id),
+            )
+        elif msg_type == "regenerate":
+            client_id = protocol.parse_regenerate(frame)
+            if not await self._allowed_to_ask():
+                return
+            await turns.message_submit(self.subscription, client_id=client_id,
+                                       ask=turns.Ask("regenerate"))
+        elif msg_type == "switch_branch":
+            message_id = protocol.parse_switch_branch(frame)
+            if not await self._allowed_to_ask():
+                return
+            await turns.branch_switch(self.subscription, message_id=message_id)
         elif msg_type == "stop":
             if not await self._still_authorised():
                 return
@@ -284,6 +297,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         else:
             logger.info("chat socket refused for %s: %s", self.client, reason)
         await self.close()
+
+    async def _allowed_to_ask(self) -> bool:
+        """The token still works and the message rate allows one more (else the client is told)."""
+        if not await self._still_authorised():
+            return False
+        retry_after = limits.message_hit(self.limit_key)
+        if retry_after:
+            await self.send_json({
+                **error_frame("RATE_LIMITED", f"Too many messages: retry after {retry_after} s"),
+                "retry_after": retry_after,
+            })
+            return False
+        return True
 
     async def _still_authorised(self) -> bool:
         """Check the token again (revocation acts at once, even with no shared layer)."""

@@ -75,6 +75,10 @@ def parse_message(frame: dict) -> tuple[str, str | None, str | None]:
     page_context = frame.get("page_context")
     if page_context not in PAGE_CONTEXTS:
         page_context = None
+    return content, page_context, _client_id(frame)
+
+
+def _client_id(frame: dict) -> str | None:
     client_id = frame.get("client_id")
     if client_id is not None:
         if (not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_MAX
@@ -82,7 +86,7 @@ def parse_message(frame: dict) -> tuple[str, str | None, str | None]:
             raise FrameError(
                 "BAD_FRAME", f"client_id must be a non-empty string of at most {CLIENT_ID_MAX} characters"
             )
-    return content, page_context, client_id
+    return client_id
 
 
 def parse_approval(frame: dict) -> tuple[str, str, dict | None]:
@@ -105,6 +109,40 @@ def parse_approval(frame: dict) -> tuple[str, str, dict | None]:
         raise ApprovalInvalid("args, when given, must be a JSON object: the call's new arguments",
                               approval_id=approval_id)
     return approval_id, decision, args
+
+
+# A message id is a database key: a positive 64-bit integer.
+MESSAGE_ID_MAX = 2**63 - 1
+
+
+def parse_message_id(frame: dict) -> int:
+    """The frame's `message_id`: a JSON integer (not a bool, a float or a string) that can be a key."""
+    message_id = frame.get("message_id")
+    if type(message_id) is not int or not 0 < message_id <= MESSAGE_ID_MAX:
+        raise FrameError("BAD_FRAME", "message_id must be the id of a message (a positive integer)")
+    return message_id
+
+
+def parse_regenerate(frame: dict) -> str | None:
+    """Check a `regenerate` frame; returns its client_id (or None)."""
+    return _client_id(frame)
+
+
+def parse_edit(frame: dict) -> tuple[int, str, str | None, str | None]:
+    """Check an `edit` frame; returns (message_id, content, page_context, client_id).
+
+    Its content, page context and client id are checked as a message's are.
+    """
+    message_id = parse_message_id(frame)
+    content, page_context, client_id = parse_message(frame)
+    return message_id, content, page_context, client_id
+
+
+def parse_switch_branch(frame: dict) -> int:
+    """Check a `switch_branch` frame; returns the message_id whose newest leaf becomes active."""
+    return parse_message_id(frame)
+
+
 ATTACHMENT_ID_MAX = 64
 
 

@@ -69,3 +69,21 @@ class ApprovalInvalid(GatewayError):
     """
 
     code = "APPROVAL_INVALID"
+
+
+class MessageNotFound(GatewayError):
+    """A message id that is not one of the session's (unknown, or another session's)."""
+
+    code = "MESSAGE_NOT_FOUND"
+
+
+class NotEditable(GatewayError):
+    """An edit of a message that is not a user message: only questions are edited."""
+
+    code = "BAD_FRAME"
+
+
+class NothingToRegenerate(GatewayError):
+    """A regenerate with no user message on the active branch to answer again."""
+
+    code = "EMPTY_CONTENT"

@@ -65,10 +65,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class MessageInline(admin.TabularInline):
-    """A session's conversation, in order, read-only."""
+    """A session's conversation, every branch, in the order it was written, read-only."""
 
     model = Message
-    fields = ("seq", "role", "text", "details", "created_at")
+    fields = ("seq", "role", "place", "text", "details", "created_at")
     readonly_fields = fields
     ordering = ("seq",)
     extra = 0
@@ -79,6 +79,15 @@ class MessageInline(admin.TabularInline):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(parent_seq=F("parent__seq"))
+
+    @admin.display(description="follows")
+    def place(self, message):
+        """The message it follows (the conversation tree above shows the branches whole)."""
+        seq = getattr(message, "parent_seq", None)
+        return f"#{seq}" if seq is not None else "—"
 
     @admin.display(description="content")
     def text(self, message):
@@ -102,6 +111,35 @@ class MessageInline(admin.TabularInline):
             if isinstance(ref, dict):
                 lines.append(("attached", f"{ref.get('name')} ({ref.get('size')} bytes, {ref.get('mime')})"))
         return format_html_join("", "<div><strong>{}</strong> <code>{}</code></div>", lines)
+
+
+def _conversation_tree(session: ChatSession) -> str:
+    """Every message as the tree it is: a new version of a step (an edit, a regenerated answer)
+    is indented one step further than the one before it, and the active branch is marked."""
+    messages = selectors.session_messages(session_id=session.pk)
+    if not messages:
+        return "—"
+    active = {m.pk for m in selectors.branch_messages(session_id=session.pk)}
+    children: dict[int | None, list[Message]] = {}
+    for message in messages:
+        children.setdefault(message.parent_id, []).append(message)
+    rows = []
+    # Depth first, oldest version first; a straight conversation stays at the left margin.
+    stack = [(message, i) for i, message in enumerate(children.get(None, []))][::-1]
+    while stack:
+        message, level = stack.pop()
+        rows.append((f"{level * 1.5:g}", "branch-active" if message.pk in active else "",
+                     "●" if message.pk in active else "○", message.seq, message.role,
+                     _preview(message.content)))
+        kids = children.get(message.pk, [])
+        for index in range(len(kids) - 1, -1, -1):
+            stack.append((kids[index], level + (1 if index else 0)))
+    return format_html(
+        '<div class="conversation-tree">{}</div><p class="help">● the active branch (what the model '
+        "sees next); ○ other versions. Indented: a later version of the step above it.</p>",
+        format_html_join("", '<div style="margin-left: {}em" class="{}">{} #{} <strong>{}</strong>: {}</div>',
+                         rows),
+    )
 
 
 def _download_link(attachment: Attachment) -> str:
@@ -129,7 +167,8 @@ class ChatSessionAdmin(admin.ModelAdmin):
     search_fields = ("id", "name", "messages__content")
     date_hierarchy = "last_activity"
     fields = ("id", "name", "user", "state", "turn_id", "turn_started_at", "lease_expires_at",
-              "turn_owner", "created_at", "last_activity", "message_count", "cost", "attached_files")
+              "turn_owner", "created_at", "last_activity", "message_count", "cost", "attached_files",
+              "tree")
     readonly_fields = tuple(f for f in fields if f != "name")
     list_select_related = ("user",)
     inlines = [MessageInline]
@@ -144,6 +183,10 @@ class ChatSessionAdmin(admin.ModelAdmin):
     @admin.display(description="session", ordering="name")
     def title(self, session):
         return session.name or session.pk
+
+    @admin.display(description="conversation tree")
+    def tree(self, session):
+        return _conversation_tree(session)
 
     @admin.display(description="attachments")
     def attached_files(self, session):

@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 SOCKETS_GROUP = "construct.sockets"
 # Staff sockets: every user's agent_start, agent_end and error.
 OPERATORS_GROUP = "construct.operators"
-# The turn engine of every server process (one listener each): approvals decided anywhere.
+# The turn engine of every server process (one listener each): approvals decided anywhere,
+# active branches switched anywhere.
 ENGINES_GROUP = "construct.engines"
 
 
@@ -78,3 +79,16 @@ async def publish_approval_decided(approval) -> None:
     died, one that hears this takes the turn over (chat/turns/approvals.py).
     """
     await _group_send(ENGINES_GROUP, approval_decided_message(approval))
+
+
+def branch_switched_message(*, session_id: str, leaf_id: int, origin: str = "") -> dict:
+    """What every engine hears when a session's active branch changed (`origin`: the process
+    that told its own sockets already, or empty)."""
+    return {"type": "branch.switched", "session_id": session_id, "leaf_id": leaf_id, "origin": origin}
+
+
+async def publish_branch_switched(*, session_id: str, leaf_id: int, origin: str = "") -> None:
+    """Tell every process's turn engine that a session's active branch now ends at `leaf_id`,
+    once that is in the database: each sends the `history` frame to its sockets of the session."""
+    await _group_send(ENGINES_GROUP, branch_switched_message(
+        session_id=session_id, leaf_id=leaf_id, origin=origin))

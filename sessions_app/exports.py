@@ -7,7 +7,7 @@ from datetime import UTC
 from django.utils import timezone
 
 from sessions_app.models import ChatSession, Message
-from sessions_app.selectors import session_messages
+from sessions_app.selectors import all_messages, branch_messages
 
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _BACKTICK_RUN = re.compile(r"`+")
@@ -19,20 +19,28 @@ def export_filename(session: ChatSession, extension: str) -> str:
     return f"construct-{stem[:80]}.{extension}"
 
 
-def messages_document(session: ChatSession) -> dict:
-    """What GET /api/sessions/{id}/messages/ answers, and the JSON export holds.
+def messages_document(session: ChatSession, branch: str = "active") -> dict:
+    """What GET /api/sessions/{id}/messages/ answers (the active branch, or with `branch`
+    "all" every message of every branch), and the JSON export holds (every message).
 
     Its schema is sessions_app.api.serializers.MessagesOutputSerializer.
     """
-    return {
-        "session_id": session.pk,
-        "messages": [message_document(m) for m in session_messages(session_id=session.pk)],
-    }
+    if branch == "all":
+        messages = all_messages(session_id=session.pk)
+    else:
+        messages = branch_messages(session_id=session.pk)
+    return {"session_id": session.pk, "messages": [message_document(m) for m in messages]}
 
 
 def message_document(message: Message) -> dict:
-    """One message as the messages document has it (MessageOutputSerializer's shape)."""
+    """One message as the messages document has it (MessageOutputSerializer's shape).
+
+    `sibling_ids` comes from the selector that read it (branch_messages, all_messages).
+    """
     return {
+        "id": message.pk,
+        "parent_id": message.parent_id,
+        "sibling_ids": message.sibling_ids,
         "seq": message.seq,
         "role": str(message.role),
         "content": message.content,
@@ -51,7 +59,8 @@ def _iso_datetime(value) -> str | None:
 
 
 def session_json(session: ChatSession) -> str:
-    return json.dumps(messages_document(session), ensure_ascii=False, indent=2) + "\n"
+    """Every message of every branch, each with its parent_id: the tree, whole."""
+    return json.dumps(messages_document(session, branch="all"), ensure_ascii=False, indent=2) + "\n"
 
 
 # --- Markdown ----------------------------------------------------------------
@@ -107,7 +116,8 @@ def _message_markdown(message: Message) -> str:
 
 
 def session_markdown(session: ChatSession) -> str:
-    """The conversation as a Markdown document: a header, then each message in order."""
+    """The conversation as a Markdown document: a header, then each message of the active
+    branch in order (other branches are in the JSON export)."""
     header = [
         f"# {session.name or session.pk}",
         "",
@@ -117,7 +127,7 @@ def session_markdown(session: ChatSession) -> str:
         f"- Messages: {session.message_count}",
     ]
     blocks = ["\n".join(header)]
-    blocks.extend(_message_markdown(m) for m in session_messages(session_id=session.pk))
+    blocks.extend(_message_markdown(m) for m in branch_messages(session_id=session.pk))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -30,7 +30,14 @@ class ChatSession(models.Model):
     turn_owner = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     last_activity = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Messages on the active branch (the path from the first message to `active_leaf`).
     message_count = models.PositiveIntegerField(default=0)
+    # A conversation is a tree (an edit or a regenerated answer starts a branch):
+    # the active branch ends here, and a new message follows this one.
+    active_leaf = models.ForeignKey("Message", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    # The highest seq given out, over every branch: messages are numbered as they are written.
+    last_seq = models.PositiveIntegerField(default=0)
     # Tools a person answered "always" for: they run without asking for the rest of the session.
     always_allowed = models.JSONField(default=list, blank=True)
 
@@ -43,7 +50,12 @@ class ChatSession(models.Model):
 
 
 class Message(models.Model):
-    """A message of a session, in order. Tool calls, results and thinking live in `data`."""
+    """A message of a session. Tool calls, results and thinking live in `data`.
+
+    Messages form a tree: each follows its `parent` (None for the first), and
+    siblings are versions of one step (an edited question, a regenerated
+    answer). `seq` numbers them as they were written, over every branch.
+    """
 
     class Role(models.TextChoices):
         USER = "user"
@@ -58,6 +70,11 @@ class Message(models.Model):
     data = models.JSONField(default=dict, blank=True)
     turn_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The message this one follows; deleting it deletes the branches that grow from it.
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="children")
+    # Its place on its branch: 1 for a first message, its parent's depth + 1 otherwise.
+    depth = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["session", "seq"]

@@ -10,6 +10,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from sessions_app.attachments import attachments_tokens
+from sessions_app.branches import branch_up, newest_leaf_under, up_to_role  # noqa: F401  (a read)
 from sessions_app.models import ChatSession, MemoryNote, Message, ToolApproval, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4
 _HISTORY_BATCH = 200
 _HISTORY_BATCH_MAX = 3200
-_HISTORY_FIELDS = ("seq", "role", "content", "data")
+_HISTORY_FIELDS = ("parent_id", "role", "content", "data")
 
 
 def session_get(*, session_id: str, user_id: int | None = None) -> ChatSession | None:
@@ -60,33 +61,42 @@ def message_to_neutral(role: str, content: str, data: dict) -> dict:
     return message
 
 
-def history_for_provider(*, session_id: str, token_budget: int,
-                         open_tail: bool = False) -> tuple[list[dict], int]:
-    """The newest messages that fit in `token_budget`, oldest first, and how many were left out.
+def history_for_provider(*, session_id: str, token_budget: int, open_tail: bool = False,
+                         leaf_id: int | None = None) -> tuple[list[dict], int]:
+    """The newest messages of the active branch that fit in `token_budget`, oldest first,
+    and how many of the branch were left out.
 
-    Reads newest first in small batches, so a session of 10,000 messages costs
-    what its window costs, not what its whole history costs. A tool result is
-    never kept without the assistant message that called it. With `open_tail`,
-    the last message's tool calls without results are left open (a turn
-    continued from its saved history answers them), not filled in.
+    The branch is the path from the first message to the active leaf (or to
+    `leaf_id`): a message of another branch (an abandoned answer, the question
+    before an edit) is never in it. It is read newest first in small batches,
+    so a session of 10,000 messages costs what its window costs, not what its
+    whole history (or its number of branches) costs. A tool result is never
+    kept without the assistant message that called it. With `open_tail`, the
+    last message's tool calls without results are left open (a turn continued
+    from its saved history answers them), not filled in.
     """
     kept: list[dict] = []
     used = 0
-    total = ChatSession.objects.filter(pk=session_id).values_list("message_count", flat=True).first() or 0
-    rows = Message.objects.filter(session_id=session_id).order_by("-seq").values_list(*_HISTORY_FIELDS)
-    # Keyset pages (seq below the last one read): each is one range of the
-    # (session, seq) index, where OFFSET would scan again all it skips. After
-    # the first page, a page is sized to what the budget left should hold.
+    if leaf_id is None:
+        leaf_id, total = active_leaf(session_id=session_id)
+    else:
+        total = Message.objects.filter(pk=leaf_id).values_list("depth", flat=True).first() or 0
+    # Keyset pages up the branch (from the parent of the oldest message read):
+    # each is a walk of at most `size` steps by primary key, where OFFSET would
+    # walk again all it skips. After the first page, a page is sized to what
+    # the budget left should hold.
     size = _HISTORY_BATCH
-    before = None
+    start = leaf_id
     full = False
-    while not full:
-        page = rows if before is None else rows.filter(seq__lt=before)
-        batch = list(page[:size])
+    while not full and start is not None:
+        batch = list(
+            Message.objects.filter(pk__in=branch_up(start, size)).order_by("-depth")
+            .values_list(*_HISTORY_FIELDS)[:size]
+        )
         if not batch:
             break
-        before = batch[-1][0]
-        for _seq, role, content, data in batch:
+        start = batch[-1][0]
+        for _parent, role, content, data in batch:
             if role == Message.Role.SYSTEM:
                 continue
             message = message_to_neutral(role, content, data or {})
@@ -145,7 +155,82 @@ def pair_tool_results(messages: list[dict], open_tail: bool = False) -> list[dic
 
 
 def session_messages(*, session_id: str) -> list[Message]:
+    """Every message of every branch, in the order they were written."""
     return list(Message.objects.filter(session_id=session_id).order_by("seq"))
+
+
+# --- Branches ----------------------------------------------------------------------
+#
+# A session's messages form a tree (Message.parent); sessions_app/branches.py
+# walks it.
+
+
+def active_leaf(*, session_id: str) -> tuple[int | None, int]:
+    """(the id of the active branch's last message, the branch's length); (None, 0) when empty."""
+    row = ChatSession.objects.filter(pk=session_id).values_list(
+        "active_leaf_id", "message_count", "last_seq").first()
+    if row is None:
+        return None, 0
+    leaf_id, count, last_seq = row
+    if leaf_id is None and last_seq:
+        # The active leaf was deleted (in the admin): the newest message left ends the branch.
+        newest = Message.objects.filter(session_id=session_id).order_by("-seq").values_list(
+            "pk", "depth").first()
+        return newest if newest is not None else (None, 0)
+    return leaf_id, count
+
+
+def message_get(*, session_id: str, message_id: int) -> Message | None:
+    """A message of this session (another session's answers as a missing one)."""
+    return Message.objects.filter(pk=message_id, session_id=session_id).first()
+
+
+def last_user_message(*, session_id: str, leaf_id: int | None = None) -> Message | None:
+    """The newest user message of the active branch (or of the branch ending at `leaf_id`)."""
+    if leaf_id is None:
+        leaf_id, _count = active_leaf(session_id=session_id)
+        if leaf_id is None:
+            return None
+    return (Message.objects.filter(pk__in=up_to_role(leaf_id, Message.Role.USER), role=Message.Role.USER)
+            .order_by("-depth").first())
+
+
+def branch_messages(*, session_id: str, leaf_id: int | None = None) -> list[Message]:
+    """The active branch (or the branch ending at `leaf_id`), first message first.
+
+    Each message carries `sibling_ids`: the ids of the messages that follow the
+    same parent (itself included), oldest first. Three queries, whatever the
+    number of branches.
+    """
+    if leaf_id is None:
+        leaf_id, count = active_leaf(session_id=session_id)
+    else:
+        count = Message.objects.filter(pk=leaf_id, session_id=session_id).values_list(
+            "depth", flat=True).first() or 0
+    if leaf_id is None or not count:
+        return []
+    chain = list(Message.objects.filter(pk__in=branch_up(leaf_id, count)).order_by("depth"))
+    # The children of the branch's messages, and the first messages: every sibling of its own.
+    siblings = (Message.objects.filter(session_id=session_id)
+                .filter(Q(parent_id__in=branch_up(leaf_id, count)) | Q(parent__isnull=True))
+                .order_by("seq").values_list("parent_id", "pk"))
+    _attach_siblings(chain, siblings)
+    return chain
+
+
+def all_messages(*, session_id: str) -> list[Message]:
+    """Every message of every branch in the order they were written, each with `sibling_ids`."""
+    messages = session_messages(session_id=session_id)
+    _attach_siblings(messages, [(m.parent_id, m.pk) for m in messages])
+    return messages
+
+
+def _attach_siblings(messages: list[Message], pairs) -> None:
+    by_parent: dict[int | None, list[int]] = {}
+    for parent_id, pk in pairs:
+        by_parent.setdefault(parent_id, []).append(pk)
+    for message in messages:
+        message.sibling_ids = by_parent.get(message.parent_id, [message.pk])
 
 
 # --- Lists and costs (REST API and admin) --------------------------------------

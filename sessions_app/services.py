@@ -13,13 +13,14 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from construct_core import approvals as rules
-from construct_core.errors import ApprovalInvalid, SessionBusy
+from construct_core.errors import ApprovalInvalid, MessageNotFound, SessionBusy
 from construct_core.redaction import scrub, scrub_value
 from sessions_app.audit import audit_record
+from sessions_app.branches import newest_leaf_under
 from sessions_app.models import (
     ChatSession, ClientMessageId, MemoryNote, Message, ToolApproval, TurnWaiter, UsageRecord,
 )
@@ -113,18 +114,47 @@ def session_rename(*, session_id: str, name: str) -> int:
     return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200])
 
 
-def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "") -> list[Message]:
-    """Append messages in order, numbering them after the session's last one.
+class _ActiveLeaf:
+    """The default parent of appended messages: whatever the session's active leaf is then."""
 
-    Each item is {"role", "content", "data"?}; content and data are scrubbed.
-    The session row is locked so two processes appending at once cannot take
-    the same number.
+    def __repr__(self):
+        return "ACTIVE_LEAF"
+
+
+ACTIVE_LEAF = _ActiveLeaf()
+
+
+def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
+                    parent_id: "int | None | _ActiveLeaf" = ACTIVE_LEAF) -> list[Message]:
+    """Append messages as a chain, numbering them after the session's last one.
+
+    The first follows `parent_id`: by default the active leaf (a plain message
+    continues the active branch), None for a new first message, or a message
+    of the session (an edit, a regenerated answer; MessageNotFound otherwise).
+    Each next one follows the one before, and the last becomes the active
+    leaf. Each item is {"role", "content", "data"?}; content and data are
+    scrubbed. The session row is locked so two processes appending at once
+    cannot take the same number. Three queries for one message, four for more.
     """
     if not messages:
         return []
     with transaction.atomic():
-        session = ChatSession.objects.select_for_update().only("message_count").get(pk=session_id)
-        first = session.message_count + 1
+        session = (ChatSession.objects.select_for_update()
+                   .only("last_seq", "message_count", "active_leaf_id").get(pk=session_id))
+        if parent_id is ACTIVE_LEAF:
+            parent_id, depth = session.active_leaf_id, session.message_count
+            if parent_id is None and session.last_seq:
+                # The active leaf was deleted (in the admin): go on from the newest message left.
+                newest = Message.objects.filter(session_id=session_id).order_by("-seq").only("depth").first()
+                parent_id, depth = (newest.pk, newest.depth) if newest is not None else (None, 0)
+        elif parent_id is None:
+            depth = 0
+        else:
+            depth = Message.objects.filter(pk=parent_id, session_id=session_id).values_list(
+                "depth", flat=True).first()
+            if depth is None:
+                raise MessageNotFound(f"No message {parent_id} in this session")
+        first = session.last_seq + 1
         rows = Message.objects.bulk_create(
             [
                 Message(
@@ -134,23 +164,64 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "")
                     content=scrub(item.get("content") or ""),
                     data=_data_scrub(item.get("data") or {}),
                     turn_id=turn_id,
+                    parent_id=parent_id if i == 0 else None,
+                    depth=depth + 1 + i,
                 )
                 for i, item in enumerate(messages)
             ]
         )
+        if len(rows) > 1:
+            # Each next row follows the one numbered before it: one statement for the chain.
+            Message.objects.filter(session_id=session_id, seq__gt=first, seq__lt=first + len(rows)).update(
+                parent_id=Subquery(Message.objects.filter(
+                    session_id=OuterRef("session_id"), seq=OuterRef("seq") - 1).values("pk")[:1])
+            )
+            for before, row in zip(rows, rows[1:]):
+                row.parent_id = before.pk
         ChatSession.objects.filter(pk=session_id).update(
-            message_count=F("message_count") + len(rows), last_activity=timezone.now()
+            last_seq=first + len(rows) - 1, message_count=rows[-1].depth, active_leaf_id=rows[-1].pk,
+            last_activity=timezone.now(),
         )
     return rows
 
 
 def message_append(*, session_id: str, role: str, content: str, data: dict | None = None,
-                   turn_id: str = "") -> Message:
+                   turn_id: str = "", parent_id: "int | None | _ActiveLeaf" = ACTIVE_LEAF) -> Message:
     return messages_append(
         session_id=session_id,
         messages=[{"role": role, "content": content, "data": data}],
         turn_id=turn_id,
+        parent_id=parent_id,
     )[0]
+
+
+def branch_switch(*, session_id: str, message_id: int) -> Message:
+    """Make active the newest leaf under message `message_id` (any message of any branch).
+
+    Returns that leaf. MessageNotFound when the message is not the session's;
+    SessionBusy while a turn holds the session (its messages go on its branch).
+    """
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().only("state").filter(pk=session_id).first()
+        leaf = newest_leaf_under(session_id=session_id, message_id=message_id) if session else None
+        if leaf is None:
+            raise MessageNotFound(f"No message {message_id} in this session")
+        if session.state == State.RUNNING:
+            raise SessionBusy("A turn is running in this session: switch branches when it ends")
+        ChatSession.objects.filter(pk=session_id).update(active_leaf_id=leaf.pk, message_count=leaf.depth)
+    return leaf
+
+
+def active_leaf_set(*, session_id: str, message_id: int) -> None:
+    """Make the branch end at this very message (a turn regenerating the answer to it).
+
+    For the turn that holds the session: no state check.
+    """
+    depth = Message.objects.filter(pk=message_id, session_id=session_id).values_list(
+        "depth", flat=True).first()
+    if depth is None:
+        raise MessageNotFound(f"No message {message_id} in this session")
+    ChatSession.objects.filter(pk=session_id).update(active_leaf_id=message_id, message_count=depth)
 
 
 def client_id_claim(*, session_id: str, client_id: str) -> bool:

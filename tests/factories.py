@@ -23,11 +23,30 @@ def make_session(*, session_id: str | None = None, name: str = "", user=None, **
 
 def make_message(*, session: ChatSession, role: str = Message.Role.USER, content: str = "hello",
                  **fields) -> Message:
-    """The next message of `session`; keeps the session's message_count in step."""
-    seq = fields.pop("seq", None) or session.message_count + 1
-    message = Message.objects.create(session=session, seq=seq, role=role, content=content, **fields)
-    session.message_count = max(session.message_count, seq)
-    session.save(update_fields=["message_count"])
+    """The next message of `session` (or the one numbered `seq`); keeps the session in step.
+
+    Without `parent`, the session stays a straight line: its messages follow one
+    another by seq (however they were written) and the newest is the active
+    leaf. With `parent` (a Message or None), the message starts or continues a
+    branch there, and becomes the active leaf.
+    """
+    seq = fields.pop("seq", None) or session.last_seq + 1
+    branched = "parent" in fields
+    parent = fields.pop("parent", None)
+    message = Message.objects.create(session=session, seq=seq, role=role, content=content,
+                                     parent=parent, depth=parent.depth + 1 if parent else 1, **fields)
+    session.last_seq = max(session.last_seq, seq)
+    if branched:
+        leaf = message
+    else:
+        line = list(Message.objects.filter(session=session).order_by("seq"))
+        for position, (before, current) in enumerate(zip([None, *line], line), start=1):
+            current.parent, current.depth = before, position
+        Message.objects.bulk_update(line, ["parent", "depth"])
+        leaf = line[-1]
+        message.refresh_from_db()
+    session.active_leaf, session.message_count = leaf, leaf.depth
+    session.save(update_fields=["last_seq", "active_leaf", "message_count"])
     return message
 
 

@@ -5,6 +5,9 @@
     session_leave   the socket is gone
     message_submit  a message from a joined socket: acknowledged, queued
                     behind the running turn, then run as the session's turn
+                    (an edit or a regenerate too: a new branch, see branches.py)
+    branch_switch   make another branch of the session active; every socket
+                    gets the `history` frame
     turn_stop       stop the session's running turn, here or elsewhere
     approval_decide a person's answer to a tool call waiting for approval
     engine_start    what a server process starts before any socket (approvals' watchdog)
@@ -19,6 +22,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
+from chat.turns.branches import PLAIN, Ask, ask_target, history_frame
 from chat.turns.engine import get_engine
 from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
 from chat.turns.run import message_run
@@ -27,8 +31,8 @@ from construct_core.errors import ApprovalInvalid
 from sessions_app import selectors, services
 from sessions_app.models import ChatSession
 
-__all__ = ["Sink", "Subscriber", "approval_decide", "check_agent", "engine_start", "message_submit",
-           "session_join", "session_leave", "turn_stop"]
+__all__ = ["Ask", "Sink", "Subscriber", "approval_decide", "branch_switch", "check_agent",
+           "engine_start", "message_submit", "session_join", "session_leave", "turn_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +102,19 @@ async def session_leave(subscriber: Subscriber) -> None:
             engine.spawn(engine.unwatch(subscriber.session_id))
 
 
-async def message_submit(subscriber: Subscriber, *, content: str, page_context: str | None = None,
-                         client_id: str | None = None, attachments: list[str] | tuple = ()) -> None:
+async def message_submit(subscriber: Subscriber, *, content: str = "", page_context: str | None = None,
+                         client_id: str | None = None, attachments: list[str] | tuple = (),
+                         ask: Ask = PLAIN) -> None:
     """Accept a message: drop a resend, acknowledge, and start its work as the session's task.
 
     `attachments` are the attachment ids the message names; those that are not
-    the session's are skipped when the turn saves it, never refused.
+    the session's are skipped when the turn saves it, never refused. With
+    `ask`, an edit of a user message or a regenerate of the last answer: one
+    that cannot be (MessageNotFound, NotEditable, NothingToRegenerate) is
+    refused here, before the acknowledgement, and queues like a message otherwise.
     """
+    if ask is not PLAIN:
+        await database_sync_to_async(ask_target)(subscriber.session_id, ask)
     if client_id is not None:
         fresh = await database_sync_to_async(services.client_id_claim)(
             session_id=subscriber.session_id, client_id=client_id
@@ -114,7 +124,22 @@ async def message_submit(subscriber: Subscriber, *, content: str, page_context: 
             return
     engine = get_engine()
     engine.spawn(message_run(engine, subscriber, content=content, page_context=page_context,
-                             client_id=client_id, attachments=attachments))
+                             client_id=client_id, attachments=attachments, ask=ask))
+
+
+async def branch_switch(subscriber: Subscriber, *, message_id: int) -> None:
+    """Make active the newest leaf under message `message_id`; every socket of the session, on
+    every process, gets the `history` frame of the new active branch.
+
+    Raises SessionBusy at once while a turn runs (its messages go on its branch)
+    and MessageNotFound for a message that is not the session's.
+    """
+    engine = get_engine()
+    session_id = subscriber.session_id
+    leaf = await database_sync_to_async(services.branch_switch)(session_id=session_id,
+                                                                message_id=message_id)
+    # Through fan-out: this process's sockets now, the others' in the next window.
+    await engine.fanout.publish(session_id, await history_frame(session_id, leaf.pk))
 
 
 async def turn_stop(*, session_id: str, by: str = "") -> bool:

@@ -179,6 +179,12 @@ class Approvals:
                     await self.on_decided(message)
                 except Exception:
                     logger.exception("approvals: could not act on a decision")
+            elif message.get("type") == "branch.switched":
+                # The engines' group carries this too: one listener per process.
+                try:
+                    await self.engine.on_branch_switched(message)
+                except Exception:
+                    logger.exception("could not send the history of a switched branch")
 
     # --- Decisions -----------------------------------------------------------------------
 

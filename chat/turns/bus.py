@@ -239,7 +239,9 @@ class RedisBus:
         for session_id, items in outbox.items():
             by_turn: dict[str, list[str]] = {}
             for event, text in items:
-                by_turn.setdefault(event["turn_id"], []).append(text)
+                # A frame of no turn (a `history` frame) is published, not kept in a turn log.
+                if event.get("turn_id") is not None:
+                    by_turn.setdefault(event["turn_id"], []).append(text)
             for turn_id, texts in by_turn.items():
                 key = log_key(turn_id)
                 pipe.rpush(key, *texts)

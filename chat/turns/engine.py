@@ -10,6 +10,7 @@ import uuid
 
 from chat.turns import bus
 from chat.turns.approvals import Approvals
+from chat.turns.branches import history_frame
 from chat.turns.fanout import Fanout
 from chat.turns.lock import RunningTurn, SessionLock
 from chat.turns.remote import RemoteTurns
@@ -86,6 +87,14 @@ class Engine:
             by = message.get("by")
             self.lock.stop(message["session_id"], message.get("turn_id"),
                            by=by if isinstance(by, str) else "")
+
+    async def on_branch_switched(self, message: dict) -> None:
+        """A session's active branch changed (through REST, on any process): its sockets here
+        get the `history` frame."""
+        session_id, leaf_id = message.get("session_id"), message.get("leaf_id")
+        if isinstance(session_id, str) and isinstance(leaf_id, int) and self.fanout.watched(session_id):
+            frame = await history_frame(session_id, leaf_id)
+            await self.fanout.deliver_local(session_id, [frame])
 
     def _on_parked(self, session_id: str, turn_id: str) -> None:
         """A dead process's turn waits for an approval: have the watchdog take it over now."""

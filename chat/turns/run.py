@@ -22,6 +22,7 @@ from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
 from chat.turns import setup
 from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
+from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
 from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from construct_core.redaction import sanitize, scrub_fields
 from sessions_app import budget, selectors, services
@@ -33,8 +34,10 @@ STOPPED_MESSAGE = "Stopped: the partial reply is kept in history"
 
 
 async def message_run(engine, subscriber: Subscriber, *, content: str, page_context: str | None,
-                      client_id: str | None, attachments: list[str] | tuple = ()) -> None:
-    """An accepted message's work: the budget, the session's lock (queueing), then the turn."""
+                      client_id: str | None, attachments: list[str] | tuple = (),
+                      ask: Ask = PLAIN) -> None:
+    """An accepted message's work (or an edit's, or a regenerate's): the budget, the session's
+    lock (queueing), then the turn."""
     session_id = subscriber.session_id
     turn_id = uuid.uuid4().hex
     try:
@@ -67,7 +70,7 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
         except Exception:  # the new message runs whatever became of the old turn
             logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
     await Turn(engine, session_id, subscriber.user_id, turn_id).run(content, page_context, client_id,
-                                                                    attachments)
+                                                                    attachments, ask)
 
 
 async def _budget_check(subscriber: Subscriber) -> None:
@@ -118,22 +121,38 @@ class Turn:
         await self.fanout.publish(self.session_id, event)
 
     async def run(self, content: str, page_context: str | None, client_id: str | None,
-                  attachments: list[str] | tuple = ()) -> None:
+                  attachments: list[str] | tuple = (), ask: Ask = PLAIN) -> None:
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
         started = time.monotonic()
         config = setup.provider_config()
         state = ChatSession.State.IDLE
         user_saved = False
         try:
-            data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
-            refs = await attachment_refs(session_id=self.session_id, ids=list(attachments))
-            if refs:
-                data["attachments"] = refs
-            await database_sync_to_async(services.message_append)(
-                session_id=self.session_id, role="user", content=content, data=data,
-                turn_id=self.turn_id,
-            )
+            # Found again now the turn holds the session: the branch may have grown meanwhile.
+            target = None if ask.kind == MESSAGE else await database_sync_to_async(ask_target)(
+                self.session_id, ask)
+            if ask.kind == REGENERATE:
+                # No new question: the branch ends at the last one again, and the new
+                # answer follows it, beside the answer it replaces.
+                await database_sync_to_async(services.active_leaf_set)(
+                    session_id=self.session_id, message_id=target.pk
+                )
+                page_context = (target.data or {}).get("page_context")
+            else:
+                data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
+                refs = await attachment_refs(session_id=self.session_id, ids=list(attachments))
+                if refs:
+                    data["attachments"] = refs
+                # An edit is a new question beside the one edited; a message continues the branch.
+                parent = {"parent_id": target.parent_id} if ask.kind == EDIT else {}
+                await database_sync_to_async(services.message_append)(
+                    session_id=self.session_id, role="user", content=content, data=data,
+                    turn_id=self.turn_id, **parent,
+                )
             user_saved = True
+            if ask.kind != MESSAGE:
+                # The active branch changed: every socket redraws it before the turn's first event.
+                await self.fanout.publish(self.session_id, await history_frame(self.session_id))
             await events.publish_operator_event({
                 "type": "agent_start", "provider": config.provider, "model": config.model,
                 "session_id": self.session_id, "turn_id": self.turn_id,

@@ -56,7 +56,24 @@ class SessionRenameInputSerializer(serializers.Serializer):
 
 
 # The schema of the messages document, which sessions_app.exports.messages_document builds.
+class MessagesInputSerializer(ScopeInputSerializer):
+    branch = serializers.ChoiceField(
+        choices=[("active", "the active branch"), ("all", "every message of every branch")],
+        default="active",
+        help_text="`active` (default): the path from the first message to the active leaf, in "
+                  "order; `all`: every message, in the order they were written",
+    )
+
+
 class MessageOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    parent_id = serializers.IntegerField(allow_null=True,
+                                         help_text="The message this one follows; null for a first message")
+    sibling_ids = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="The messages that follow the same parent (this one included), oldest first: "
+                  "the versions of this step",
+    )
     seq = serializers.IntegerField()
     role = serializers.CharField()
     content = serializers.CharField()
@@ -71,6 +88,19 @@ class MessageOutputSerializer(serializers.Serializer):
 class MessagesOutputSerializer(serializers.Serializer):
     session_id = serializers.CharField()
     messages = MessageOutputSerializer(many=True)
+
+
+class ActiveBranchInputSerializer(serializers.Serializer):
+    message_id = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1,
+        help_text="Any message of any branch: the newest leaf under it becomes the active leaf",
+    )
+
+
+class ActiveBranchOutputSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    leaf_id = serializers.IntegerField()
+    message_count = serializers.IntegerField(help_text="Messages on the active branch")
 
 
 class ExportInputSerializer(ScopeInputSerializer):

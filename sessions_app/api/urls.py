@@ -43,6 +43,8 @@ urlpatterns = [
          name="api-session-detail"),
     path("sessions/<session_id:session_id>/messages/", views.SessionMessagesView.as_view(),
          name="api-session-messages"),
+    path("sessions/<session_id:session_id>/active/", views.SessionActiveBranchView.as_view(),
+         name="api-session-active"),
     path("sessions/<session_id:session_id>/export/", views.SessionExportView.as_view(),
          name="api-session-export"),
     path("approvals/", views.ApprovalListView.as_view(), name="api-approval-list"),

@@ -23,7 +23,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from construct_core.errors import ApprovalInvalid, SessionBusy
+from construct_core.errors import ApprovalInvalid, MessageNotFound, SessionBusy
 from sessions_app import budget, events, exports, selectors, services
 from sessions_app.api import serializers as s
 from sessions_app.clients import client_from_request
@@ -187,17 +187,46 @@ class SessionDetailView(ApiView):
 
 
 class SessionMessagesView(ApiView):
-    """A session's messages, oldest first."""
+    """A session's messages: the active branch in order, or every message of every branch."""
 
     @extend_schema(
         operation_id="sessions_messages",
-        parameters=[SESSION_ID_PARAMETER, s.ScopeInputSerializer],
-        responses={200: s.MessagesOutputSerializer, 400: _error("Bad scope"), **UNAUTHORIZED,
-                   **NOT_FOUND},
+        parameters=[SESSION_ID_PARAMETER, s.MessagesInputSerializer],
+        responses={200: s.MessagesOutputSerializer, 400: _error("Bad scope or branch"),
+                   **UNAUTHORIZED, **NOT_FOUND},
     )
     def get(self, request, session_id):
-        _checked(s.ScopeInputSerializer, request.query_params)
-        return Response(exports.messages_document(_session_or_404(request, session_id)))
+        branch = _checked(s.MessagesInputSerializer, request.query_params)["branch"]
+        return Response(exports.messages_document(_session_or_404(request, session_id), branch=branch))
+
+
+class SessionActiveBranchView(ApiView):
+    """Switch the active branch, as the socket's `switch_branch` frame does."""
+
+    @extend_schema(
+        operation_id="sessions_active_branch",
+        description=(
+            "Make active the newest leaf under message `message_id` (any message of any branch). "
+            "Every socket of the session gets a `history` frame with the new active branch. "
+            "While a turn runs in the session: 409 with code SESSION_BUSY."
+        ),
+        parameters=[SESSION_ID_PARAMETER],
+        request=s.ActiveBranchInputSerializer,
+        responses={200: s.ActiveBranchOutputSerializer, **BODY_ERRORS, **UNAUTHORIZED,
+                   404: _error("No session with this id, or no such message in it"),
+                   409: _error("A turn is running in this session (code SESSION_BUSY)")},
+    )
+    def put(self, request, session_id):
+        _session_or_404(request, session_id)
+        message_id = _checked(s.ActiveBranchInputSerializer, request.data)["message_id"]
+        try:
+            leaf = services.branch_switch(session_id=session_id, message_id=message_id)
+        except MessageNotFound as exc:
+            return Response({"error": str(exc), "code": exc.code}, status=status.HTTP_404_NOT_FOUND)
+        except SessionBusy as exc:
+            return Response({"error": str(exc), "code": exc.code}, status=status.HTTP_409_CONFLICT)
+        async_to_sync(events.publish_branch_switched)(session_id=session_id, leaf_id=leaf.pk)
+        return Response({"session_id": session_id, "leaf_id": leaf.pk, "message_count": leaf.depth})
 
 
 class ExportNegotiation(DefaultContentNegotiation):

@@ -5,9 +5,10 @@
 import { AuthError, api } from "./api.js";
 import { Approval } from "./approval.js";
 import { showBanner } from "./banner.js";
+import { decorate } from "./branch.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { setBusy, setStopping, state } from "./state.js";
-import { $, own } from "./util.js";
+import { $, own, uuid4 } from "./util.js";
 
 /** Frames of a turn (they carry turn_id and seq), by type: what each does. `this` is the Conversation. */
 const TURN_FRAMES = {
@@ -65,6 +66,10 @@ const SESSION_FRAMES = {
     this.setStatus(frame.message || "");
     setBusy(Boolean(state.activeTurn || state.awaiting));
   },
+  history(frame) {
+    // The active branch changed (an edit, a regenerate, a switch; from any tab): redraw it.
+    this.redraw(Array.isArray(frame.messages) ? frame.messages : []);
+  },
 };
 
 function statusText(frame) {
@@ -114,6 +119,7 @@ export class Conversation {
     this.turns.clear();
     this.approvals.clear();
     this.lastAnswered = null;
+    this.questionShown = false;
     state.activeTurn = null;
     this.hooks.cleared();
     this.setStatus("");
@@ -158,6 +164,7 @@ export class Conversation {
     const running = start.state === "running" && typeof start.turn_id === "string" ? start.turn_id : null;
     this.drawHistory(messages, running);
     this.drawDecided(generation);
+    if (!running) this.decorate(messages);
     if (running) {
       // The server replays this turn's events right after session_start.
       state.activeTurn = this.newTurn(running);
@@ -233,6 +240,88 @@ export class Conversation {
     }
   }
 
+  // --- Branches: versions of a question or an answer ---------------------------------
+
+  /** The `history` frame: the active branch, drawn afresh, with the outbox after it. */
+  redraw(messages) {
+    this.reset();
+    this.drawHistory(messages, null);
+    this.drawDecided(state.generation);
+    this.decorate(messages);
+    // A branch that ends on a question is answered next: its turn needs no question drawn.
+    this.questionShown = messages.length > 0 && messages[messages.length - 1].role === "user";
+    this.hooks.drawOutbox();
+    flushRendering();
+    this.stick = true;
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /**
+   * Give the saved messages on the page their branch controls: each question its edit
+   * button, each answer its versions, the last answer a regenerate button. `messages` is
+   * the active branch; the page's elements are matched in order, and left alone when the
+   * page does not show that branch (a turn still drawing, a message still in the outbox).
+   */
+  decorate(messages) {
+    const questions = [...this.list.querySelectorAll("article.msg.user:not(.pending):not(.failed)")];
+    const answers = [...this.list.querySelectorAll("article.msg.assistant")];
+    // Grouped as drawHistory groups them: a question, then each turn's messages in one card.
+    const heads = [];
+    let key = null;
+    for (const message of messages) {
+      if (message.role === "user") {
+        heads.push(message);
+        key = null;
+      } else if (message.role === "assistant" || message.role === "tool") {
+        const turnKey = message.turn_id || `seq-${message.seq}`;
+        if (key !== turnKey) heads.push(message);
+        key = turnKey;
+      }
+    }
+    const wantQuestions = heads.filter((m) => m.role === "user");
+    const wantAnswers = heads.filter((m) => m.role !== "user");
+    if (wantQuestions.length !== questions.length || wantAnswers.length !== answers.length) return;
+    const actions = {
+      switchTo: (id) => this.branchAction({ type: "switch_branch", message_id: id }),
+      edit: (message, content) => {
+        // The new version keeps the question's files.
+        const files = Array.isArray(message.data?.attachments) ? message.data.attachments : [];
+        const attachments = files.map((file) => file && file.id).filter((id) => typeof id === "string");
+        return this.branchAction({ type: "edit", message_id: message.id, content, client_id: uuid4(), attachments });
+      },
+      regenerate: () => this.branchAction({ type: "regenerate", client_id: uuid4() }),
+    };
+    const lastAnswer = wantAnswers[wantAnswers.length - 1];
+    const lastIsAnswer = messages.length > 0 && messages[messages.length - 1].role !== "user";
+    wantQuestions.forEach((message, i) => decorate(questions[i], message, { actions }));
+    wantAnswers.forEach((message, i) => decorate(answers[i], message, { actions, last: lastIsAnswer && message === lastAnswer }));
+  }
+
+  /** Send an edit, regenerate or switch_branch; false (nothing sent) while a turn runs or offline. */
+  branchAction(frame) {
+    if (state.busy) {
+      showBanner("", "Wait for the answer to finish (or stop it) first.", "warning");
+      return false;
+    }
+    if (!this.hooks.ready()) {
+      showBanner("", "Not connected: try again in a moment.", "warning");
+      return false;
+    }
+    this.hooks.send(frame);
+    return true;
+  }
+
+  /** After a turn: the saved branch's ids, for the controls of what was just drawn live. */
+  async refreshBranch(generation) {
+    try {
+      const { messages } = await api.messages(state.sessionId);
+      if (generation !== state.generation || state.activeTurn) return;
+      this.decorate(messages || []);
+    } catch (error) {
+      if (error instanceof AuthError) this.hooks.authFailed();
+    }
+  }
+
   /** A frame about the conversation (session_start, ack and agent_event go elsewhere). */
   handle(frame) {
     // A refused approval answer is the card's business, never the end of a turn nor a banner.
@@ -246,8 +335,11 @@ export class Conversation {
     if (view && view.finished) return; // a late repeat of a turn already drawn whole
     if (!view) {
       view = this.newTurn(frame.turn_id);
-      const sent = this.hooks.takeSent();
-      if (sent) {
+      const sent = this.questionShown ? null : this.hooks.takeSent();
+      if (this.questionShown) {
+        // An edit or a regenerate: the history frame just drew the question it answers.
+        this.questionShown = false;
+      } else if (sent) {
         // The message this page sent has started its turn.
         view.question = sent.content;
       } else {
@@ -334,6 +426,7 @@ export class Conversation {
     this.setStatus("");
     setBusy(Boolean(state.awaiting));
     this.hooks.turnEnded(view, end);
+    this.refreshBranch(state.generation);
   }
 
   async insertQuestion(view, generation) {

@@ -16,6 +16,7 @@
 //                     banner.js        the error banner
 //                     render.js        Markdown made safe, messages, turns, tool cards
 //                     approval.js      the approval on a tool card: edit, approve, deny, countdown
+//                     branch.js        a message's versions (◀ k/n ▶), edit in place, regenerate
 //                     files.js         attached files in a message: thumbnails, download links
 //                     api.js           HTTP: pairing, health, the REST API, the stored token
 //                     util.js          element lookup, ids

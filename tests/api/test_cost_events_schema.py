@@ -143,6 +143,7 @@ CONTRACT_OPERATIONS = {
     ("/api/sessions/{session_id}/", "patch"),
     ("/api/sessions/{session_id}/", "delete"),
     ("/api/sessions/{session_id}/messages/", "get"),
+    ("/api/sessions/{session_id}/active/", "put"),
     ("/api/sessions/{session_id}/export/", "get"),
     ("/api/sessions/{session_id}/attachments/", "get"),
     ("/api/sessions/{session_id}/attachments/", "post"),

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
-from sessions_app import exports
+from sessions_app import exports, selectors
 from sessions_app.api.auth import AUTH_REQUIRED_MESSAGE
 from sessions_app.api.serializers import MessagesOutputSerializer
 from sessions_app.services import default_owner
@@ -487,7 +487,7 @@ def test_the_messages_document_has_the_shape_its_serializer_documents(api):
     Message.objects.filter(pk=message.pk).update(created_at=message.created_at.replace(microsecond=0))
 
     by_serializer = MessagesOutputSerializer(
-        {"session_id": session.pk, "messages": list(session.messages.order_by("seq"))}
+        {"session_id": session.pk, "messages": selectors.branch_messages(session_id=session.pk)}
     ).data
 
     assert exports.messages_document(session) == by_serializer

@@ -16,15 +16,18 @@ MAX_FRAME_BYTES = 1_048_576
 KNOWN_TYPES = {
     "session_start", "connected", "chunk", "thinking", "tool_call", "tool_result",
     "operator_status", "chunk_reset", "done", "error", "stopped", "ack", "agent_event",
-    "approval_request", "approval_result",
+    "approval_request", "approval_result", "history",
 }
 KNOWN_CODES = {
     "AGENT_INIT_FAILED", "INVALID_JSON", "UNKNOWN_MESSAGE_TYPE", "EMPTY_CONTENT", "SESSION_BUSY",
     "AUTH_ERROR", "PROVIDER_ERROR", "AGENT_ERROR", "MESSAGE_TOO_LARGE", "RATE_LIMITED",
-    "BAD_FRAME", "BUDGET_EXCEEDED", "APPROVAL_INVALID",
+    "BAD_FRAME", "BUDGET_EXCEEDED", "APPROVAL_INVALID", "MESSAGE_NOT_FOUND",
 }
 # Types whose frames act on the session rather than answer with one reply.
-_ACTIVE_TYPES = {"message", "stop", "connect", "approval"}
+_ACTIVE_TYPES = {"message", "stop", "connect", "approval", "switch_branch", "edit", "regenerate"}
+# No message of a fuzzed session ever has an id this high: a switch to one is MESSAGE_NOT_FOUND.
+_UNUSED_ID = 10**12
+_MESSAGE_ID_MAX = 2**63 - 1
 
 settings.register_profile(
     "socket-fuzz",
@@ -99,6 +102,17 @@ def _approval_answers():
     )
 
 
+def _branch_switches():
+    """A `switch_branch` frame whose message_id is of any type, or an id no message has."""
+    return st.builds(
+        lambda message_id: _dump({"type": "switch_branch",
+                                  **({"message_id": message_id} if message_id is not None else {})}),
+        message_id=st.one_of(json_values, st.integers(min_value=_UNUSED_ID),
+                             st.integers(max_value=0)).filter(
+            lambda v: not (type(v) is int and 0 < v < _UNUSED_ID)),
+    )
+
+
 def _surrogate_frames(raw_too):
     """Lone surrogates as JSON escapes (valid UTF-8 on the wire) and, in process only, as such."""
     escaped = surrogate.map(lambda c: '{"type":"message","content":"a\\u%04x"}' % ord(c))
@@ -136,6 +150,7 @@ def junk_text(raw_surrogates=True):
         _wrong_typed_message(),
         _other_types(),
         _approval_answers(),
+        _branch_switches(),
         _deep_and_huge(),
     ]
     parts.append(_surrogate_frames(raw_surrogates))
@@ -183,8 +198,13 @@ def expect(step) -> tuple[str, object]:
     kind = frame.get("type")
     if kind == "approval":
         return "error", "APPROVAL_INVALID"  # there is never one to answer
+    if kind == "switch_branch":
+        message_id = frame.get("message_id")
+        if type(message_id) is int and 0 < message_id <= _MESSAGE_ID_MAX:
+            return "error", "MESSAGE_NOT_FOUND"  # no message has such an id
+        return "error", "BAD_FRAME"
     if kind != "message":
-        assert not _active(kind), "the strategies never make stop or connect frames"
+        assert not _active(kind), "the strategies never make stop, connect, edit or regenerate frames"
         return "error", "UNKNOWN_MESSAGE_TYPE"
     content = frame.get("content")
     if not isinstance(content, str) or not content.strip():
