@@ -2,7 +2,7 @@
 
 from urllib.parse import parse_qs
 
-from construct_core.approvals import PERSON_DECISIONS
+from construct_core.approvals import PERSON_DECISIONS, json_storable
 from construct_core.errors import ApprovalInvalid
 from sessions_app.ids import SESSION_ID_RE  # noqa: F401  (the socket checks ?session_id= with it)
 
@@ -103,6 +103,9 @@ def parse_approval(frame: dict) -> tuple[str, str, dict | None]:
     args = frame.get("args")
     if args is not None and not isinstance(args, dict):
         raise ApprovalInvalid("args, when given, must be a JSON object: the call's new arguments",
+                              approval_id=approval_id)
+    if args is not None and not json_storable(args):
+        raise ApprovalInvalid("args must not hold NaN, Infinity, NUL or lone surrogates",
                               approval_id=approval_id)
     return approval_id, decision, args
 
