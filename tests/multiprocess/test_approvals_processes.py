@@ -219,7 +219,3 @@ async def test_stop_after_the_asking_process_died_denies_the_call(tmp_path, work
             request["approval_id"], "denied", "deny")
         assert session_state(cluster.database_url, session) == "idle"
         await on_b.close()
-
-
-def of_type(frames, kind):
-    return [f for f in frames if f["type"] == kind]
