@@ -2,7 +2,7 @@
 
 from urllib.parse import parse_qs
 
-from construct_core.approvals import PERSON_DECISIONS
+from construct_core.approvals import PERSON_DECISIONS, json_storable
 from construct_core.errors import ApprovalInvalid
 from sessions_app.ids import SESSION_ID_RE  # noqa: F401  (the socket checks ?session_id= with it)
 
@@ -108,24 +108,11 @@ def parse_approval(frame: dict) -> tuple[str, str, dict | None]:
     if args is not None and not isinstance(args, dict):
         raise ApprovalInvalid("args, when given, must be a JSON object: the call's new arguments",
                               approval_id=approval_id)
-    if args is not None and not _storable_json(args):
-        raise ApprovalInvalid("args hold text that cannot be stored (NUL or a lone surrogate)",
+    if args is not None and not json_storable(args):
+        raise ApprovalInvalid("args must not hold NaN, Infinity, NUL or lone surrogates",
                               approval_id=approval_id)
     return approval_id, decision, args
 
-
-def _storable_json(value, depth: int = 0) -> bool:
-    """`_storable` for every key and string of a decoded JSON value (PostgreSQL's jsonb
-    refuses NUL as its text does)."""
-    if depth > 64:
-        return False
-    if isinstance(value, str):
-        return _storable(value)
-    if isinstance(value, dict):
-        return all(_storable(key) and _storable_json(item, depth + 1) for key, item in value.items())
-    if isinstance(value, list):
-        return all(_storable_json(item, depth + 1) for item in value)
-    return True
 
 
 # A message id is a database key: a positive 64-bit integer.

@@ -78,3 +78,37 @@ def args_digest(args) -> str:
     """sha256 (hex) of the arguments' canonical JSON: what the audit trail keeps of them."""
     text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def json_storable(value) -> bool:
+    """Whether every database's JSON column keeps `value` as it is.
+
+    Python's json reads NaN and Infinity, NUL and lone surrogates ("\\ud800"),
+    all of which PostgreSQL's jsonb refuses.
+    """
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def args_for_storage(args):
+    """A tool call's arguments as a JSON column keeps them: as they are, or else as ASCII JSON text."""
+    if json_storable(args):
+        return args
+    try:
+        return json.dumps(args, ensure_ascii=True, default=str)
+    except (ValueError, RecursionError):
+        return "[arguments that cannot be stored]"

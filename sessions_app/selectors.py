@@ -425,3 +425,10 @@ def turn_approvals_seq(*, session_id: str, turn_id: str) -> int:
     """The highest seq of a turn's approval requests (a continued turn numbers on from it)."""
     seqs = ToolApproval.objects.filter(session_id=session_id, turn_id=turn_id).values_list("seq", flat=True)
     return max(seqs, default=0)
+
+
+def approvals_pending_of_turn(*, session_id: str, turn_id: str) -> list[str]:
+    """Ids of a turn's approvals that still wait for an answer."""
+    return list(ToolApproval.objects.filter(
+        session_id=session_id, turn_id=turn_id, state=ToolApproval.State.PENDING
+    ).values_list("pk", flat=True))

@@ -447,12 +447,22 @@ _STATE_OF_DECISION = {
 }
 
 
+def _clean_text(text: str, limit: int) -> str:
+    """What a model gave as an id or a name, scrubbed, as any text column keeps it."""
+    text = scrub(str(text)).replace("\x00", "")
+    return text.encode("utf-8", "replace").decode("utf-8")[:limit]
+
+
 def approval_create(*, session_id: str, turn_id: str, tool_call_id: str, name: str, args,
                     seq: int, timeout_seconds: float) -> ToolApproval:
-    """A pending approval of one tool call (its arguments scrubbed), expiring in `timeout_seconds`."""
+    """A pending approval of one tool call (its arguments scrubbed), expiring in `timeout_seconds`.
+
+    The call comes from the model: its arguments are kept as they are when a
+    JSON column can hold them, else as JSON text.
+    """
     return ToolApproval.objects.create(
-        session_id=session_id, turn_id=turn_id, tool_call_id=scrub(tool_call_id)[:200],
-        name=scrub(name)[:200], args=scrub_value(args), seq=seq,
+        session_id=session_id, turn_id=turn_id, tool_call_id=_clean_text(tool_call_id, 200),
+        name=_clean_text(name, 200), args=rules.args_for_storage(scrub_value(args)), seq=seq,
         expires_at=timezone.now() + timedelta(seconds=timeout_seconds),
     )
 
@@ -471,6 +481,9 @@ def approval_decide(*, approval_id: str, decision: str, by: str, args: dict | No
     """
     if decision not in _STATE_OF_DECISION:
         raise ApprovalInvalid("decision must be approve, deny or always", approval_id=approval_id)
+    if args is not None and not (isinstance(args, dict) and rules.json_storable(args)):
+        raise ApprovalInvalid("args must be a JSON object without NaN, Infinity, NUL or lone "
+                              "surrogates", approval_id=approval_id)
     now = timezone.now()
     rows = ToolApproval.objects.filter(pk=approval_id)
     if user_id is not None:

@@ -152,21 +152,27 @@ async def turn_stop(*, session_id: str, by: str = "") -> bool:
     engine = get_engine()
     if engine.lock.stop(session_id, by=by):
         return True
-    if engine.bus is None or engine.lock.running(session_id) is not None:
+    if engine.lock.running(session_id) is not None:
         return False
     session = await database_sync_to_async(selectors.session_get)(session_id=session_id)
-    if session is None or session.state != ChatSession.State.RUNNING or not session.turn_owner:
+    if session is None or session.state != ChatSession.State.RUNNING or not session.turn_id:
         return False
-    try:
-        heard = await engine.bus.send_control(
-            session.turn_owner,
-            {"action": "stop", "session_id": session_id, "turn_id": session.turn_id, "by": by},
-        )
-    except Exception as exc:
-        logger.warning("could not ask process %s to stop turn %s: %r", session.turn_owner,
-                       session.turn_id, exc)
-        return False
-    return heard > 0
+    if engine.bus is not None and session.turn_owner:
+        try:
+            heard = await engine.bus.send_control(
+                session.turn_owner,
+                {"action": "stop", "session_id": session_id, "turn_id": session.turn_id, "by": by},
+            )
+        except Exception as exc:
+            logger.warning("could not ask process %s to stop turn %s: %r", session.turn_owner,
+                           session.turn_id, exc)
+            heard = 0
+        if heard > 0:
+            return True
+    # Nobody runs it: its process died. If it waits for an approval, that is denied now
+    # (the process that continues the turn gives the model the denial).
+    return await engine.approvals.deny_waiting(session_id=session_id, turn_id=session.turn_id,
+                                               by=by)
 
 
 async def approval_decide(subscriber: Subscriber, *, approval_id: str, decision: str,

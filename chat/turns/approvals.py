@@ -209,6 +209,25 @@ class Approvals:
         if isinstance(session_id, str) and isinstance(turn_id, str):
             await self.adopt(session_id, turn_id)
 
+    async def deny_waiting(self, *, session_id: str, turn_id: str, by: str) -> bool:
+        """Deny the approvals a turn with no live process waits for (a stop); False when none."""
+        pending = await database_sync_to_async(selectors.approvals_pending_of_turn)(
+            session_id=session_id, turn_id=turn_id
+        )
+        denied = False
+        for approval_id in pending:
+            try:
+                row = await database_sync_to_async(services.approval_decide)(
+                    approval_id=approval_id, decision=rules.DENY, by=by or "stop"
+                )
+            except ApprovalInvalid:
+                continue
+            await self.announce(row)
+            denied = True
+        if denied:
+            self.watch()
+        return denied
+
     async def adopt(self, session_id: str, turn_id: str) -> bool:
         """Take over a parked turn (its process died while it waited) and continue it here."""
         if self.engine.lock.running(session_id) is not None:

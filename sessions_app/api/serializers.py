@@ -6,6 +6,8 @@ saves anything: the views hand checked data to services.
 
 from rest_framework import serializers
 
+from construct_core.approvals import json_storable
+
 from sessions_app.models import ChatSession, ToolApproval
 
 NAME_MAX_CHARS = ChatSession._meta.get_field("name").max_length
@@ -210,6 +212,11 @@ class ApprovalDecideInputSerializer(serializers.Serializer):
         required=False,
         help_text="The call's new arguments (a JSON object), checked like the model's when it runs",
     )
+
+    def validate_args(self, value):
+        if not json_storable(value):
+            raise serializers.ValidationError("must not hold NaN, Infinity, NUL or lone surrogates")
+        return value
 
 
 class ApprovalErrorSerializer(serializers.Serializer):

@@ -122,6 +122,9 @@ async def test_invalid_answers_keep_the_socket(asking, token):
         ({"approval_id": "ap_x", "decision": "maybe"}, "ap_x"),
         ({"approval_id": "ap_x", "decision": "approve", "args": [1]}, "ap_x"),
         ({"decision": "timeout", "approval_id": "ap_x"}, "ap_x"),
+        ({"approval_id": "ap_x", "decision": "approve", "args": {"n": float("nan")}}, "ap_x"),
+        ({"approval_id": "ap_x", "decision": "approve", "args": {"s": "nul\x00"}}, "ap_x"),
+        ({"approval_id": "ap\x00", "decision": "approve"}, None),
     ]:
         await send(comm, type="approval", **frame)
         error = await comm.receive_json_from(timeout=5)

@@ -66,9 +66,14 @@ def test_decide_through_rest(api, mine):
 def test_bad_answers(api, mine):
     approval = make_approval(session=mine)
     for body in ({"decision": "maybe"}, {}, {"decision": "approve", "args": [1]},
-                 {"decision": "timeout"}):
+                 {"decision": "timeout"}, {"decision": "approve", "args": {"s": "nul\x00"}}):
         response = api.post(f"/api/approvals/{approval.pk}/", body, format="json")
         assert response.status_code == 400 and "error" in response.json(), body
+    for raw in ('{"decision": "approve", "args": {"s": "\\ud800"}}',
+                '{"decision": "approve", "args": {"n": NaN}}'):
+        response = api.post(f"/api/approvals/{approval.pk}/", data=raw,
+                            content_type="application/json")
+        assert response.status_code == 400 and "error" in response.json(), raw
     expired = make_approval(session=mine, timeout_seconds=-1)
     response = api.post(f"/api/approvals/{expired.pk}/", {"decision": "approve"}, format="json")
     assert response.status_code == 409 and "expired" in response.json()["error"]

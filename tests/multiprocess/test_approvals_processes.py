@@ -41,6 +41,10 @@ def approval_rows(database_url, session_id):
         ).fetchall()
 
 
+def of_type(frames, kind):
+    return [f for f in frames if f["type"] == kind]
+
+
 async def until_request(ws):
     return (await frames_until(ws, types=("approval_request",)))[-1]
 
@@ -191,3 +195,27 @@ async def test_stop_on_the_other_process_while_waiting(tmp_path, workspace):
         await on_b.close()
 
 
+
+
+async def test_stop_after_the_asking_process_died_denies_the_call(tmp_path, workspace):
+    """Nobody runs the turn any more: the stop still denies the call; the turn is continued elsewhere."""
+    with pair_of_servers(tmp_path, CONSTRUCT_TOOL_APPROVAL=RULES, CONSTRUCT_WORKSPACE=str(workspace),
+                         CONSTRUCT_TURN_LEASE_SECONDS="2") as cluster:
+        session = new_session_id()
+        on_a, _ = await open_socket(cluster.a, session, cluster.token)
+        on_b, _ = await open_socket(cluster.b, session, cluster.token)
+        await send(on_a, type="message", content=write("orphan.txt", "x"))
+        request = await until_request(on_a)
+        await until_request(on_b)
+        cluster.a.kill()
+        await send(on_b, type="stop")
+        frames = await frames_until(on_b, timeout=20)
+        assert frames[0]["type"] == "approval_result"
+        assert (frames[0]["decision"], frames[0]["by"]) == ("deny", rows_by(cluster))
+        assert of_type(frames, "tool_result")[0]["is_error"] is True
+        assert frames[-1]["type"] == "done"
+        assert not (workspace / "orphan.txt").exists()
+        assert approval_rows(cluster.database_url, session)[0][:3] == (
+            request["approval_id"], "denied", "deny")
+        assert session_state(cluster.database_url, session) == "idle"
+        await on_b.close()

@@ -10,7 +10,9 @@ import pytest
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from construct_core.approvals import BadRules, args_digest, asks_anyone, policy_for, rules_parse
+from construct_core.approvals import (
+    BadRules, args_digest, args_for_storage, asks_anyone, json_storable, policy_for, rules_parse,
+)
 from construct_core.errors import ApprovalInvalid
 from sessions_app import selectors, services
 from sessions_app.models import AuditEvent, ChatSession, ToolApproval
@@ -54,6 +56,31 @@ def test_args_digest_is_canonical():
     assert args_digest({"b": 1, "a": "é"}) == args_digest({"a": "é", "b": 1})
     assert args_digest({"a": 1}) != args_digest({"a": 2})
     assert len(args_digest("raw text")) == 64
+
+
+def test_what_a_json_column_keeps():
+    assert json_storable({"a": [1, "é", None, {"b": 1.5}]})
+    for bad in ({"a": float("nan")}, {"a": float("-inf")}, {"a": "x\x00"}, {"a": "\ud800"},
+                {"\udc00": 1}):
+        assert not json_storable(bad)
+        assert isinstance(args_for_storage(bad), str) and json_storable(args_for_storage(bad))
+    assert args_for_storage({"a": 1}) == {"a": 1}
+
+
+@pytest.mark.django_db
+def test_hostile_arguments_are_kept_or_refused_never_a_database_error():
+    session = make_session()
+    approval = services.approval_create(
+        session_id=session.pk, turn_id="t", tool_call_id="c\x001", name="sh\x00ell\ud800",
+        args={"n": float("nan"), "s": "nul\x00"}, seq=3, timeout_seconds=60,
+    )
+    stored = ToolApproval.objects.get(pk=approval.pk)
+    assert stored.tool_call_id == "c1" and stored.name.startswith("shell")
+    assert isinstance(stored.args, str) and "NaN" in stored.args
+    for args in ({"n": float("inf")}, {"s": "\x00"}, {"s": "\udfff"}, ["not", "an", "object"]):
+        with pytest.raises(ApprovalInvalid, match="args"):
+            services.approval_decide(approval_id=approval.pk, decision="approve", by="x", args=args)
+    assert ToolApproval.objects.get(pk=approval.pk).state == "pending"
 
 
 @pytest.mark.parametrize("name,value", [
