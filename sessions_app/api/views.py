@@ -64,6 +64,12 @@ class ApiView(APIView):
             exc = RequestTooLarge(f"Request body too large: at most {limit} bytes")
         return super().handle_exception(exc)
 
+    def paginated(self, request, queryset, serializer_class):
+        """One page of `queryset` as `serializer_class` has it, in the view's pagination."""
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
 
 class SessionPagination(PageNumberPagination):
     page_size_query_param = "page_size"
@@ -132,9 +138,7 @@ class SessionListView(ApiView):
         filters = _checked(s.SessionListInputSerializer, request.query_params)
         sessions = selectors.session_list(user_id=_scope(request), state=filters.get("state"),
                                           search=filters.get("search"))
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(sessions, request, view=self)
-        return paginator.get_paginated_response(s.SessionOutputSerializer(page, many=True).data)
+        return self.paginated(request, sessions, s.SessionOutputSerializer)
 
 
 class SessionDetailView(ApiView):
@@ -307,9 +311,7 @@ class ApprovalListView(ApiView):
         filters = _checked(s.ApprovalListInputSerializer, request.query_params)
         approvals = selectors.approval_list(user_id=_scope(request), state=filters.get("state"),
                                             session_id=filters.get("session_id"))
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(approvals, request, view=self)
-        return paginator.get_paginated_response(s.ApprovalOutputSerializer(page, many=True).data)
+        return self.paginated(request, approvals, s.ApprovalOutputSerializer)
 
 
 class ApprovalDecideView(ApiView):

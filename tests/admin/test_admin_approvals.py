@@ -1,25 +1,13 @@
 """Tool approvals in Django admin: pending and past ones, filterable; approve and deny pending ones."""
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 
 from sessions_app.models import AuditEvent, ToolApproval
 from tests.factories import make_approval, make_session, make_user
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery staple"
 URL = "/admin/sessions_app/toolapproval/"
-
-
-@pytest.fixture
-def admin_client(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
-    client = Client()
-    assert client.login(username="operator", password=PASSWORD)
-    return client
 
 
 def test_list_filters_and_detail(admin_client):

@@ -2,7 +2,6 @@
 disk with their session."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from sessions_app import attachments, services
@@ -10,17 +9,6 @@ from sessions_app.models import Attachment, ChatSession
 from tests.factories import make_message, make_session
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def admin_client(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
-    client = Client()
-    assert client.login(username="operator", password=PASSWORD)
-    return client
 
 
 def _attached(tmp_path, session, name, data):

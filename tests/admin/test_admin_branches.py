@@ -4,13 +4,13 @@ import re
 
 import pytest
 
-from tests.admin.test_admin_pages import _page, admin_client  # noqa: F401  (a fixture)
+from tests.admin.test_admin_pages import _page
 from tests.factories import make_message, make_session
 
 pytestmark = pytest.mark.django_db
 
 
-def test_the_conversation_tree_indents_versions_and_marks_the_active_branch(admin_client):  # noqa: F811
+def test_the_conversation_tree_indents_versions_and_marks_the_active_branch(admin_client):
     session = make_session(session_id="tree")
     q = make_message(session=session, content="QUESTION one", parent=None)
     a1 = make_message(session=session, role="assistant", content="ANSWER first", parent=q)

@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
@@ -17,17 +16,6 @@ from sessions_app.pairing import device_pair
 from tests.factories import make_device, make_message, make_pairing_code, make_session
 
 pytestmark = pytest.mark.django_db
-
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def admin_client(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
-    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
-    client = Client()
-    assert client.login(username="operator", password=PASSWORD)
-    return client
 
 
 def _page(client, url, **params):

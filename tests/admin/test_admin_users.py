@@ -8,7 +8,6 @@ from html.parser import HTMLParser
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from sessions_app import budget
@@ -21,19 +20,6 @@ pytestmark = pytest.mark.django_db
 
 PASSWORD = "correct horse battery staple"
 USERS = "/admin/auth/user/"
-
-
-@pytest.fixture
-def fast_hashes(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
-
-
-@pytest.fixture
-def admin_client(fast_hashes):
-    get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
-    client = Client()
-    assert client.login(username="operator", password=PASSWORD)
-    return client
 
 
 def _page(client, url, **params):
