@@ -112,7 +112,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self._refuse("missing or invalid token")
                 return
             self.device_id = device.pk
-            self.device_name = device.name or f"device {device.pk}"
+            self.device_name = device.display_name
             user = device.user
         else:
             user = await database_sync_to_async(services.default_owner)()

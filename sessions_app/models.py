@@ -128,6 +128,11 @@ class PairedDevice(models.Model):
     def __str__(self):
         return self.name or f"device {self.pk} ({self.token_hint}…)"
 
+    @property
+    def display_name(self) -> str:
+        """How the device is named to people (in `by` of an approval or a stop)."""
+        return self.name or f"device {self.pk}"
+
 
 class PairingCode(models.Model):
     """A one-time pairing code; only its hash is kept."""

@@ -292,7 +292,7 @@ def _decider_name(request) -> str:
     """Who answers through this token: its device's name (the user's name with pairing off)."""
     device = request.user.device
     if device is not None:
-        return device.name or f"device {device.pk}"
+        return device.display_name
     return request.user.user.get_username()
 
 
