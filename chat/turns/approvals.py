@@ -350,9 +350,11 @@ class Gate:
             if call.name in allowed:
                 return RUN
             row = await self._ask(call, args)
-        elif row.state == ToolApproval.State.PENDING and row.pk not in self._requested:
-            await self._request(row)  # the first request was lost with its process's memory
         try:
+            # A new approval's request, or one lost with its process's memory. A stop that
+            # comes while it is announced finds the row written: it is denied like any.
+            if row.state == ToolApproval.State.PENDING and row.pk not in self._requested:
+                await self._request(row)
             decided = await self.approvals.wait(row)
         except asyncio.CancelledError:
             await self._stopped(row, call)
@@ -369,7 +371,7 @@ class Gate:
                                                               name=call.name))
 
     async def _ask(self, call: ToolCallRequest, args) -> ToolApproval:
-        """Write the approval, then send its request: no answer can come before the row exists."""
+        """Write the approval (the caller sends its request): no answer can come before the row exists."""
         turn = self.turn
         await self.approvals.listening()
         row = await database_sync_to_async(services.approval_create)(
@@ -378,7 +380,6 @@ class Gate:
         )
         self.approvals.expect(row.pk)
         self.approvals.watch()
-        await self._request(row)
         return row
 
     async def _request(self, row: ToolApproval) -> None:
