@@ -34,6 +34,9 @@ DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Variables that pick the database and channel layer; the first test pass
 # removes them so it really runs on the embedded defaults.
 SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL")
+# Test workers per pass (pytest-xdist). Most of a pass's time is spent waiting
+# (servers starting, sockets, timeouts), so more workers than cores pays.
+DEFAULT_TEST_WORKERS = 4
 
 
 def say(message):
@@ -176,9 +179,25 @@ def redacted(url):
     return url
 
 
+def worker_args(pytest_args):
+    """``-n N --dist loadfile`` unless the caller chose (``-n``, ``-p no:xdist``) already.
+
+    A file's tests stay on one worker, so a module's server is started once.
+    CONSTRUCT_TEST_WORKERS sets N (0 runs in one process).
+    """
+    for arg in pytest_args:
+        if arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist"):
+            return []
+    workers = os.environ.get("CONSTRUCT_TEST_WORKERS", str(DEFAULT_TEST_WORKERS))
+    if not workers.isdigit():
+        raise SystemExit(f"run.py: CONSTRUCT_TEST_WORKERS must be a number of workers, not {workers!r}")
+    return ["-n", workers, "--dist", "loadfile"] if int(workers) else []
+
+
 def pytest_pass(title, pytest_args, env):
     print(f"\n===== {title} =====", flush=True)
-    code = subprocess.run([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    argv = [str(PYTHON), "-m", "pytest", *worker_args(pytest_args), *pytest_args]
+    code = subprocess.run(argv, cwd=ROOT, env=env).returncode
     if code == 5:
         say(f"{title}: no tests were collected, which counts as a failure")
     elif code != 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import services
-from tests.support.daphne import DaphneServer, fresh_database_url
+from tests.support.daphne import DaphneServer, migrated_database_url
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -30,6 +30,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
         elif parts[0] == "browser":
             item.add_marker(pytest.mark.browser)
+
+
+# --- clients on a busy machine -----------------------------------------------
+
+# The suite runs in several workers on few cores: a server answering a
+# handshake in 12 s is slow, not broken. A test about timing sets its own.
+_WEBSOCKET_OPEN_TIMEOUT = 30
+
+
+def pytest_configure(config):
+    from websockets.asyncio.client import connect
+
+    connect.__init__.__kwdefaults__["open_timeout"] = _WEBSOCKET_OPEN_TIMEOUT
 
 
 # --- the pytest test database ------------------------------------------------
@@ -95,9 +108,10 @@ class DaphneFactory:
 
     @property
     def database_url(self):
-        """The test's own DATABASE_URL, created on first use."""
+        """The test's own DATABASE_URL, created (already migrated) on first use."""
         if self._database_url is None:
-            self._database_url = self.stack.enter_context(fresh_database_url(self.tmp_path))
+            self._database_url = self.stack.enter_context(migrated_database_url(self.tmp_path))
+            self._migrated.add(self._database_url)
         return self._database_url
 
     def __call__(self, env=None, **kwargs):

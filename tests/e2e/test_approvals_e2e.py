@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from tests.e2e.conftest import gateway_env, pair
 from tests.e2e.test_chat_e2e import session_start, ws_url
 from tests.e2e.test_isolation import create_user, http, pair_for
-from tests.support.daphne import DaphneServer, fresh_database_url
+from tests.support.daphne import DaphneServer, migrated_database_url
 
 RULES = "file_write=ask,memory_*=deny,*=auto"
 
@@ -27,12 +27,12 @@ def write(path, content):
 def approving_server(tmp_path, mock, **extra):
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    with fresh_database_url(tmp_path) as database_url:
+    with migrated_database_url(tmp_path) as database_url:
         server = DaphneServer(
             env=gateway_env(mock, DATABASE_URL=database_url, CONSTRUCT_WORKSPACE=str(workspace),
                             CONSTRUCT_TOOL_APPROVAL=RULES, CONSTRUCT_SOCKET_RATE="off",
                             CONSTRUCT_MESSAGE_RATE="off", **extra),
-            log_path=tmp_path / "daphne.log",
+            log_path=tmp_path / "daphne.log", run_migrate=False,
         )
         try:
             server.start()

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.e2e.conftest import MockLLMProcess, gateway_env, pair
-from tests.support.daphne import DaphneServer, fresh_database_url
+from tests.support.daphne import DaphneServer, migrated_database_url
 from tests.support.services import require_postgres, require_redis
 
 TERMINAL = ("done", "error", "stopped")
@@ -44,16 +44,16 @@ def cluster_env(mock, database_url, redis_url, **extra):
 
 @contextlib.contextmanager
 def pair_of_servers(tmp_path, **extra_env):
-    """Two daphne processes on one fresh PostgreSQL database and the run's Redis."""
+    """Two daphne processes on one fresh (migrated) PostgreSQL database and the run's Redis."""
     redis_url = require_redis()
     base_url = require_postgres()
     with contextlib.ExitStack() as stack:
-        database_url = stack.enter_context(fresh_database_url(tmp_path, base_url=base_url))
+        database_url = stack.enter_context(migrated_database_url(tmp_path, base_url=base_url))
         mock = MockLLMProcess()
         stack.callback(mock.process.stdout.close)
         stack.callback(mock.stop)
         env = cluster_env(mock, database_url, redis_url, **extra_env)
-        a = DaphneServer(env=env, log_path=tmp_path / "daphne-a.log")
+        a = DaphneServer(env=env, run_migrate=False, log_path=tmp_path / "daphne-a.log")
         stack.callback(a.kill)
         a.start()
         b = DaphneServer(env=env, run_migrate=False, log_path=tmp_path / "daphne-b.log")

@@ -6,11 +6,14 @@ Redis layer). ``DaphneServer`` runs ``python -m daphne`` exactly as the
 README does, on a free port, against a database of its own.
 """
 
+import atexit
 import contextlib
 import http.client
 import os
 import secrets
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -63,7 +66,7 @@ class DaphneServer:
     """
 
     def __init__(self, *, env=None, app=DEFAULT_APP, port=None, run_migrate=True,
-                 startup_timeout=30.0, log_path=None, extra_args=(), command=None):
+                 startup_timeout=60.0, log_path=None, extra_args=(), command=None):
         self.env = dict(env or {})
         self.app = app
         self.port = port or free_port()
@@ -205,6 +208,79 @@ def fresh_database_url(tmp_path, base_url=None):
     try:
         parts = urlsplit(base_url)
         yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# --- migrated databases ------------------------------------------------------
+#
+# Migrating costs a Django start and every migration (seconds of CPU); most
+# end-to-end tests need only an empty, migrated database. Each test process
+# migrates one template per kind of database, once, and gives each test a copy.
+
+_templates = {}
+
+
+def _sqlite_template():
+    if "sqlite" not in _templates:
+        folder = tempfile.mkdtemp(prefix="construct-template-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = Path(folder) / "template.sqlite3"
+        migrate({"DATABASE_URL": f"sqlite:///{path}"})
+        _templates["sqlite"] = path
+    return _templates["sqlite"]
+
+
+def _postgres_template(base_url):
+    import psycopg
+    from psycopg import sql
+
+    if base_url not in _templates:
+        name = f"construct_e2e_template_{secrets.token_hex(6)}"
+        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+        def drop():
+            with contextlib.suppress(Exception):
+                with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                                 .format(sql.Identifier(name)))
+
+        atexit.register(drop)
+        migrate({"DATABASE_URL": urlunsplit(urlsplit(base_url)._replace(path=f"/{name}"))})
+        _templates[base_url] = name
+    return _templates[base_url]
+
+
+@contextlib.contextmanager
+def migrated_database_url(tmp_path, base_url=None):
+    """Like ``fresh_database_url``, but the database is already migrated.
+
+    A copy of this process's template: SQLite's by the backup API, PostgreSQL's
+    by ``CREATE DATABASE ... TEMPLATE``. Dropped (or left in ``tmp_path``) at exit.
+    """
+    base_url = base_url if base_url is not None else os.environ.get("DATABASE_URL", "")
+    if not _is_postgres(base_url):
+        path = Path(tmp_path) / f"e2e-{secrets.token_hex(4)}.sqlite3"
+        with contextlib.closing(sqlite3.connect(_sqlite_template())) as source, \
+                contextlib.closing(sqlite3.connect(path)) as target:
+            source.backup(target)
+        yield f"sqlite:///{path}"
+        return
+
+    import psycopg
+    from psycopg import sql
+
+    template = _postgres_template(base_url)
+    name = f"construct_e2e_{secrets.token_hex(6)}"
+    with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield urlunsplit(urlsplit(base_url)._replace(path=f"/{name}"))
     finally:
         with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(
