@@ -17,7 +17,7 @@ def saved(session_id="s1"):
     return list(Message.objects.filter(session_id=session_id).order_by("seq").values_list("role", "content", "data"))
 
 
-def assistant_texts(body, provider):
+def assistant_texts(body):
     """The text of each assistant message of a request, in either wire format."""
     texts = []
     for message in body["messages"]:
@@ -46,7 +46,7 @@ async def test_a_reply_cut_off_by_a_provider_error_is_sent_back_marked(provider,
     await send(comm, type="message", content="go on")
     assert (await frames_until(comm))[-1]["type"] == "done"
     body = model_requests(mock_llm, provider)[-1]
-    assert assistant_texts(body, provider) == ["tok1 tok2 tok3 tok4 " + CUT_OFF_MARK]
+    assert assistant_texts(body) == ["tok1 tok2 tok3 tok4 " + CUT_OFF_MARK]
     await comm.disconnect()
 
 
@@ -63,7 +63,7 @@ async def test_a_stopped_reply_is_sent_back_marked(provider, token, mock_llm):
     await send(comm, type="message", content="go on")
     assert (await frames_until(comm))[-1]["type"] == "done"
     body = model_requests(mock_llm, provider)[-1]
-    assert assistant_texts(body, provider) == [streamed + CUT_OFF_MARK]
+    assert assistant_texts(body) == [streamed + CUT_OFF_MARK]
     await comm.disconnect()
 
 
