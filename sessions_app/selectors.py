@@ -46,18 +46,29 @@ def estimate_tokens(message: dict) -> int:
 def message_to_neutral(role: str, content: str, data: dict) -> dict:
     """A stored message in the providers' neutral shape (see chat/agent/providers/base.py)."""
     if role == Message.Role.TOOL:
-        return {
+        message = {
             "role": "tool",
             "tool_call_id": data.get("tool_call_id", ""),
             "name": data.get("name", ""),
             "content": content,
         }
+        if data.get("is_error"):
+            message["is_error"] = True
+        return message
     message = {"role": role, "content": content}
     if role == Message.Role.USER and data.get("attachments"):
         # References only: the turn reads the files (chat/turns/attachments.py).
         message["attachments"] = data["attachments"]
-    if role == Message.Role.ASSISTANT and data.get("tool_calls"):
-        message["tool_calls"] = data["tool_calls"]
+    if role == Message.Role.ASSISTANT:
+        if data.get("tool_calls"):
+            message["tool_calls"] = data["tool_calls"]
+        if data.get("thinking_blocks") and data.get("provider"):
+            # The provider's own blocks, for that provider only (its converter checks `provider`).
+            message["thinking_blocks"] = data["thinking_blocks"]
+            message["provider"] = data["provider"]
+        if data.get("stopped") or data.get("error"):
+            # Saved when a stop or an error cut it off (chat/turns/run.py, _save_partial).
+            message["incomplete"] = True
     return message
 
 
@@ -137,7 +148,7 @@ def pair_tool_results(messages: list[dict], open_tail: bool = False) -> list[dic
     def fill_in():
         for call_id, name in unanswered.items():
             paired.append({"role": "tool", "tool_call_id": call_id, "name": name,
-                           "content": UNANSWERED_TOOL_CALL})
+                           "content": UNANSWERED_TOOL_CALL, "is_error": True})
         unanswered.clear()
 
     for message in messages:

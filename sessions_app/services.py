@@ -34,12 +34,19 @@ def _data_scrub(data):
     A tool call's `arguments` is the provider's JSON text, where a key may hide
     behind escapes (`\\u002d` for `-`); it is decoded and checked too.
     """
+    original = data
     data = scrub_value(data)
     calls = data.get("tool_calls") if isinstance(data, dict) else None
     if isinstance(calls, list):
         scrubbed = [_arguments_scrub(call) for call in calls]
         if any(new is not old for new, old in zip(scrubbed, calls)):
             data = {**data, "tool_calls": scrubbed}
+    blocks = data.get("thinking_blocks") if isinstance(data, dict) else None
+    if isinstance(blocks, list) and blocks != original.get("thinking_blocks"):
+        # A provider's signed block that scrubbing changed would be refused when sent
+        # back: only the blocks scrubbing left whole are kept.
+        whole = [clean for clean, raw in zip(blocks, original["thinking_blocks"]) if clean == raw]
+        data = {**data, "thinking_blocks": whole}
     return data
 
 

@@ -1,7 +1,7 @@
 """Everything that happens in a turn, one type per happening, from the provider to the caller.
 
-A provider yields `Chunk`, `Thinking`, `ToolCallRequest`, `UsageInfo` and
-`Finish`; the agent loop passes the first three kinds of the stream on as they
+A provider yields `Chunk`, `Thinking`, `ProviderBlocks`, `ToolCallRequest`,
+`UsageInfo` and `Finish`; the agent loop passes the first three kinds of the stream on as they
 are (the same objects, not copies) and adds `ToolCall`, `ToolResult`,
 `OperatorStatus` and `Record`. A streamed delta is one `Chunk` from the
 provider's SSE parser to the turn that frames it for the sockets.
@@ -22,6 +22,20 @@ class Thinking:
     """A piece of the model's reasoning."""
 
     text: str
+
+
+@dataclass(slots=True)
+class ProviderBlocks:
+    """Blocks of a reply that only its provider reads, to be sent back to it unchanged.
+
+    Anthropic's thinking blocks with their signatures (`{"type": "thinking",
+    "thinking", "signature"}`, `{"type": "redacted_thinking", "data"}`), in the
+    order they came. Sent once a call's stream is whole, before its tool calls;
+    the agent keeps them on the assistant message (`thinking_blocks`, `provider`).
+    """
+
+    provider: str
+    blocks: list[dict]
 
 
 @dataclass(slots=True)
@@ -96,5 +110,5 @@ class Record:
 
 
 # What a provider's stream yields, and what the agent's run yields.
-StreamEvent = Chunk | Thinking | ToolCallRequest | UsageInfo | Finish
+StreamEvent = Chunk | Thinking | ProviderBlocks | ToolCallRequest | UsageInfo | Finish
 TurnEvent = Chunk | Thinking | ToolCall | ToolResult | OperatorStatus | UsageInfo | Record

@@ -14,8 +14,8 @@ from construct_core.errors import AgentError
 from typing import Awaitable, Callable
 
 from chat.agent.events import (
-    Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolCallRequest, ToolResult, TurnEvent, UsageInfo,
-    Verdict,
+    Chunk, OperatorStatus, ProviderBlocks, Record, Thinking, ToolCall, ToolCallRequest, ToolResult, TurnEvent,
+    UsageInfo, Verdict,
 )
 from chat.agent.tools.base import ToolContext, ToolRegistry
 
@@ -67,8 +67,10 @@ class Agent:
         self.system_prompt = system_prompt
 
     async def run(self, history: list[dict], ctx: ToolContext | None = None,
-                  gate: Gate | None = None) -> AsyncIterator[TurnEvent]:
+                  gate: Gate | None = None, *, reasoning: str = "off") -> AsyncIterator[TurnEvent]:
         """One turn from `history`; each tool call runs only once `gate(call)` says so (if given).
+
+        `reasoning` ("off", "low", "medium", "high") goes to every model call of the turn.
 
         A history that ends in tool calls without results (see
         `unanswered_calls`) is continued: those calls are answered first, then
@@ -88,7 +90,9 @@ class Agent:
             text: list[str] = []
             thinking: list[str] = []
             calls: list[ToolCallRequest] = []
-            async for event in self.provider.stream(messages, tools=specs):
+            blocks: list[dict] = []
+            provider = ""
+            async for event in self.provider.stream(messages, tools=specs, reasoning=reasoning):
                 kind = event.__class__
                 if kind is Chunk:
                     if event.text:
@@ -102,9 +106,16 @@ class Agent:
                     calls.append(event)
                 elif kind is UsageInfo:
                     yield event
+                elif kind is ProviderBlocks:
+                    blocks.extend(event.blocks)
+                    provider = event.provider
 
             assistant = {"role": "assistant", "content": "".join(text)}
             data = {"thinking": "".join(thinking)} if thinking else {}
+            if blocks:
+                # Kept for the provider that wrote them (the next call of this turn, and later turns).
+                assistant.update(thinking_blocks=blocks, provider=provider)
+                data.update(thinking_blocks=blocks, provider=provider)
             if not calls:
                 yield Record(assistant, data)
                 return
@@ -140,9 +151,10 @@ class Agent:
                     yield item
                 else:
                     output, is_error = item
+        result = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": output}
         if is_error:
             data["is_error"] = True
-        result = {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": output}
+            result["is_error"] = True
         messages.append(result)
         yield ToolResult(call.id, call.name, output, is_error)
         yield Record(result, data)

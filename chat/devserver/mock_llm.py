@@ -25,6 +25,17 @@ message (see `parse_script`):
     [[reset_after=N]]   stream N chunks, then drop the connection
     [[malformed]]       send one data line that is not JSON mid-stream
     [[hang]]            send one chunk, then go quiet until the client leaves
+    [[redacted_think]]  (Anthropic) start the reply with a redacted_thinking block
+    [[replay=NAME]]     (Anthropic) stream one of the documented "Streaming Messages"
+                        event sequences as it is (`REPLAYS`: text, thinking_tool,
+                        error); later rounds, after tool results, answer as usual
+
+The Anthropic side checks requests as the real API does and answers 400 for a
+message or block with keys the API does not take, a thinking block without its
+signature or whose text or signature is not exactly what this server issued, a
+redacted_thinking block it did not issue, and, with `thinking` enabled, a tool
+loop whose last assistant message does not start with its thinking block. A
+request with `thinking` enabled is answered with thinking first.
 
 The default reply is "Echo: <the user text without directives>", word by word.
 `GET /_mock/requests` lists the last request bodies (each with `_path`,
@@ -37,13 +48,15 @@ tens of thousands of chunks through this one process.
 """
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
 import re
+import secrets
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -55,6 +68,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "mock-llm"
 HANG_SECONDS = 3600.0
 REQUEST_LOG_SIZE = 50
+ISSUED_SIZE = 10000  # thinking signatures remembered, to check them when they come back
 # Asks the SDKs to retry a failure after 10 ms instead of their default back-off,
 # which keeps retry tests fast; real providers send the same header family.
 RETRY_AFTER_MS = "10"
@@ -65,7 +79,9 @@ _dumps = json.dumps
 # --- Directives -----------------------------------------------------------------
 
 _NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after)=(\d+)\]\]")
-_FLAG_DIRECTIVE = re.compile(r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang)\]\]")
+_FLAG_DIRECTIVE = re.compile(
+    r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|redacted_think)\]\]")
+_REPLAY_DIRECTIVE = re.compile(r"\[\[replay=([a-z_]+)\]\]")
 _TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*")
 # Splits text into word-sized pieces whose concatenation is the text itself.
 _PIECES = re.compile(r"\s+|\S+\s*")
@@ -86,6 +102,8 @@ class Script:
     echo_key: bool = False
     malformed: bool = False
     hang: bool = False
+    redacted_think: bool = False
+    replay: str | None = None
     fail: int | None = None
     fail_once: int | None = None
     reset_after: int | None = None
@@ -122,7 +140,9 @@ def parse_script(raw):
             setattr(script, name, number)
     for name in _FLAG_DIRECTIVE.findall(text):
         setattr(script, name, True)
-    text = _FLAG_DIRECTIVE.sub("", _NUMBER_DIRECTIVE.sub("", text))
+    for name in _REPLAY_DIRECTIVE.findall(text):
+        script.replay = name
+    text = _REPLAY_DIRECTIVE.sub("", _FLAG_DIRECTIVE.sub("", _NUMBER_DIRECTIVE.sub("", text)))
     script.text = " ".join(text.split())
     return script
 
@@ -193,6 +213,8 @@ class Plan:
     tool_args: str = ""
     tool_pieces: list[str] = field(default_factory=list)
     prompt_tokens: int = 1
+    signature: str = ""  # the thinking's signature (Anthropic), issued by _State.sign
+    redacted: str = ""  # a redacted_thinking block's data (Anthropic), issued by _State.redact
 
     @property
     def piece_count(self):
@@ -447,13 +469,16 @@ def _anthropic_frames(script, plan, model):
     yield _event(b"message_start", _dumps({"type": "message_start", "message": message}, separators=(",", ":")))
     yield _event(b"ping", '{"type":"ping"}')
     index = 0
+    if plan.redacted:
+        yield _block_start(index, '{"type":"redacted_thinking","data":%s}' % _dumps(plan.redacted))
+        yield _block_stop(index)
+        index += 1
     if plan.thinking:
         yield _block_start(index, '{"type":"thinking","thinking":"","signature":""}')
         for piece in plan.thinking:
             yield from controls.before()
             yield _block_delta(index, '{"type":"thinking_delta","thinking":%s}' % _dumps(piece))
-        signature = hashlib.sha256("".join(plan.thinking).encode()).hexdigest()
-        yield _block_delta(index, '{"type":"signature_delta","signature":"%s"}' % signature)
+        yield _block_delta(index, '{"type":"signature_delta","signature":%s}' % _dumps(plan.signature))
         yield _block_stop(index)
         index += 1
     if plan.tool_name is not None:
@@ -495,9 +520,10 @@ def _block_stop(index):
 def _anthropic_message(plan, model):
     """The whole reply as a non-streaming Messages API object."""
     content = []
+    if plan.redacted:
+        content.append({"type": "redacted_thinking", "data": plan.redacted})
     if plan.thinking:
-        signature = hashlib.sha256("".join(plan.thinking).encode()).hexdigest()
-        content.append({"type": "thinking", "thinking": "".join(plan.thinking), "signature": signature})
+        content.append({"type": "thinking", "thinking": "".join(plan.thinking), "signature": plan.signature})
     if plan.tool_name is not None:
         tool_input = json.loads(plan.tool_args)
         content.append({"type": "tool_use", "id": plan.tool_id, "name": plan.tool_name, "input": tool_input})
@@ -533,6 +559,171 @@ def _anthropic_error(status, key):
     return JSONResponse(body, status_code=status, headers={"retry-after-ms": RETRY_AFTER_MS})
 
 
+# --- Anthropic's documented event sequences, replayed as they are ----------------------
+#
+# The shapes of the "Streaming Messages" documentation's examples: a text reply
+# with its `ping`; extended thinking (`thinking_delta`s, then one
+# `signature_delta`) followed by text and a tool_use built from
+# `input_json_delta` fragments; and an `error` event in the middle of a reply.
+
+REPLAY_THINKING = (
+    "The user wants the weather in San Francisco. ",
+    "I should call get_weather with the location.",
+)
+REPLAY_SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds" + "Mock" * 8
+REPLAY_TOOL_ID = "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
+REPLAY_TOOL_JSON = ("", '{"location":', ' "San Fra', 'ncisco, CA"', ', "unit": "fah', 'renheit"}')
+
+
+def _replay_start(model, usage):
+    message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant", "content": [],
+               "model": model, "stop_reason": None, "stop_sequence": None}
+    if usage is not None:
+        message["usage"] = usage
+    return ("message_start", {"type": "message_start", "message": message})
+
+
+def _replay_block(index, block, deltas):
+    yield ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+    for delta in deltas:
+        yield ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+    yield ("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def _replay_text(model):
+    yield _replay_start(model, {"input_tokens": 25, "output_tokens": 1})
+    yield ("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}})
+    yield ("ping", {"type": "ping"})
+    for text in ("Hello", "!"):
+        yield ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                       "delta": {"type": "text_delta", "text": text}})
+    yield ("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                             "usage": {"output_tokens": 15}})
+    yield ("message_stop", {"type": "message_stop"})
+
+
+def _replay_thinking_tool(model):
+    yield _replay_start(model, {"input_tokens": 472, "output_tokens": 2})
+    thinking = [{"type": "thinking_delta", "thinking": piece} for piece in REPLAY_THINKING]
+    thinking.append({"type": "signature_delta", "signature": REPLAY_SIGNATURE})
+    yield from _replay_block(0, {"type": "thinking", "thinking": ""}, thinking)
+    yield ("ping", {"type": "ping"})
+    text = [{"type": "text_delta", "text": piece} for piece in ("Okay, let's check ", "the weather for San Francisco, CA:")]
+    yield from _replay_block(1, {"type": "text", "text": ""}, text)
+    tool = [{"type": "input_json_delta", "partial_json": piece} for piece in REPLAY_TOOL_JSON]
+    yield from _replay_block(2, {"type": "tool_use", "id": REPLAY_TOOL_ID, "name": "get_weather", "input": {}}, tool)
+    yield ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                             "usage": {"output_tokens": 89}})
+    yield ("message_stop", {"type": "message_stop"})
+
+
+def _replay_error(model):
+    yield _replay_start(model, {"input_tokens": 25, "output_tokens": 1})
+    yield ("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}})
+    yield ("ping", {"type": "ping"})
+    yield ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                   "delta": {"type": "text_delta", "text": "Hello"}})
+    yield ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+
+
+REPLAYS = {"text": _replay_text, "thinking_tool": _replay_thinking_tool, "error": _replay_error}
+
+
+def _replay_frames(name, model):
+    for event, payload in REPLAYS[name](model):
+        yield _event(event.encode(), _dumps(payload))
+
+
+# --- Anthropic's request checks ------------------------------------------------------------
+
+# The keys each content block may have (the API refuses any other: "Extra inputs are not permitted").
+_BLOCK_KEYS = {
+    "text": {"type", "text", "cache_control", "citations"},
+    "image": {"type", "source", "cache_control"},
+    "document": {"type", "source", "title", "context", "citations", "cache_control"},
+    "tool_use": {"type", "id", "name", "input", "cache_control"},
+    "tool_result": {"type", "tool_use_id", "content", "is_error", "cache_control"},
+    "thinking": {"type", "thinking", "signature"},
+    "redacted_thinking": {"type", "data"},
+}
+_BLOCK_REQUIRED = {
+    "text": ("text",),
+    "image": ("source",),
+    "tool_use": ("id", "name", "input"),
+    "tool_result": ("tool_use_id",),
+    "thinking": ("thinking", "signature"),
+    "redacted_thinking": ("data",),
+}
+_THINKING_FIRST = (
+    "messages.%d.content.0.type: Expected `thinking` or `redacted_thinking`, but found `%s`. When `thinking` "
+    "is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of "
+    "`tool_use` and `tool_result` blocks). We recommend you include thinking blocks from previous turns. To "
+    "avoid this requirement, disable `thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+def _anthropic_problem(body, state):
+    """What the real API would refuse in this request (its 400 message), or None."""
+    messages = body["messages"]
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] <= budget:
+            return "`max_tokens` must be greater than `thinking.budget_tokens`."
+        if "temperature" in body and body["temperature"] != 1:
+            return "`temperature` may only be set to 1 when thinking is enabled."
+        if "top_k" in body:
+            return "`top_k` must be unset when thinking is enabled."
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"messages.{i}: Input should be a valid dictionary"
+        for key in set(message) - {"role", "content"}:
+            return f"messages.{i}.{key}: Extra inputs are not permitted"
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        content = message.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            return f"messages.{i}.content: Input should be a valid string or list"
+        for j, block in enumerate(content):
+            where = f"messages.{i}.content.{j}"
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in _BLOCK_KEYS:
+                return f"{where}: Input tag {kind!r} found using 'type' does not match any of the expected tags"
+            for key in set(block) - _BLOCK_KEYS[kind]:
+                return f"{where}.{kind}.{key}: Extra inputs are not permitted"
+            for key in _BLOCK_REQUIRED.get(kind, ()):
+                if key not in block:
+                    return f"{where}.{kind}.{key}: Field required"
+            if kind == "thinking" and state.signatures.get(block["signature"]) != block["thinking"]:
+                return f"{where}: Invalid `signature` in `thinking` block"
+            if kind == "redacted_thinking" and block["data"] not in state.redacted:
+                return f"{where}: Invalid `data` in `redacted_thinking` block"
+    if thinking.get("type") == "enabled" and messages and _anthropic_tool_results(messages[-1]):
+        # A tool loop is under way: its last assistant message must start with its thinking.
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is not None:
+            content = messages[last]["content"]
+            first = "text" if isinstance(content, str) else (content[0].get("type") if content else "nothing")
+            if first not in ("thinking", "redacted_thinking"):
+                return _THINKING_FIRST % (last, first)
+    return None
+
+
+def _anthropic_invalid(message):
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": message},
+            "request_id": "req_mock"}
+    return JSONResponse(body, status_code=400)
+
+
 # --- The app ------------------------------------------------------------------------------
 
 
@@ -542,6 +733,24 @@ class _State:
     def __init__(self):
         self.requests = deque(maxlen=REQUEST_LOG_SIZE)
         self.failed_once = set()
+        # Thinking signatures and redacted-thinking data issued (kept across a log clear:
+        # a conversation may go on after it), so what comes back can be checked.
+        self.signatures = OrderedDict({REPLAY_SIGNATURE: "".join(REPLAY_THINKING)})
+        self.redacted = OrderedDict()
+
+    def sign(self, thinking):
+        """A new signature for this thinking text, as the real API issues one per block."""
+        signature = base64.b64encode(b"\x12" + secrets.token_bytes(47)).decode()
+        self.signatures[signature] = thinking
+        _trim(self.signatures)
+        return signature
+
+    def redact(self):
+        """New opaque data for a redacted_thinking block."""
+        data = base64.b64encode(b"\x12" + secrets.token_bytes(95)).decode()
+        self.redacted[data] = True
+        _trim(self.redacted)
+        return data
 
     async def record(self, request):
         body_bytes = await request.body()
@@ -567,6 +776,11 @@ class _State:
                 self.failed_once.add(digest)
                 return script.fail_once
         return None
+
+
+def _trim(issued):
+    while len(issued) > ISSUED_SIZE:
+        issued.popitem(last=False)
 
 
 def _bearer_key(request):
@@ -617,10 +831,23 @@ def create_app():
         failure = state.should_fail(script, body_bytes)
         if failure:
             return _anthropic_error(failure, script.key)
+        problem = _anthropic_problem(body, state)
+        if problem:
+            return _anthropic_invalid(problem)
         if script.echo_key:
             script.text = script.key
-        plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "toolu_")
         model = body.get("model") or DEFAULT_MODEL
+        if script.replay and not results and body.get("stream"):
+            if script.replay not in REPLAYS:
+                return _anthropic_invalid(f"mock: no replay {script.replay!r}; one of {', '.join(REPLAYS)}")
+            return _SSEStream(_replay_frames(script.replay, model), script.delay, entry)
+        # With thinking enabled, the real model thinks before each answer.
+        script.think = script.think or (body.get("thinking") or {}).get("type") == "enabled"
+        plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "toolu_")
+        if plan.thinking:
+            plan.signature = state.sign("".join(plan.thinking))
+        if script.redacted_think:
+            plan.redacted = state.redact()
         if not body.get("stream"):
             return JSONResponse(_anthropic_message(plan, model))
         return _SSEStream(_anthropic_frames(script, plan, model), script.delay, entry)

@@ -98,7 +98,8 @@ def test_unanswered_calls_get_a_result_and_stray_results_go():
     ]
     assert pair_tool_results(messages) == [
         messages[0], messages[1], messages[2],
-        {"role": "tool", "tool_call_id": "b", "name": "file_read", "content": UNANSWERED_TOOL_CALL},
+        {"role": "tool", "tool_call_id": "b", "name": "file_read", "content": UNANSWERED_TOOL_CALL,
+         "is_error": True},
         messages[4],
     ]
 

@@ -28,8 +28,8 @@ class ScriptedModel:
     def enqueue(self, *events):
         self.replies.append(list(events))
 
-    async def stream(self, messages, *, tools=None):
-        self.calls.append({"messages": [dict(m) for m in messages], "tools": tools})
+    async def stream(self, messages, *, tools=None, reasoning="off"):
+        self.calls.append({"messages": [dict(m) for m in messages], "tools": tools, "reasoning": reasoning})
         for event in self.replies.pop(0):
             await asyncio.sleep(0)
             yield event
@@ -148,3 +148,16 @@ async def test_cancelling_a_turn_cancels_the_running_tool():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cancelled.is_set()
+
+
+async def test_reasoning_reaches_every_model_call_of_the_turn_and_defaults_to_off():
+    model = ScriptedModel()
+    model.enqueue(ToolCallRequest("c1", "echo", '{"text": "a"}'))
+    model.enqueue(TextDelta("done"))
+    agent = Agent(model, ToolRegistry([echo_tool()]))
+    [event async for event in agent.run([{"role": "user", "content": "go"}], reasoning="high")]
+    assert [call["reasoning"] for call in model.calls] == ["high", "high"]
+
+    model.enqueue(TextDelta("plain"))
+    await collect(agent, [{"role": "user", "content": "go"}])
+    assert model.calls[-1]["reasoning"] == "off"

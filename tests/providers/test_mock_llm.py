@@ -140,3 +140,58 @@ def test_fail_once_fails_only_the_first_time(clean_mock_llm, code):
     second = httpx.post(clean_mock_llm.openai_url + "/chat/completions", json=payload)
     assert (first.status_code, second.status_code) == (code, 200)
     assert first.headers["retry-after-ms"]
+
+
+def anthropic_post(mock, messages, **body):
+    payload = {"model": "m", "max_tokens": 50, "messages": messages, **body}
+    return httpx.post(mock.anthropic_url + "/v1/messages", json=payload)
+
+
+@pytest.mark.parametrize(("name", "events"), [
+    ("text", ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
+              "content_block_stop", "message_delta", "message_stop"]),
+    ("thinking_tool", ["message_start", "content_block_start", "content_block_delta", "content_block_delta",
+                       "content_block_delta", "content_block_stop", "ping", "content_block_start",
+                       "content_block_delta", "content_block_delta", "content_block_stop", "content_block_start"]
+     + ["content_block_delta"] * 6 + ["content_block_stop", "message_delta", "message_stop"]),
+    ("error", ["message_start", "content_block_start", "ping", "content_block_delta", "error"]),
+])
+def test_anthropic_replays_the_documented_sequences(mock_llm, name, events):
+    response = anthropic_post(mock_llm, [{"role": "user", "content": f"[[replay={name}]]"}], stream=True)
+    assert re.findall(r"^event: (\w+)$", response.text, re.M) == events
+    data = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    assert [d["type"] for d in data] == events
+    if name == "thinking_tool":
+        deltas = [d["delta"]["type"] for d in data if d["type"] == "content_block_delta"]
+        assert deltas[:3] == ["thinking_delta", "thinking_delta", "signature_delta"]
+        assert set(deltas[5:]) == {"input_json_delta"}
+
+
+@pytest.mark.parametrize(("messages", "body", "message"), [
+    ([{"role": "user", "content": "hi", "reasoning_content": "x"}], {},
+     "messages.0.reasoning_content: Extra inputs are not permitted"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "t"}]}], {}, "messages.1.content.0.thinking.signature: Field required"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "t", "signature": "made-up"}]}], {},
+     "messages.1.content.0: Invalid `signature` in `thinking` block"),
+    ([{"role": "user", "content": "hi"}], {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+     "`max_tokens` must be greater than `thinking.budget_tokens`."),
+    ([{"role": "user", "content": "hi"}],
+     {"max_tokens": 5000, "temperature": 0.5, "thinking": {"type": "enabled", "budget_tokens": 2048}},
+     "`temperature` may only be set to 1 when thinking is enabled."),
+])
+def test_anthropic_requests_the_real_api_refuses_get_400(mock_llm, messages, body, message):
+    response = anthropic_post(mock_llm, messages, **body)
+    assert response.status_code == 400
+    assert response.json()["error"] == {"type": "invalid_request_error", "message": message}
+
+
+def test_anthropic_thinking_enabled_makes_the_mock_think_with_a_signature_it_accepts_back(mock_llm):
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    first = anthropic_post(mock_llm, [{"role": "user", "content": "hi"}], max_tokens=2000, thinking=thinking).json()
+    block, text = first["content"]
+    assert block["type"] == "thinking" and block["signature"] and text["type"] == "text"
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": first["content"]},
+               {"role": "user", "content": "again"}]
+    assert anthropic_post(mock_llm, history, max_tokens=2000, thinking=thinking).status_code == 200

@@ -170,3 +170,20 @@ def test_a_forwarded_client_is_scrubbed_before_it_is_cut(settings):
     client = client_address(remote_addr="10.0.0.1", forwarded_for=hop)
 
     assert client == ("h" * (MAX_CLIENT_CHARS - 10) + REDACTED)[:MAX_CLIENT_CHARS]
+
+
+def test_a_thinking_block_that_held_a_key_is_not_kept_and_the_others_are_unchanged():
+    make_session(session_id="s")
+    clean = {"type": "thinking", "thinking": "plain reasoning", "signature": "sig-1"}
+    leaking = {"type": "thinking", "thinking": f"the key {KEY}", "signature": "sig-2"}
+    redacted = {"type": "redacted_thinking", "data": "opaque-data"}
+    data = {"thinking": f"plain reasoning the key {KEY}", "thinking_blocks": [clean, leaking, redacted],
+            "provider": "anthropic"}
+
+    message = services.message_append(session_id="s", role="assistant", content="ok", data=data)
+
+    row = Message.objects.get(pk=message.pk)
+    # Scrubbed, its signature would no longer match: it could never be sent back.
+    assert row.data["thinking_blocks"] == [clean, redacted]
+    assert row.data["thinking"] == f"plain reasoning the key {REDACTED}"
+    assert KEY not in stored(Message)

@@ -15,7 +15,8 @@ import httpx2
 
 from construct_core.errors import ProviderError
 from construct_core.redaction import register_secret
-from chat.agent.events import Chunk, Finish, Thinking, ToolCallRequest, UsageInfo
+from chat.agent.events import Chunk, Finish, ProviderBlocks, Thinking, ToolCallRequest, UsageInfo
+from chat.agent.providers.base import assistant_text, reasoning_check
 from chat.agent.providers.failures import body_message, failure, sdk_errors
 from chat.agent.providers.sse import sse_data
 
@@ -26,8 +27,17 @@ LABEL = "Anthropic"
 PLACEHOLDER_KEY = "no-key-needed"
 CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_TOKENS = 4096
-# Optional request settings an operator may pass through `ProviderConfig.extra`.
-PASSTHROUGH = ("temperature", "top_p", "top_k", "thinking", "extra_body")
+# Optional request settings an operator may pass through `ProviderConfig.extra`. The
+# sampling ones go in the body as they are: the SDK's create() has no argument for them.
+PASSTHROUGH = ("thinking", "extra_body")
+SAMPLING = ("temperature", "top_p", "top_k")
+# Extended thinking's token budget per reasoning level; max_tokens is raised by as much.
+THINKING_BUDGET_LOW = 2048
+THINKING_BUDGET_MEDIUM = 8192
+THINKING_BUDGET_HIGH = 24576
+THINKING_BUDGETS = {"low": THINKING_BUDGET_LOW, "medium": THINKING_BUDGET_MEDIUM, "high": THINKING_BUDGET_HIGH}
+# Settings the API refuses while the model thinks.
+NOT_WITH_THINKING = ("temperature", "top_k")
 # Anthropic's stop reasons in the neutral (OpenAI) words the agent knows.
 STOP_REASONS = {
     "end_turn": "stop",
@@ -60,9 +70,10 @@ class AnthropicProvider:
     async def aclose(self):
         await self._client.close()
 
-    async def stream(self, messages, *, tools=None):
-        """Stream one reply as Chunk / Thinking events, then the assembled
-        ToolCallRequests, the UsageInfo and Finish."""
+    async def stream(self, messages, *, tools=None, reasoning="off"):
+        """Stream one reply as Chunk / Thinking events, then its ProviderBlocks (if it
+        thought), the assembled ToolCallRequests, the UsageInfo and Finish."""
+        budget = THINKING_BUDGETS.get(reasoning_check(reasoning))
         system, converted = to_anthropic_messages(messages)
         params = {"model": self.model, "max_tokens": self._max_tokens, "messages": converted, "stream": True}
         if system:
@@ -72,6 +83,16 @@ class AnthropicProvider:
         for key in PASSTHROUGH:
             if key in self._extra:
                 params[key] = self._extra[key]
+        body = {key: self._extra[key] for key in SAMPLING if key in self._extra}
+        body.update(params.pop("extra_body", None) or {})
+        if budget:
+            params["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            params["max_tokens"] = self._max_tokens + budget  # must be above the budget
+        if (params.get("thinking") or {}).get("type") == "enabled":
+            for key in NOT_WITH_THINKING:
+                body.pop(key, None)
+        if body:
+            params["extra_body"] = body
         with sdk_errors(LABEL, anthropic, detail=_status_detail):
             # Leaving this block, also by the consumer's aclose(), closes the response.
             async with self._client.messages.with_streaming_response.create(**params) as response:
@@ -96,11 +117,14 @@ class AnthropicProvider:
 
 
 class _Reply:
-    """What a Messages stream says that only counts once whole: tool calls, usage, stop reason."""
+    """What a Messages stream says that only counts once whole: thinking blocks,
+    tool calls, usage, stop reason."""
 
     def __init__(self):
         self.open_tools = {}
         self.tools = []
+        self.open_thinking = {}
+        self.thinking_blocks = []
         self.input_tokens = 0
         self.output_tokens = 0
         self.stop_reason = None
@@ -115,8 +139,12 @@ class _Reply:
             if delta_kind == "text_delta":
                 return Chunk(delta["text"])
             if delta_kind == "thinking_delta":
+                if event["index"] in self.open_thinking:
+                    self.open_thinking[event["index"]]["thinking"].append(delta["thinking"])
                 return Thinking(delta["thinking"])
-            if delta_kind == "input_json_delta" and event["index"] in self.open_tools:
+            if delta_kind == "signature_delta" and event["index"] in self.open_thinking:
+                self.open_thinking[event["index"]]["signature"].append(delta["signature"])
+            elif delta_kind == "input_json_delta" and event["index"] in self.open_tools:
                 self.open_tools[event["index"]]["json"].append(delta["partial_json"])
         elif kind == "content_block_start":
             block = event["content_block"]
@@ -127,9 +155,25 @@ class _Reply:
                     "input": block.get("input"),
                     "json": [],
                 }
+            elif block["type"] == "thinking":
+                self.open_thinking[event["index"]] = {
+                    "thinking": [block.get("thinking") or ""],
+                    "signature": [block.get("signature") or ""],
+                }
+            elif block["type"] == "redacted_thinking":
+                # Whole at its start: encrypted reasoning, sent back as it came.
+                self.thinking_blocks.append({"type": "redacted_thinking", "data": block["data"]})
         elif kind == "content_block_stop":
-            if event["index"] in self.open_tools:
-                self.tools.append(self.open_tools.pop(event["index"]))
+            index = event["index"]
+            if index in self.open_tools:
+                self.tools.append(self.open_tools.pop(index))
+            elif index in self.open_thinking:
+                block = self.open_thinking.pop(index)
+                self.thinking_blocks.append({
+                    "type": "thinking",
+                    "thinking": "".join(block["thinking"]),
+                    "signature": "".join(block["signature"]),
+                })
         elif kind == "message_start":
             self.input_tokens = _input_tokens(event["message"].get("usage") or {})
         elif kind == "message_delta":
@@ -150,7 +194,9 @@ class _Reply:
         return None
 
     def ending(self, model):
-        """The events that close a reply: each tool call whole, the usage, the finish."""
+        """The events that close a reply: its thinking blocks, each tool call whole, the usage, the finish."""
+        if self.thinking_blocks:
+            yield ProviderBlocks(AnthropicProvider.name, self.thinking_blocks)
         for call in self.tools:
             arguments = "".join(call["json"]) or (json.dumps(call["input"]) if call["input"] else "{}")
             call_id = call["id"] or "toolu_" + uuid.uuid4().hex[:24]
@@ -184,7 +230,9 @@ def to_anthropic_messages(messages):
 
     System messages go to `system`; assistant tool calls become tool_use blocks;
     tool results become tool_result blocks in a user message, consecutive
-    results sharing one message as the API expects.
+    results sharing one message as the API expects. An assistant message that
+    Anthropic wrote starts with its thinking blocks, unchanged, as the API
+    requires before a tool_use; another provider's blocks are dropped.
     """
     system = []
     converted = []
@@ -196,22 +244,47 @@ def to_anthropic_messages(messages):
                 system.append(content)
         elif role == "tool":
             block = {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content}
+            if message.get("is_error"):
+                block["is_error"] = True
             previous = converted[-1] if converted else None
             if previous and previous["role"] == "user" and _is_tool_results(previous["content"]):
                 previous["content"].append(block)
             else:
                 converted.append({"role": "user", "content": [block]})
         elif role == "assistant":
-            blocks = [{"type": "text", "text": content}] if content else []
+            text = assistant_text(message)
+            blocks = [{"type": "text", "text": text}] if text else []
             for call in message.get("tool_calls") or ():
                 blocks.append({"type": "tool_use", "id": call["id"], "name": call["name"], "input": _tool_input(call)})
             if blocks:  # the API refuses empty assistant turns (a stopped, silent reply)
-                converted.append({"role": "assistant", "content": blocks})
+                converted.append({"role": "assistant", "content": _thinking_blocks(message) + blocks})
         else:
             if isinstance(content, list):
                 content = [_anthropic_block(part) for part in content]
             converted.append({"role": "user", "content": content})
     return "\n\n".join(system), converted
+
+
+def _thinking_blocks(message):
+    """The thinking blocks to send before an assistant message's text, exactly as they came.
+
+    Only Anthropic's own, only of a whole reply, and only those the API takes
+    back: a thinking block without its signature is never sent.
+    """
+    if message.get("provider") != AnthropicProvider.name or message.get("incomplete"):
+        return []
+    kept = []
+    for block in message.get("thinking_blocks") or ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking" and _text(block.get("signature")) and isinstance(block.get("thinking"), str):
+            kept.append({"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]})
+        elif kind == "redacted_thinking" and _text(block.get("data")):
+            kept.append({"type": "redacted_thinking", "data": block["data"]})
+    return kept
+
+
+def _text(value):
+    return isinstance(value, str) and bool(value)
 
 
 def _anthropic_block(part):

@@ -16,6 +16,7 @@ import openai
 from construct_core.errors import ProviderError
 from construct_core.redaction import register_secret
 from chat.agent.events import Chunk, Finish, Thinking, ToolCallRequest, UsageInfo
+from chat.agent.providers.base import assistant_text, reasoning_check
 from chat.agent.providers.failures import body_message, failure, sdk_errors
 from chat.agent.providers.sse import sse_data
 
@@ -52,9 +53,13 @@ class OpenAICompatProvider:
     async def aclose(self):
         await self._client.close()
 
-    async def stream(self, messages, *, tools=None):
+    async def stream(self, messages, *, tools=None, reasoning="off"):
         """Stream one completion as Chunk / Thinking events, then the
-        assembled ToolCallRequests, the UsageInfo (when the server reports it) and Finish."""
+        assembled ToolCallRequests, the UsageInfo (when the server reports it) and Finish.
+
+        `reasoning` "low", "medium" or "high" is sent as `reasoning_effort`
+        (reasoning models take it; "off" sends nothing).
+        """
         # The history and the tool schemas are already plain JSON in the wire
         # format. Handed to the SDK as typed params, it walks them against its
         # TypedDicts: about 0.3 s of event-loop time on a full 128k context
@@ -69,6 +74,8 @@ class OpenAICompatProvider:
         for key in PASSTHROUGH:
             if key in self._extra:
                 params[key] = self._extra[key]
+        if reasoning_check(reasoning) != "off":
+            params["reasoning_effort"] = reasoning
         params["extra_body"] = {**(params.get("extra_body") or {}), **body}
         with sdk_errors(LABEL, openai):
             # Leaving this block, also by the consumer's aclose(), closes the response.
@@ -164,7 +171,11 @@ def _collect_tool_calls(calls, deltas):
 
 
 def to_openai_messages(messages):
-    """Convert neutral messages (see base.py) to Chat Completions messages."""
+    """Convert neutral messages (see base.py) to Chat Completions messages.
+
+    Only the keys Chat Completions knows go out: another provider's thinking
+    blocks and a tool result's error flag are dropped; a cut-off reply says so.
+    """
     converted = []
     for message in messages:
         role = message["role"]
@@ -176,7 +187,7 @@ def to_openai_messages(messages):
             converted.append(
                 {
                     "role": "assistant",
-                    "content": message.get("content") or None,
+                    "content": assistant_text(message) or None,
                     "tool_calls": [
                         {
                             "id": call["id"],
@@ -187,6 +198,8 @@ def to_openai_messages(messages):
                     ],
                 }
             )
+        elif role == "assistant":
+            converted.append({"role": "assistant", "content": assistant_text(message)})
         else:
             content = message.get("content") or ""
             if isinstance(content, list):
