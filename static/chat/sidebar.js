@@ -47,7 +47,9 @@ export class Sidebar {
     $("new-session").addEventListener("click", () => this.hooks.create());
     this.menuToggle.addEventListener("click", () => this.setOpen(!this.nav.classList.contains("open")));
     let searchTimer = null;
+    this.query = ""; // the words the list on screen answers
     this.search.addEventListener("input", () => {
+      this.loads += 1; // a list asked for before these words must not be drawn under them
       clearTimeout(searchTimer);
       searchTimer = setTimeout(() => this.load(), 250);
     });
@@ -78,14 +80,17 @@ export class Sidebar {
     this.sessions = [];
     this.next = null;
     this.search.value = "";
+    this.query = "";
     this.draw({ force: true });
   }
 
   async load() {
     const ticket = ++this.loads;
+    const query = this.search.value.trim();
     try {
-      const page = await api.sessions({ search: this.search.value.trim() });
+      const page = await api.sessions({ search: query });
       if (ticket !== this.loads) return; // a newer search answered first, or the list was cleared
+      this.query = query;
       this.sessions = page.results || [];
       this.next = page.next || null;
       this.draw();
@@ -125,7 +130,7 @@ export class Sidebar {
     if (this.editing && !force) return;
     this.editing = false;
     const currentId = this.hooks.current();
-    const searching = Boolean(this.search.value.trim());
+    const searching = Boolean(this.query);
     // Sessions opened and never used are not worth a line, except the open one.
     const shown = this.sessions.filter(
       (s) => searching || s.message_count > 0 || s.id === currentId || this.pending.has(s.id),

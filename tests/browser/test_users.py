@@ -131,7 +131,8 @@ def test_a_second_user_sees_none_of_the_first_users_sessions(chat_server, page, 
     bob_session = session_id_of(page)
     wait_for(lambda: _listed(page) == [bob_session])
     page.fill("#session-search", "secret")
-    wait_for(lambda: page.locator("#session-empty").inner_text() == "No session matches.")
+    empty = page.locator("#session-empty")
+    wait_for(lambda: empty.is_visible() and empty.inner_text() == "No session matches.")
     assert _listed(page) == []
     page.fill("#session-search", "")
     bob_token = _token(page)
