@@ -7,6 +7,7 @@ saves anything: the views hand checked data to services.
 from rest_framework import serializers
 
 from construct_core.approvals import json_storable
+from construct_core.model_choices import PROVIDERS, REASONING_LEVELS
 
 from sessions_app.models import ChatSession, ToolApproval
 
@@ -108,6 +109,25 @@ class ActiveBranchOutputSerializer(serializers.Serializer):
 class ExportInputSerializer(ScopeInputSerializer):
     format = serializers.ChoiceField(
         choices=[("md", "Markdown"), ("json", "JSON")], default="md", help_text="The file type"
+    )
+
+
+# --- models ------------------------------------------------------------------
+
+
+class ModelOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The model's name: what a message's `model` names")
+    label = serializers.CharField(help_text="The name people see")
+    provider = serializers.ChoiceField(choices=[(p, p) for p in PROVIDERS])
+    thinking = serializers.BooleanField(help_text="Whether the model may reason (the `reasoning` switch)")
+
+
+class ModelsOutputSerializer(serializers.Serializer):
+    models = ModelOutputSerializer(many=True)
+    default = serializers.CharField(help_text="The model of a session that chose none")
+    reasoning_default = serializers.ChoiceField(
+        choices=[(level, level) for level in REASONING_LEVELS],
+        help_text="The reasoning level of a message that names none (CONSTRUCT_REASONING_DEFAULT)",
     )
 
 
