@@ -9,6 +9,7 @@ from rest_framework import serializers
 from construct_core.approvals import json_storable
 from construct_core.model_choices import PROVIDERS, REASONING_LEVELS
 
+from sessions_app.catalogue import model_of_session
 from sessions_app.models import ChatSession, ToolApproval
 
 NAME_MAX_CHARS = ChatSession._meta.get_field("name").max_length
@@ -49,6 +50,10 @@ class SessionOutputSerializer(serializers.Serializer):
     last_activity = serializers.DateTimeField()
     turn_id = serializers.CharField(allow_null=True)
     cost_usd = serializers.FloatField(help_text="Summed cost of the session's provider calls, USD")
+    model = serializers.SerializerMethodField(help_text="The model of its next turn (GET /api/models/)")
+
+    def get_model(self, session) -> str:
+        return model_of_session(session.model).id
 
 
 class SessionRenameInputSerializer(serializers.Serializer):
