@@ -115,11 +115,12 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
     that cannot be (MessageNotFound, NotEditable, NothingToRegenerate) is
     refused here, before the acknowledgement, and queues like a message otherwise.
     `model` (an id of the model list) becomes the session's model when the
-    turn starts; one not in the list is refused here (ModelNotFound), with
-    nothing run or kept. `reasoning` is the turn's level (None: the default).
+    turn starts; one not in the list (ModelNotFound), or one whose provider
+    cannot be set up (AgentInitFailed), is refused here, with nothing run or
+    kept. `reasoning` is the turn's level (None: the default).
     """
     if model is not None:
-        catalogue.model_get(model_id=model)
+        check_agent(catalogue.model_get(model_id=model))
     if ask is not PLAIN:
         await database_sync_to_async(ask_target)(subscriber.session_id, ask)
     if client_id is not None:

@@ -314,8 +314,10 @@ class Turn:
     async def _record_usage(self, usage: UsageInfo) -> None:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
+        # Priced and counted under the listed id people configure prices for.
+        model = self.choice.id if self.choice is not None else usage.model
         record = await database_sync_to_async(services.usage_record)(
-            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=usage.model,
+            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=model,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         )
         self.cost_usd += float(record.cost_usd)

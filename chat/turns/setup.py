@@ -67,9 +67,10 @@ def get_provider(choice: ModelChoice | None = None):
     return provider
 
 
-def check_agent() -> None:
-    """Raise AgentInitFailed now if a turn could not be run (checked when a socket connects)."""
-    get_provider()
+def check_agent(choice: ModelChoice | None = None) -> None:
+    """Raise AgentInitFailed now if a turn of model `choice` (the default one if None) could not
+    be run (checked when a socket connects, and when a message chooses a model)."""
+    get_provider(choice)
     mcp_servers()
 
 

@@ -214,3 +214,19 @@ async def test_reasoning_reaches_the_anthropic_request(two_models, token, mock_l
     await turn(comm, content="no thinking", reasoning="off")
     assert "thinking" not in mock_llm.last_request("/messages")
     await comm.disconnect()
+
+
+async def test_a_model_whose_provider_cannot_be_set_up_is_refused_before_anything_is_kept(
+        two_models, token, mock_llm):
+    # An Anthropic model with neither its own URL nor ANTHROPIC_API_KEY.
+    two_models.CONSTRUCT_PROVIDER_KEYS = {"openai": None, "anthropic": None}
+    two_models.CONSTRUCT_MODELS = (*two_models.CONSTRUCT_MODELS, *models_parse(json.dumps([
+        {"id": "keyless", "provider": "anthropic"}])))
+    comm, _ = await open_socket(token)
+    await send(comm, type="message", content="hello", model="keyless", client_id="k-1")
+    frame = await comm.receive_json_from(timeout=10)
+    assert frame["type"] == "error" and frame["code"] == "AGENT_INIT_FAILED"
+    assert await nothing_more(comm)
+    assert await message_count() == 0 and (await session_row()).model is None
+    assert mock_llm.requests() == []
+    await comm.disconnect()
