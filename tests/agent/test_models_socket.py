@@ -19,7 +19,7 @@ from tests.chat.conftest import frames_until, is_operator_event, nothing_more, o
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-GPT, CLAUDE = "mock-gpt", "mock-claude"
+GPT, CLAUDE, REASONER = "mock-gpt", "mock-claude", "mock-reasoner"
 PRICES = {GPT: {"input": 1_000_000, "output": 2_000_000}, CLAUDE: {"input": 3_000_000, "output": 5_000_000}}
 
 
@@ -30,6 +30,7 @@ def two_models(gateway, mock_llm):
         {"id": GPT, "provider": "openai", "label": "Mock GPT", "base_url": mock_llm.openai_url},
         {"id": CLAUDE, "provider": "anthropic", "label": "Mock Claude", "base_url": mock_llm.anthropic_url,
          "thinking": True},
+        {"id": REASONER, "provider": "openai", "base_url": mock_llm.openai_url, "thinking": True},
     ]))
     gateway.CONSTRUCT_PRICES = PRICES
     gateway.CONSTRUCT_REASONING_DEFAULT = "off"
@@ -199,6 +200,26 @@ async def test_reasoning_is_kept_only_for_a_thinking_model(two_models, token):
     assert [(d["model"], d.get("reasoning")) for d in rows] == [(GPT, None), (CLAUDE, "high"), (CLAUDE, "low")]
 
 
+async def test_the_level_reaches_an_agent_loop_that_takes_one(two_models, token, monkeypatch):
+    """What the turn hands the agent loop, as the loop with a `reasoning` keyword will get it."""
+    from chat.agent.loop import Agent
+
+    asked = []
+    original = Agent.run
+
+    def run(self, history, ctx=None, gate=None, *, reasoning="off"):
+        asked.append((self.provider.model, reasoning))
+        return original(self, history, ctx, gate)
+
+    monkeypatch.setattr(Agent, "run", run)
+    comm, _ = await open_socket(token)
+    await turn(comm, content="one", model=CLAUDE, reasoning="medium")
+    await turn(comm, content="two", model=GPT, reasoning="high")
+    await turn(comm, content="three", model=REASONER)
+    await comm.disconnect()
+    assert asked == [(CLAUDE, "medium"), (GPT, "off"), (REASONER, "off")]
+
+
 def _agent_takes_reasoning() -> bool:
     from chat.agent.loop import Agent
 
@@ -207,12 +228,17 @@ def _agent_takes_reasoning() -> bool:
 
 @pytest.mark.skipif(not _agent_takes_reasoning(),
                     reason="waits for Agent.run's reasoning keyword (the provider fidelity work)")
-async def test_reasoning_reaches_the_anthropic_request(two_models, token, mock_llm):
+async def test_reasoning_reaches_each_provider_in_its_own_shape(two_models, token, mock_llm):
     comm, _ = await open_socket(token)
     await turn(comm, content="think", model=CLAUDE, reasoning="high")
     assert mock_llm.last_request("/messages").get("thinking", {}).get("type") == "enabled"
     await turn(comm, content="no thinking", reasoning="off")
     assert "thinking" not in mock_llm.last_request("/messages")
+    await turn(comm, content="think", model=REASONER, reasoning="medium")
+    assert mock_llm.last_request("/chat/completions").get("reasoning_effort") == "medium"
+    # A model that does not think is never asked to, whatever the message says.
+    await turn(comm, content="think", model=GPT, reasoning="high")
+    assert "reasoning_effort" not in mock_llm.last_request("/chat/completions")
     await comm.disconnect()
 
 
