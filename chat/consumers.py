@@ -219,28 +219,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "connected", "message": "Connection established"})
         elif msg_type == "message":
             content, page_context, client_id = protocol.parse_message(frame)
+            model, reasoning = protocol.parse_model_choice(frame)
             if not await self._allowed_to_ask():
                 return
             attachments = protocol.parse_attachments(frame, settings.CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE)
             await turns.message_submit(
                 self.subscription, content=content, page_context=page_context, client_id=client_id,
-                attachments=attachments,
+                attachments=attachments, model=model, reasoning=reasoning,
             )
         elif msg_type == "edit":
             message_id, content, page_context, client_id = protocol.parse_edit(frame)
+            model, reasoning = protocol.parse_model_choice(frame)
             if not await self._allowed_to_ask():
                 return
             attachments = protocol.parse_attachments(frame, settings.CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE)
             await turns.message_submit(
                 self.subscription, content=content, page_context=page_context, client_id=client_id,
-                attachments=attachments, ask=turns.Ask("edit", message_id),
+                attachments=attachments, ask=turns.Ask("edit", message_id), model=model,
+                reasoning=reasoning,
             )
         elif msg_type == "regenerate":
             client_id = protocol.parse_regenerate(frame)
+            model, reasoning = protocol.parse_model_choice(frame)
             if not await self._allowed_to_ask():
                 return
             await turns.message_submit(self.subscription, client_id=client_id,
-                                       ask=turns.Ask("regenerate"))
+                                       ask=turns.Ask("regenerate"), model=model, reasoning=reasoning)
         elif msg_type == "switch_branch":
             message_id = protocol.parse_switch_branch(frame)
             if not await self._allowed_to_ask():

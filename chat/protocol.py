@@ -4,6 +4,7 @@ from urllib.parse import parse_qs
 
 from construct_core.approvals import PERSON_DECISIONS, json_storable
 from construct_core.errors import ApprovalInvalid
+from construct_core.model_choices import MODEL_ID_MAX, REASONING_LEVELS
 from sessions_app.ids import SESSION_ID_RE  # noqa: F401  (the socket checks ?session_id= with it)
 
 WS_PROTOCOL = "construct.v1"
@@ -168,6 +169,23 @@ def parse_attachments(frame: dict, most: int) -> list[str]:
                 and item not in wanted):
             wanted.append(item)
     return wanted
+
+
+def parse_model_choice(frame: dict) -> tuple[str | None, str | None]:
+    """A `message`'s (or `edit`'s, `regenerate`'s) `model` and `reasoning`, each None when absent.
+
+    `model` must be a non-empty string (whether the id is listed is the turn
+    engine's question: MODEL_NOT_FOUND); `reasoning` one of off, low, medium, high.
+    """
+    model = frame.get("model")
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= MODEL_ID_MAX
+                              or not _storable(model)):
+        raise FrameError("BAD_FRAME", f"model must be a model id (GET /api/models/), a string of at most "
+                                      f"{MODEL_ID_MAX} characters")
+    reasoning = frame.get("reasoning")
+    if reasoning is not None and reasoning not in REASONING_LEVELS:
+        raise FrameError("BAD_FRAME", 'reasoning must be "off", "low", "medium" or "high"')
+    return model, reasoning
 
 
 def _storable(text: str) -> bool:

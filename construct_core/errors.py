@@ -87,3 +87,9 @@ class NothingToRegenerate(GatewayError):
     """A regenerate with no user message on the active branch to answer again."""
 
     code = "EMPTY_CONTENT"
+
+
+class ModelNotFound(GatewayError):
+    """A model id that is not one of the models people may choose (CONSTRUCT_MODELS)."""
+
+    code = "MODEL_NOT_FOUND"

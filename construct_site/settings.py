@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from construct_core.approvals import BadRules, rules_parse
+from construct_core.model_choices import BadModelList, models_parse, reasoning_parse
 from construct_site.secret_key import secret_key_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -281,6 +282,22 @@ CONSTRUCT_API_KEY = _env(
     "CONSTRUCT_API_KEY",
     _env("OPENAI_API_KEY" if CONSTRUCT_PROVIDER == "openai" else "ANTHROPIC_API_KEY"),
 )
+# Each provider's own key variable: the key of that provider's models in CONSTRUCT_MODELS
+# (CONSTRUCT_API_KEY, above, is CONSTRUCT_PROVIDER's and wins for its models).
+CONSTRUCT_PROVIDER_KEYS = {"openai": _env("OPENAI_API_KEY"), "anthropic": _env("ANTHROPIC_API_KEY")}
+# The models people may choose, in order (the first is the default); empty: the one model of
+# CONSTRUCT_PROVIDER / CONSTRUCT_MODEL / CONSTRUCT_BASE_URL (sessions_app.catalogue).
+try:
+    CONSTRUCT_MODELS = models_parse(os.environ.get("CONSTRUCT_MODELS"))
+except BadModelList as exc:
+    raise ImproperlyConfigured(
+        'CONSTRUCT_MODELS must be a JSON list of models such as [{"id": "gpt-4o-mini", '
+        f'"provider": "openai", "label": "GPT-4o mini", "thinking": false}}]: {exc}'
+    ) from None
+try:
+    CONSTRUCT_REASONING_DEFAULT = reasoning_parse(os.environ.get("CONSTRUCT_REASONING_DEFAULT"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"CONSTRUCT_REASONING_DEFAULT {exc}") from None
 CONSTRUCT_REQUIRE_PAIRING = _env_bool("CONSTRUCT_REQUIRE_PAIRING", True)
 CONSTRUCT_WORKSPACE = Path(_env("CONSTRUCT_WORKSPACE", str(BASE_DIR / "workspace"))).resolve()
 CONSTRUCT_SHELL_ALLOWLIST = _env_list(

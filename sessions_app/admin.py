@@ -32,7 +32,7 @@ from django.utils.http import content_disposition_header
 from asgiref.sync import async_to_sync
 
 from construct_core.errors import ApprovalInvalid
-from sessions_app import attachments, budget, events, exports, selectors, services
+from sessions_app import attachments, budget, catalogue, events, exports, selectors, services
 from sessions_app.clients import client_from_request
 from sessions_app.models import (
     Attachment, AuditEvent, ChatSession, MemoryNote, Message, PairedDevice, ToolApproval,
@@ -98,6 +98,13 @@ class MessageInline(admin.TabularInline):
     def details(self, message):
         data = message.data or {}
         lines = []
+        if data.get("model"):
+            lines.append(("model", data["model"] + (f", reasoning {data['reasoning']}"
+                                                    if data.get("reasoning") else "")))
+        if isinstance(data.get("usage"), dict):
+            usage = data["usage"]
+            lines.append(("turn usage", f"{usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} "
+                                        f"out, ${float(usage.get('cost_usd') or 0):.6f}"))
         if data.get("thinking"):
             lines.append(("thinking", _preview(data["thinking"])))
         for call in data.get("tool_calls") or ():
@@ -160,15 +167,36 @@ def _attachments_table(session: ChatSession) -> str:
                        "<th>uploaded</th></tr></thead><tbody>{}</tbody></table>", body)
 
 
+class SessionModelFilter(admin.SimpleListFilter):
+    """Sessions by the model their turns use: one that chose none (or one no longer listed)
+    uses the default, the first in the list."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        return [(choice.id, choice.label) for choice in catalogue.model_list()]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        listed = [choice.id for choice in catalogue.model_list()]
+        if value is None or value not in listed:
+            return queryset
+        if value == listed[0]:
+            return queryset.exclude(model__in=listed[1:])
+        return queryset.filter(model=value)
+
+
 @admin.register(ChatSession)
 class ChatSessionAdmin(admin.ModelAdmin):
-    list_display = ("title", "id", "user", "state", "message_count", "last_activity", "cost")
-    list_filter = (("user", admin.RelatedOnlyFieldListFilter), "state", "created_at", "last_activity")
+    list_display = ("title", "id", "user", "state", "model_used", "message_count", "last_activity", "cost")
+    list_filter = (("user", admin.RelatedOnlyFieldListFilter), "state", SessionModelFilter, "created_at",
+                   "last_activity")
     search_fields = ("id", "name", "messages__content")
     date_hierarchy = "last_activity"
-    fields = ("id", "name", "user", "state", "turn_id", "turn_started_at", "lease_expires_at",
-              "turn_owner", "created_at", "last_activity", "message_count", "cost", "attached_files",
-              "tree")
+    fields = ("id", "name", "user", "state", "model_used", "turn_id", "turn_started_at",
+              "lease_expires_at", "turn_owner", "created_at", "last_activity", "message_count", "cost",
+              "attached_files", "tree")
     readonly_fields = tuple(f for f in fields if f != "name")
     list_select_related = ("user",)
     inlines = [MessageInline]
@@ -183,6 +211,12 @@ class ChatSessionAdmin(admin.ModelAdmin):
     @admin.display(description="session", ordering="name")
     def title(self, session):
         return session.name or session.pk
+
+    @admin.display(description="model", ordering="model")
+    def model_used(self, session):
+        """The model of its next turn; one it did not choose is marked as the default."""
+        model = catalogue.model_of_session(session.model).id
+        return model if session.model == model else f"{model} (default)"
 
     @admin.display(description="conversation tree")
     def tree(self, session):

@@ -6,6 +6,7 @@ from datetime import UTC
 
 from django.utils import timezone
 
+from sessions_app.catalogue import model_of_session
 from sessions_app.models import ChatSession, Message
 from sessions_app.selectors import all_messages, branch_messages
 
@@ -99,6 +100,9 @@ def _message_markdown(message: Message) -> str:
         return f"{title}\n\n{_fence(message.content)}"
     title = f"## {message.role.capitalize()} · {_stamp(message.created_at)}"
     parts = [title]
+    if message.role == Message.Role.ASSISTANT and data.get("model"):
+        parts.append(f"*Model:* `{_inline(str(data['model']))}`"
+                     + (f" (reasoning {_inline(str(data['reasoning']))})" if data.get("reasoning") else ""))
     if data.get("thinking"):
         parts.append(_quote("**Thinking**\n\n" + data["thinking"]))
     if message.content:
@@ -112,7 +116,16 @@ def _message_markdown(message: Message) -> str:
     for call in data.get("tool_calls") or ():
         parts.append(f"**Tool call** `{call.get('name', '?')}`\n\n"
                      + _fence(_arguments(call.get("arguments", "")), "json"))
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        parts.append(f"*Usage:* {usage.get('input_tokens', 0)} tokens in, {usage.get('output_tokens', 0)} "
+                     f"out, ${float(usage.get('cost_usd') or 0):.6f}")
     return "\n\n".join(parts)
+
+
+def _inline(text: str) -> str:
+    """Text that cannot close the inline code span it goes in."""
+    return text.replace("`", "'")
 
 
 def session_markdown(session: ChatSession) -> str:
@@ -125,6 +138,7 @@ def session_markdown(session: ChatSession) -> str:
         f"- Created: {_stamp(session.created_at)}",
         f"- Last activity: {_stamp(session.last_activity)}",
         f"- Messages: {session.message_count}",
+        f"- Model: `{_inline(model_of_session(session.model).id)}`",
     ]
     blocks = ["\n".join(header)]
     blocks.extend(_message_markdown(m) for m in branch_messages(session_id=session.pk))

@@ -40,6 +40,9 @@ class ChatSession(models.Model):
     last_seq = models.PositiveIntegerField(default=0)
     # Tools a person answered "always" for: they run without asking for the rest of the session.
     always_allowed = models.JSONField(default=list, blank=True)
+    # The model its turns use (an id of CONSTRUCT_MODELS), chosen by a message's "model";
+    # empty: the first in the list. One no longer listed counts as empty.
+    model = models.CharField(max_length=200, null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-last_activity"]

@@ -427,6 +427,11 @@ def approvals_waiting_any() -> bool:
     )
 
 
+def session_model(*, session_id: str) -> str | None:
+    """The model id the session chose (None: it chose none, so the default)."""
+    return ChatSession.objects.filter(pk=session_id).values_list("model", flat=True).first()
+
+
 def session_always_allowed(*, session_id: str) -> list[str]:
     """The tools a person allowed "always" in this session."""
     return ChatSession.objects.filter(pk=session_id).values_list("always_allowed", flat=True).first() or []

@@ -121,6 +121,11 @@ def session_rename(*, session_id: str, name: str) -> int:
     return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200])
 
 
+def session_model_set(*, session_id: str, model: str) -> int:
+    """The session's turns use `model` (an id of the model list) from now on."""
+    return ChatSession.objects.filter(pk=session_id).update(model=model)
+
+
 class _ActiveLeaf:
     """The default parent of appended messages: whatever the session's active leaf is then."""
 

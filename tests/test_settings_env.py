@@ -19,6 +19,7 @@ SETUP = "import django; django.setup()"
 CONFIG_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "CONSTRUCT_PROVIDER", "CONSTRUCT_PRICES",
     "CONSTRUCT_MCP_SERVERS", "CONSTRUCT_MAX_TOOL_ITERATIONS", "CONSTRUCT_SHELL_SANDBOX",
+    "CONSTRUCT_MODELS", "CONSTRUCT_REASONING_DEFAULT",
 )
 
 
@@ -53,6 +54,18 @@ def run_django(args, **env):
         ("CONSTRUCT_MAX_ATTACHMENT_BYTES", "lots"),
         ("CONSTRUCT_MAX_ATTACHMENT_BYTES", "0"),
         ("CONSTRUCT_MAX_ATTACHMENTS_PER_MESSAGE", "-1"),
+        ("CONSTRUCT_MODELS", "[{bad"),
+        ("CONSTRUCT_MODELS", '{"id": "a", "provider": "openai"}'),
+        ("CONSTRUCT_MODELS", "[]"),
+        ("CONSTRUCT_MODELS", '[{"provider": "openai"}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a"}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "gemini"}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai"}, {"id": "a", "provider": "anthropic"}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai", "thinking": "yes"}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai", "label": 1}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai", "base_url": "not a url"}]'),
+        ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai", "api_key": "sk-x"}]'),
+        ("CONSTRUCT_REASONING_DEFAULT", "max"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):
@@ -70,3 +83,15 @@ def test_bad_value_fails_manage_py_check_too():
 def test_defaults_start():
     result = run_django(["manage.py", "check"])
     assert result.returncode == 0, result.stderr
+
+
+def test_a_model_list_and_a_reasoning_default_start():
+    result = run_django(
+        ["-c", SETUP + "; from django.conf import settings as s; "
+                       "print([m.id for m in s.CONSTRUCT_MODELS], s.CONSTRUCT_REASONING_DEFAULT)"],
+        CONSTRUCT_MODELS='[{"id": "a", "provider": "openai"}, {"id": "b", "provider": "anthropic", '
+                         '"thinking": true}]',
+        CONSTRUCT_REASONING_DEFAULT="High",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['a', 'b'] high"

@@ -28,7 +28,7 @@ from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
 from chat.turns.run import message_run
 from chat.turns.setup import check_agent
 from construct_core.errors import ApprovalInvalid
-from sessions_app import selectors, services
+from sessions_app import catalogue, selectors, services
 from sessions_app.models import ChatSession
 
 __all__ = ["Ask", "Sink", "Subscriber", "approval_decide", "branch_switch", "check_agent",
@@ -68,6 +68,7 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
         }
         if session.name:
             start["name"] = session.name
+        start["model"] = catalogue.model_of_session(session.model).id
         if running_id is not None:
             start["turn_id"] = running_id
             if turn_id in (None, running_id):
@@ -104,7 +105,8 @@ async def session_leave(subscriber: Subscriber) -> None:
 
 async def message_submit(subscriber: Subscriber, *, content: str = "", page_context: str | None = None,
                          client_id: str | None = None, attachments: list[str] | tuple = (),
-                         ask: Ask = PLAIN) -> None:
+                         ask: Ask = PLAIN, model: str | None = None,
+                         reasoning: str | None = None) -> None:
     """Accept a message: drop a resend, acknowledge, and start its work as the session's task.
 
     `attachments` are the attachment ids the message names; those that are not
@@ -112,7 +114,13 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
     `ask`, an edit of a user message or a regenerate of the last answer: one
     that cannot be (MessageNotFound, NotEditable, NothingToRegenerate) is
     refused here, before the acknowledgement, and queues like a message otherwise.
+    `model` (an id of the model list) becomes the session's model when the
+    turn starts; one not in the list (ModelNotFound), or one whose provider
+    cannot be set up (AgentInitFailed), is refused here, with nothing run or
+    kept. `reasoning` is the turn's level (None: the default).
     """
+    if model is not None:
+        check_agent(catalogue.model_get(model_id=model))
     if ask is not PLAIN:
         await database_sync_to_async(ask_target)(subscriber.session_id, ask)
     if client_id is not None:
@@ -124,7 +132,8 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
             return
     engine = get_engine()
     engine.spawn(message_run(engine, subscriber, content=content, page_context=page_context,
-                             client_id=client_id, attachments=attachments, ask=ask))
+                             client_id=client_id, attachments=attachments, ask=ask, model=model,
+                             reasoning=reasoning))
 
 
 async def branch_switch(subscriber: Subscriber, *, message_id: int) -> None:

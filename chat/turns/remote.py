@@ -21,7 +21,7 @@ from sessions_app import events
 from construct_core.errors import AgentError
 from chat.turns import bus
 from chat.turns.fanout import TERMINAL_TYPES, Fanout
-from sessions_app import selectors, services
+from sessions_app import catalogue, selectors, services
 from sessions_app.models import ChatSession
 
 logger = logging.getLogger(__name__)
@@ -207,9 +207,11 @@ class RemoteTurns:
             return True  # it did end; only the session row missed it
         text = unsaved_text(logged)
         if text:
+            # The session's model is the one its running turn chose.
+            model = await database_sync_to_async(selectors.session_model)(session_id=session_id)
             await database_sync_to_async(services.message_append)(
-                session_id=session_id, role="assistant", content=text, data={"interrupted": True},
-                turn_id=turn_id,
+                session_id=session_id, role="assistant", content=text,
+                data={"interrupted": True, "model": catalogue.model_of_session(model).id}, turn_id=turn_id,
             )
         known = self._followed.get(session_id)
         seen = known.seq if known is not None and known.turn_id == turn_id else 0

@@ -24,8 +24,9 @@ from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
 from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
 from chat.turns.fanout import TERMINAL_TYPES, Subscriber
+from construct_core.model_choices import REASONING_OFF, ModelChoice
 from construct_core.redaction import sanitize, scrub_fields
-from sessions_app import budget, selectors, services
+from sessions_app import budget, catalogue, selectors, services
 from sessions_app.models import ChatSession
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ STOPPED_MESSAGE = "Stopped: the partial reply is kept in history"
 
 async def message_run(engine, subscriber: Subscriber, *, content: str, page_context: str | None,
                       client_id: str | None, attachments: list[str] | tuple = (),
-                      ask: Ask = PLAIN) -> None:
+                      ask: Ask = PLAIN, model: str | None = None, reasoning: str | None = None) -> None:
     """An accepted message's work (or an edit's, or a regenerate's): the budget, the session's
     lock (queueing), then the turn."""
     session_id = subscriber.session_id
@@ -69,8 +70,8 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
             await engine.remote.interrupted(session_id=session_id, turn_id=taken_over["turn_id"])
         except Exception:  # the new message runs whatever became of the old turn
             logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
-    await Turn(engine, session_id, subscriber.user_id, turn_id).run(content, page_context, client_id,
-                                                                    attachments, ask)
+    await Turn(engine, session_id, subscriber.user_id, turn_id).run(
+        content, page_context, client_id, attachments, ask, model=model, reasoning=reasoning)
 
 
 async def _budget_check(subscriber: Subscriber) -> None:
@@ -96,6 +97,15 @@ async def _client_id_forget(session_id: str, client_id: str) -> None:
         logger.warning("could not forget client id of session %s: %s", session_id, exc)
 
 
+def _turn_model(session_id: str, model: str | None) -> ModelChoice:
+    """The model a turn runs: `model`, which becomes the session's from now on, else the session's."""
+    if model is not None:
+        choice = catalogue.model_get(model_id=model)
+        services.session_model_set(session_id=session_id, model=choice.id)
+        return choice
+    return catalogue.model_of_session(selectors.session_model(session_id=session_id))
+
+
 class Turn:
     """One run of the agent for one message, numbering its events."""
 
@@ -113,6 +123,8 @@ class Turn:
         self.cost_usd = 0.0
         self.released = False
         self.running = None  # the lock's RunningTurn, once the turn runs
+        self.choice: ModelChoice | None = None  # the model that answers, once the turn runs
+        self.reasoning = REASONING_OFF
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -121,13 +133,14 @@ class Turn:
         await self.fanout.publish(self.session_id, event)
 
     async def run(self, content: str, page_context: str | None, client_id: str | None,
-                  attachments: list[str] | tuple = (), ask: Ask = PLAIN) -> None:
+                  attachments: list[str] | tuple = (), ask: Ask = PLAIN, *, model: str | None = None,
+                  reasoning: str | None = None) -> None:
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
         started = time.monotonic()
-        config = setup.provider_config()
         state = ChatSession.State.IDLE
         user_saved = False
         try:
+            await self._choose(model, reasoning)
             # Found again now the turn holds the session: the branch may have grown meanwhile.
             target = None if ask.kind == MESSAGE else await database_sync_to_async(ask_target)(
                 self.session_id, ask)
@@ -154,10 +167,10 @@ class Turn:
                 # The active branch changed: every socket redraws it before the turn's first event.
                 await self.fanout.publish(self.session_id, await history_frame(self.session_id))
             await events.publish_operator_event({
-                "type": "agent_start", "provider": config.provider, "model": config.model,
-                "session_id": self.session_id, "turn_id": self.turn_id,
+                "type": "agent_start", "provider": self.choice.provider, "model": self.choice.id,
+                "reasoning": self.reasoning, "session_id": self.session_id, "turn_id": self.turn_id,
             }, user_id=self.user_id)
-            state = await self._through(self._stream(page_context), config, started)
+            state = await self._through(self._stream(page_context), started)
         except Exception as exc:  # the database failed outside the agent's stream
             state = ChatSession.State.ERROR
             if not user_saved and client_id is not None:
@@ -178,10 +191,11 @@ class Turn:
         self.text = [event.get("content", "") for event in logged if event.get("type") == "chunk"]
         self.running = self.engine.turn_begin(self.session_id, self.turn_id, replay=logged)
         started = time.monotonic()
-        config = setup.provider_config()
         state = ChatSession.State.ERROR
         try:
-            state = await self._through(self._stream(None, logged=logged), config, started)
+            # The session's model; the level asked for died with the process: the default's.
+            await self._choose(None, None)
+            state = await self._through(self._stream(None, logged=logged), started)
         except Exception as exc:
             state = ChatSession.State.ERROR
             await self._fail(exc)
@@ -189,7 +203,12 @@ class Turn:
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
-    async def _through(self, stream, config, started: float) -> str:
+    async def _choose(self, model: str | None, reasoning: str | None) -> None:
+        """The model and reasoning level of this turn (`model` becomes the session's)."""
+        self.choice = await database_sync_to_async(_turn_model)(self.session_id, model)
+        self.reasoning = setup.reasoning_for(self.choice, reasoning)
+
+    async def _through(self, stream, started: float) -> str:
         """Run the agent's stream to `done`, `stopped` or `error`; the state the session ends in."""
         running = self.running
         try:
@@ -211,9 +230,10 @@ class Turn:
         # its next message on `done` finds it idle, not queued.
         await self._release(ChatSession.State.IDLE)
         await self.emit("chunk_reset")
-        await self.emit("done", full_response="".join(self.text), usage=self._usage())
+        await self.emit("done", full_response="".join(self.text), usage=self._usage(),
+                        model=self.choice.id)
         await events.publish_operator_event({
-            "type": "agent_end", "provider": config.provider, "model": config.model,
+            "type": "agent_end", "provider": self.choice.provider, "model": self.choice.id,
             "session_id": self.session_id, "turn_id": self.turn_id,
             "duration_ms": round((time.monotonic() - started) * 1000),
             **self._usage(),
@@ -228,7 +248,7 @@ class Turn:
 
     async def _stream(self, page_context: str | None, logged: list[dict] | None = None) -> None:
         """The agent's events as frames; with `logged`, a continued turn (see `resume`)."""
-        agent = await setup.prepare_agent()
+        agent = await setup.prepare_agent(self.choice)
         history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
             session_id=self.session_id, token_budget=setup.history_budget(),
             open_tail=logged is not None,
@@ -244,7 +264,7 @@ class Turn:
             gate = Gate(self, resuming=unanswered_calls(history), logged=logged)
         emit = self.emit
         ctx = setup.tool_context(self.session_id, self.user_id)
-        async for event in agent.run(history, ctx, gate=gate):
+        async for event in setup.agent_run(agent, history, ctx, gate=gate, reasoning=self.reasoning):
             kind = event.__class__
             if kind is Chunk:
                 self.text.append(event.text)
@@ -273,6 +293,10 @@ class Turn:
             data.update(tool_call_id=message["tool_call_id"], name=message["name"])
         else:
             self.pending = []
+            data.update(self._answered_by())
+            if not message.get("tool_calls"):
+                # The turn's last message: the usage of all its provider calls is in.
+                data["usage"] = self._usage()
         await database_sync_to_async(services.message_append)(
             session_id=self.session_id, role=message["role"], content=message.get("content") or "",
             data=data, turn_id=self.turn_id,
@@ -283,18 +307,29 @@ class Turn:
         if self.pending:
             await database_sync_to_async(services.message_append)(
                 session_id=self.session_id, role="assistant", content="".join(self.pending),
-                data=data, turn_id=self.turn_id,
+                data={**data, **self._answered_by()}, turn_id=self.turn_id,
             )
             self.pending = []
 
     async def _record_usage(self, usage: UsageInfo) -> None:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
+        # Priced and counted under the listed id people configure prices for.
+        model = self.choice.id if self.choice is not None else usage.model
         record = await database_sync_to_async(services.usage_record)(
-            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=usage.model,
+            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=model,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         )
         self.cost_usd += float(record.cost_usd)
+
+    def _answered_by(self) -> dict:
+        """What an assistant message keeps of who wrote it: the model, and the reasoning level."""
+        if self.choice is None:
+            return {}
+        by = {"model": self.choice.id}
+        if self.reasoning != REASONING_OFF:
+            by["reasoning"] = self.reasoning
+        return by
 
     def _usage(self) -> dict:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,

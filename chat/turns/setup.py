@@ -3,6 +3,9 @@
 The only place where the Django settings meet the Django-free agent.
 """
 
+import inspect
+import logging
+
 from django.conf import settings
 
 from chat.agent import mcp
@@ -14,6 +17,10 @@ from chat.agent.tools.base import ToolContext, ToolRegistry
 from construct_core.errors import AgentInitFailed
 from chat.turns.stores import DatabaseMemory
 from construct_core.loops import per_loop
+from construct_core.model_choices import REASONING_OFF, ModelChoice
+from sessions_app import catalogue
+
+logger = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You are Construct, a helpful assistant in a chat gateway. Answer clearly and concisely. "
@@ -21,24 +28,49 @@ SYSTEM_PROMPT = (
 )
 
 
-def provider_config() -> ProviderConfig:
+def provider_config(choice: ModelChoice | None = None) -> ProviderConfig:
+    """Where the requests of model `choice` (the default one if None) go, and with which key.
+
+    A model of CONSTRUCT_PROVIDER takes CONSTRUCT_BASE_URL (unless it names its own
+    URL) and CONSTRUCT_API_KEY; a model of the other provider takes its own URL and
+    that provider's key variable, so no key is ever sent to another vendor.
+    """
+    choice = choice or catalogue.model_default()
+    if choice.provider == settings.CONSTRUCT_PROVIDER:
+        base_url = choice.base_url or settings.CONSTRUCT_BASE_URL
+        api_key = settings.CONSTRUCT_API_KEY
+    else:
+        base_url = choice.base_url
+        api_key = settings.CONSTRUCT_PROVIDER_KEYS.get(choice.provider)
     return ProviderConfig(
-        provider=settings.CONSTRUCT_PROVIDER,
-        model=settings.CONSTRUCT_MODEL,
-        api_key=settings.CONSTRUCT_API_KEY,
-        base_url=settings.CONSTRUCT_BASE_URL,
+        provider=choice.provider,
+        model=choice.id,
+        api_key=api_key,
+        base_url=base_url,
         timeout=settings.CONSTRUCT_PROVIDER_TIMEOUT,
     )
 
 
-# One provider (and so one HTTP connection pool) per event loop.
-get_provider = per_loop(lambda: build_provider(provider_config()))
-get_provider.__doc__ = "The provider for this loop; raises AgentInitFailed when none is configured."
+# One provider (and so one HTTP connection pool) per event loop and model.
+_providers = per_loop(dict)
 
 
-def check_agent() -> None:
-    """Raise AgentInitFailed now if a turn could not be run (checked when a socket connects)."""
-    get_provider()
+def get_provider(choice: ModelChoice | None = None):
+    """The provider of model `choice` (the default one if None) for this loop; raises
+    AgentInitFailed when it cannot be configured."""
+    choice = choice or catalogue.model_default()
+    providers = _providers()
+    # Keyed by the whole choice: a model listed anew (another URL) gets a provider of its own.
+    provider = providers.get(choice)
+    if provider is None:
+        provider = providers[choice] = build_provider(provider_config(choice))
+    return provider
+
+
+def check_agent(choice: ModelChoice | None = None) -> None:
+    """Raise AgentInitFailed now if a turn of model `choice` (the default one if None) could not
+    be run (checked when a socket connects, and when a message chooses a model)."""
+    get_provider(choice)
     mcp_servers()
 
 
@@ -60,20 +92,45 @@ def build_tools(extra=()) -> ToolRegistry:
     return registry
 
 
-def build_agent(extra_tools=()) -> Agent:
+def build_agent(extra_tools=(), choice: ModelChoice | None = None) -> Agent:
     return Agent(
-        get_provider(),
+        get_provider(choice),
         build_tools(extra_tools),
         max_iterations=settings.CONSTRUCT_MAX_TOOL_ITERATIONS,
         system_prompt=SYSTEM_PROMPT,
     )
 
 
-async def prepare_agent() -> Agent:
-    """The agent for a turn, with the tools of the MCP servers (started on first use)."""
+async def prepare_agent(choice: ModelChoice | None = None) -> Agent:
+    """The agent for a turn of model `choice`, with the tools of the MCP servers (started on first use)."""
     servers = mcp_servers()
     extra = await mcp.get_manager(servers).tools() if servers else []
-    return build_agent(extra)
+    return build_agent(extra, choice)
+
+
+def reasoning_for(choice: ModelChoice, asked: str | None) -> str:
+    """The reasoning level a turn runs with: the one asked for (else CONSTRUCT_REASONING_DEFAULT),
+    and "off" for a model that does not think."""
+    if not choice.thinking:
+        return REASONING_OFF
+    return asked or settings.CONSTRUCT_REASONING_DEFAULT
+
+
+def _takes_reasoning(agent: Agent) -> bool:
+    try:
+        return "reasoning" in inspect.signature(agent.run).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def agent_run(agent: Agent, history: list[dict], ctx: ToolContext, *, gate, reasoning: str):
+    """`agent.run(history, ctx, gate=gate, reasoning=reasoning)`, for an agent loop that takes a
+    reasoning level; one that does not yet is run without it (the level is then only logged)."""
+    if _takes_reasoning(agent):
+        return agent.run(history, ctx, gate=gate, reasoning=reasoning)
+    if reasoning != REASONING_OFF:
+        logger.info("reasoning %s asked for, but this agent loop takes no reasoning level", reasoning)
+    return agent.run(history, ctx, gate=gate)
 
 
 def tool_context(session_id: str, user_id: int) -> ToolContext:

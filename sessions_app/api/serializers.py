@@ -7,7 +7,9 @@ saves anything: the views hand checked data to services.
 from rest_framework import serializers
 
 from construct_core.approvals import json_storable
+from construct_core.model_choices import PROVIDERS, REASONING_LEVELS
 
+from sessions_app.catalogue import model_of_session
 from sessions_app.models import ChatSession, ToolApproval
 
 NAME_MAX_CHARS = ChatSession._meta.get_field("name").max_length
@@ -48,6 +50,10 @@ class SessionOutputSerializer(serializers.Serializer):
     last_activity = serializers.DateTimeField()
     turn_id = serializers.CharField(allow_null=True)
     cost_usd = serializers.FloatField(help_text="Summed cost of the session's provider calls, USD")
+    model = serializers.SerializerMethodField(help_text="The model of its next turn (GET /api/models/)")
+
+    def get_model(self, session) -> str:
+        return model_of_session(session.model).id
 
 
 class SessionRenameInputSerializer(serializers.Serializer):
@@ -108,6 +114,25 @@ class ActiveBranchOutputSerializer(serializers.Serializer):
 class ExportInputSerializer(ScopeInputSerializer):
     format = serializers.ChoiceField(
         choices=[("md", "Markdown"), ("json", "JSON")], default="md", help_text="The file type"
+    )
+
+
+# --- models ------------------------------------------------------------------
+
+
+class ModelOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The model's name: what a message's `model` names")
+    label = serializers.CharField(help_text="The name people see")
+    provider = serializers.ChoiceField(choices=[(p, p) for p in PROVIDERS])
+    thinking = serializers.BooleanField(help_text="Whether the model may reason (the `reasoning` switch)")
+
+
+class ModelsOutputSerializer(serializers.Serializer):
+    models = ModelOutputSerializer(many=True)
+    default = serializers.CharField(help_text="The model of a session that chose none")
+    reasoning_default = serializers.ChoiceField(
+        choices=[(level, level) for level in REASONING_LEVELS],
+        help_text="The reasoning level of a message that names none (CONSTRUCT_REASONING_DEFAULT)",
     )
 
 

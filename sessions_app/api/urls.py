@@ -54,6 +54,7 @@ urlpatterns = [
          name="api-session-attachments"),
     path("sessions/<session_id:session_id>/attachments/<str:attachment_id>/",
          attachments.AttachmentDetailView.as_view(), name="api-session-attachment"),
+    path("models/", views.ModelListView.as_view(), name="api-models"),
     path("cost/", views.CostView.as_view(), name="api-cost"),
     path("channel-events/", views.ChannelEventView.as_view(), name="api-channel-events"),
     path("me/", views.MeView.as_view(), name="api-me"),

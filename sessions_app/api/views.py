@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from construct_core.errors import ApprovalInvalid, MessageNotFound, SessionBusy
-from sessions_app import budget, events, exports, selectors, services
+from sessions_app import budget, catalogue, events, exports, selectors, services
 from sessions_app.api import serializers as s
 from sessions_app.clients import client_from_request
 from sessions_app.ids import SESSION_ID_RE
@@ -347,6 +347,25 @@ class ApprovalDecideView(ApiView):
                             status=status.HTTP_409_CONFLICT)
         async_to_sync(events.publish_approval_decided)(approval)
         return Response(s.ApprovalOutputSerializer(approval).data)
+
+
+# --- models ---------------------------------------------------------------------
+
+
+class ModelListView(ApiView):
+    """The models people may choose for a session, the default and the default reasoning level."""
+
+    @extend_schema(
+        operation_id="models_list",
+        description=(
+            "The models a `message` may name in `\"model\"` (CONSTRUCT_MODELS), the default first. "
+            "`thinking`: the model may reason; a `message`'s `\"reasoning\"` reaches only such a "
+            "model. Never a URL or a key."
+        ),
+        responses={200: s.ModelsOutputSerializer, **UNAUTHORIZED},
+    )
+    def get(self, request):
+        return Response(catalogue.models_document())
 
 
 # --- cost and channel events -------------------------------------------------

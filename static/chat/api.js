@@ -98,6 +98,9 @@ export const api = {
     if (search) query.set("search", search);
     return request("GET", `/api/sessions/?${query}`);
   },
+  /** The models a chat may use: {models: [{id, label, provider, thinking}], default, reasoning_default}. */
+  models: () => request("GET", "/api/models/"),
+
   session: (id) => request("GET", sessionPath(id)),
   rename: (id, name) => request("PATCH", sessionPath(id), { name }),
   remove: (id) => request("DELETE", sessionPath(id)),

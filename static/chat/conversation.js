@@ -39,6 +39,9 @@ const TURN_FRAMES = {
   },
   done(view, frame) {
     view.finish("done", frame.full_response);
+    view.setModel(frame.model, this.hooks.modelLabel(frame.model));
+    view.setUsage(frame.usage);
+    this.hooks.answeredBy(frame.model);
     this.endTurn(view, "done");
   },
   stopped(view, frame) {
@@ -84,7 +87,9 @@ export class Conversation {
    * turnEnded(view, end) with end "done", "stopped" or "error"; toolCall(name, args, options);
    * cleared(); drawOutbox(); notSent(frame) for an error outside a turn; authFailed();
    * ready() -> the socket can send now; send(frame); approvalsChanged() when an approval
-   * was asked for or answered in this session.
+   * was asked for or answered in this session; modelLabel(id) -> the name of a model;
+   * answeredBy(id) when a turn's `done` names its model; modelChoice() -> the `model` and
+   * `reasoning` fields an edit or a regenerate carries.
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -100,6 +105,14 @@ export class Conversation {
     onRendered(() => {
       if (this.stick) this.list.scrollTop = this.list.scrollHeight;
     });
+  }
+
+  /** The models' names are known now: the answers drawn before say them. */
+  relabelModels() {
+    for (const turn of this.turns.values()) {
+      const id = turn.el.dataset.model;
+      if (id) turn.setModel(id, this.hooks.modelLabel(id));
+    }
   }
 
   /** Put a message at the end; `follow` scrolls to it even if the reader had scrolled up. */
@@ -197,6 +210,8 @@ export class Conversation {
         this.append(view.el);
       }
       if (message.role === "assistant") {
+        if (data.model) view.setModel(data.model, this.hooks.modelLabel(data.model));
+        if (data.usage) view.setUsage(data.usage);
         if (data.thinking) view.think(data.thinking);
         if (message.content) view.chunk(message.content);
         for (const call of Array.isArray(data.tool_calls) ? data.tool_calls : []) {
@@ -287,9 +302,11 @@ export class Conversation {
         // The new version keeps the question's files.
         const files = Array.isArray(message.data?.attachments) ? message.data.attachments : [];
         const attachments = files.map((file) => file && file.id).filter((id) => typeof id === "string");
-        return this.branchAction({ type: "edit", message_id: message.id, content, client_id: uuid4(), attachments });
+        return this.branchAction({
+          type: "edit", message_id: message.id, content, client_id: uuid4(), attachments, ...this.hooks.modelChoice(),
+        });
       },
-      regenerate: () => this.branchAction({ type: "regenerate", client_id: uuid4() }),
+      regenerate: () => this.branchAction({ type: "regenerate", client_id: uuid4(), ...this.hooks.modelChoice() }),
     };
     const lastAnswer = wantAnswers[wantAnswers.length - 1];
     const lastIsAnswer = messages.length > 0 && messages[messages.length - 1].role !== "user";

@@ -12,6 +12,7 @@
 //                     sidebar.js       the session list: search, rename, delete, new chat
 //                     panels.js        the side panel: Live Canvas and operator events
 //                     pending.js       which sessions have approvals waiting (the sidebar marks them)
+//                     models.js        the model picker and the reasoning switch in the header
 //   shared helpers    state.js         shared state and its "busy" emitter
 //                     banner.js        the error banner
 //                     render.js        Markdown made safe, messages, turns, tool cards
@@ -30,6 +31,7 @@ import { Composer } from "./composer.js";
 import { Connection } from "./connection.js";
 import { Conversation } from "./conversation.js";
 import { forgetAttachmentImages } from "./files.js";
+import { ModelPicker } from "./models.js";
 import { Outbox } from "./outbox.js";
 import { Pairing } from "./pairing.js";
 import { SidePanel } from "./panels.js";
@@ -47,6 +49,7 @@ const pairing = new Pairing({
     switchSession(id, { push: false });
     sidebar.load();
     pending.load();
+    picker.load();
   },
   signedOut: () => {
     state.generation += 1;
@@ -62,6 +65,7 @@ const pairing = new Pairing({
     composer.clear();
     tray.clear();
     forgetAttachmentImages();
+    picker.clear();
     hideBanner();
     state.sessionId = null;
     setTitle("");
@@ -95,6 +99,14 @@ const conversation = new Conversation({
   ready: () => connection.ready,
   send: (frame) => connection.send(frame),
   approvalsChanged: () => pending.refresh(),
+  modelLabel: (id) => picker.label(id),
+  answeredBy: (id) => picker.answered(id),
+  modelChoice: () => picker.choice(),
+});
+
+const picker = new ModelPicker({
+  authFailed: () => pairing.refuse(),
+  loaded: () => conversation.relabelModels(),
 });
 
 const outbox = new Outbox({
@@ -116,7 +128,7 @@ const composer = new Composer({
       showBanner("", "A file is still uploading: send when its chip is ready.", "warning");
       return false;
     }
-    outbox.add(content, pageContext, attachments);
+    outbox.add(content, pageContext, attachments, picker.choice());
     return true;
   },
   stop: () => conversation.stop(),
@@ -166,6 +178,7 @@ async function sessionStarted(frame, generation) {
   if (!(await conversation.start(frame, generation))) return;
   connection.started();
   if (frame.name !== undefined) setTitle(frame.name);
+  picker.sessionStarted(state.sessionId, frame.model);
   outbox.online();
   sidebar.refresh();
   outbox.pump();

@@ -36,7 +36,9 @@ export class Outbox {
 
   save() {
     if (!state.sessionId) return;
-    const items = this.items.map(({ client_id, content, page_context, attachments }) => ({ client_id, content, page_context, attachments }));
+    const items = this.items.map(({ client_id, content, page_context, attachments, choice }) => ({
+      client_id, content, page_context, attachments, choice,
+    }));
     try {
       if (items.length) localStorage.setItem(OUTBOX_PREFIX + state.sessionId, JSON.stringify(items));
       else localStorage.removeItem(OUTBOX_PREFIX + state.sessionId);
@@ -78,10 +80,13 @@ export class Outbox {
     }
   }
 
-  /** A message typed, with the files attached to it: kept, shown, and sent when its turn comes. */
-  add(content, pageContext, attachments = []) {
+  /**
+   * A message typed, with the files attached to it and the model it asks for (`choice`:
+   * {model?, reasoning?}): kept, shown, and sent when its turn comes.
+   */
+  add(content, pageContext, attachments = [], choice = {}) {
     const item = {
-      client_id: uuid4(), content, page_context: pageContext, attachments,
+      client_id: uuid4(), content, page_context: pageContext, attachments, choice,
       view: userMessage(content, { attachments }),
     };
     this.items.push(item);
@@ -98,6 +103,9 @@ export class Outbox {
     const frame = { type: "message", content: item.content, client_id: item.client_id };
     if (item.page_context) frame.page_context = item.page_context;
     if (Array.isArray(item.attachments) && item.attachments.length) frame.attachments = item.attachments.map((a) => a.id);
+    const choice = item.choice && typeof item.choice === "object" ? item.choice : {};
+    if (typeof choice.model === "string") frame.model = choice.model;
+    if (typeof choice.reasoning === "string") frame.reasoning = choice.reasoning;
     state.awaiting = item;
     item.acked = false;
     setBusy(true);

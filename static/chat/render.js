@@ -147,6 +147,19 @@ export function userMessage(content, { createdAt = null, status = "", attachment
   return view;
 }
 
+/** "1,234 in · 56 out tokens · $0.0012" for a turn's usage ({input_tokens, output_tokens, cost_usd}). */
+export function usageText(usage) {
+  if (!usage || typeof usage !== "object") return "";
+  const input = Number(usage.input_tokens) || 0;
+  const output = Number(usage.output_tokens) || 0;
+  const cost = Number(usage.cost_usd) || 0;
+  if (!input && !output && !cost) return "";
+  let dollars = `$${cost.toFixed(cost < 0.01 ? 6 : 4)}`;
+  if (cost === 0) dollars = "$0";
+  else if (cost < 0.000001) dollars = "< $0.000001";
+  return `${input.toLocaleString("en")} in · ${output.toLocaleString("en")} out tokens · ${dollars}`;
+}
+
 /** Tool arguments for display: pretty JSON when they are JSON. */
 function prettyArgs(args) {
   if (typeof args === "string") {
@@ -263,14 +276,18 @@ export class TurnView {
     this.tools = new Map();
     this.body = el("div", { class: "turn-body" });
     this.note = el("div", { class: "turn-note", hidden: true });
+    this.usage = el("div", { class: "turn-usage", hidden: true });
+    this.modelName = el("span", { class: "model-name" });
     this.typing = el("span", { class: "typing", "aria-hidden": "true" }, el("i"), el("i"), el("i"));
     this.el = el(
       "article",
       { class: "msg assistant", "data-turn": turnId || "", "aria-busy": live ? "true" : "false" },
-      el("div", { class: "meta" }, el("span", { class: "who" }, "Construct"), el("time", {}, timeLabel(createdAt))),
+      el("div", { class: "meta" }, el("span", { class: "who" }, "Construct"), this.modelName,
+        el("time", {}, timeLabel(createdAt))),
       this.body,
       live ? this.typing : null,
       this.note,
+      this.usage,
     );
     if (live) this.el.classList.add("streaming");
   }
@@ -360,6 +377,21 @@ export class TurnView {
     this.el.dataset.end = kind;
     if (note) this.setNote(note, kind);
     if (!this.body.childElementCount && !note) this.setNote("(no reply)", "empty");
+  }
+
+  /** The model that wrote this answer: its name in the header, its id in `data-model`. */
+  setModel(modelId, label) {
+    if (typeof modelId !== "string" || !modelId) return;
+    this.el.dataset.model = modelId;
+    this.modelName.textContent = label || modelId;
+    this.modelName.title = `Answered by ${modelId}`;
+  }
+
+  /** The turn's tokens and cost, under the answer. */
+  setUsage(usage) {
+    const text = usageText(usage);
+    this.usage.textContent = text;
+    this.usage.hidden = !text;
   }
 
   setNote(text, kind = "") {

@@ -149,6 +149,7 @@ CONTRACT_OPERATIONS = {
     ("/api/sessions/{session_id}/attachments/", "post"),
     ("/api/sessions/{session_id}/attachments/{attachment_id}/", "get"),
     ("/api/sessions/{session_id}/attachments/{attachment_id}/", "delete"),
+    ("/api/models/", "get"),
     ("/api/cost/", "get"),
     ("/api/channel-events/", "post"),
     # Beyond the contract's list: who is signed in, and signing out (the page's needs).

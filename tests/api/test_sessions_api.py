@@ -116,7 +116,7 @@ def test_list_items_newest_activity_first_with_their_fields(api):
     assert [item["id"] for item in body["results"]] == ["new", "old"]
     first, second = body["results"]
     assert set(first) == {"id", "name", "state", "message_count", "created_at", "last_activity",
-                          "turn_id", "cost_usd"}
+                          "turn_id", "cost_usd", "model"}
     assert (first["name"], first["state"], first["turn_id"], first["cost_usd"]) == (
         "New one", "running", "t-1", 0.75)
     assert (second["message_count"], second["cost_usd"], second["turn_id"]) == (1, 0.0, None)

@@ -61,7 +61,7 @@ async def test_provider_fault_ends_the_turn_cleanly(provider, token, clean_mock_
     assert messages[0][:2] == ("user", directive)
     streamed = "".join(f["content"] for f in frames if f["type"] == "chunk")
     if streamed:  # what was streamed before the fault is kept, marked
-        assert messages[1] == ("assistant", streamed, {"error": code})
+        assert messages[1] == ("assistant", streamed, {"error": code, "model": "mock-model"})
     else:
         assert len(messages) == 1
     path = "/chat/completions" if provider == "openai" else "/messages"

@@ -185,7 +185,7 @@ async def test_sigkill_of_the_turns_process_leaves_a_session_the_other_recovers(
         assert streamed.startswith("tok1 tok2 ")
         messages = saved_messages(cluster.database_url, watched)
         assert messages[0][:2] == ("user", "[[chunks=2000]] [[delay_ms=10]]")
-        assert messages[1] == ("assistant", streamed, {"interrupted": True})
+        assert messages[1] == ("assistant", streamed, {"interrupted": True, "model": "mock-model"})
         assert session_state(cluster.database_url, watched) == "interrupted"
         await send(watcher, type="message", content="still there?")
         assert (await frames_until(watcher))[-1]["full_response"].startswith("Echo: still there?")
@@ -196,7 +196,7 @@ async def test_sigkill_of_the_turns_process_leaves_a_session_the_other_recovers(
         assert old_end["interrupted"] is True and old_end["turn_id"] == start["turn_id"]
         messages = saved_messages(cluster.database_url, queued)
         assert [m[0] for m in messages] == ["user", "assistant", "user", "assistant"]
-        assert messages[1][2] == {"interrupted": True}
+        assert messages[1][2] == {"interrupted": True, "model": "mock-model"}
         assert messages[1][1].startswith("tok1 tok2 ") and messages[2][1] == "take over"
         await watcher.close()
         await fresh.close()
