@@ -264,7 +264,7 @@ class Turn:
             gate = Gate(self, resuming=unanswered_calls(history), logged=logged)
         emit = self.emit
         ctx = setup.tool_context(self.session_id, self.user_id)
-        async for event in setup.agent_run(agent, history, ctx, gate=gate, reasoning=self.reasoning):
+        async for event in agent.run(history, ctx, gate=gate, reasoning=self.reasoning):
             kind = event.__class__
             if kind is Chunk:
                 self.text.append(event.text)

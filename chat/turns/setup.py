@@ -3,9 +3,6 @@
 The only place where the Django settings meet the Django-free agent.
 """
 
-import inspect
-import logging
-
 from django.conf import settings
 
 from chat.agent import mcp
@@ -19,8 +16,6 @@ from chat.turns.stores import DatabaseMemory
 from construct_core.loops import per_loop
 from construct_core.model_choices import REASONING_OFF, ModelChoice
 from sessions_app import catalogue
-
-logger = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You are Construct, a helpful assistant in a chat gateway. Answer clearly and concisely. "
@@ -114,23 +109,6 @@ def reasoning_for(choice: ModelChoice, asked: str | None) -> str:
     if not choice.thinking:
         return REASONING_OFF
     return asked or settings.CONSTRUCT_REASONING_DEFAULT
-
-
-def _takes_reasoning(agent: Agent) -> bool:
-    try:
-        return "reasoning" in inspect.signature(agent.run).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def agent_run(agent: Agent, history: list[dict], ctx: ToolContext, *, gate, reasoning: str):
-    """`agent.run(history, ctx, gate=gate, reasoning=reasoning)`, for an agent loop that takes a
-    reasoning level; one that does not yet is run without it (the level is then only logged)."""
-    if _takes_reasoning(agent):
-        return agent.run(history, ctx, gate=gate, reasoning=reasoning)
-    if reasoning != REASONING_OFF:
-        logger.info("reasoning %s asked for, but this agent loop takes no reasoning level", reasoning)
-    return agent.run(history, ctx, gate=gate)
 
 
 def tool_context(session_id: str, user_id: int) -> ToolContext:

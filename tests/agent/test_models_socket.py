@@ -220,14 +220,6 @@ async def test_the_level_reaches_an_agent_loop_that_takes_one(two_models, token,
     assert asked == [(CLAUDE, "medium"), (GPT, "off"), (REASONER, "off")]
 
 
-def _agent_takes_reasoning() -> bool:
-    from chat.agent.loop import Agent
-
-    return setup._takes_reasoning(Agent(None))
-
-
-@pytest.mark.skipif(not _agent_takes_reasoning(),
-                    reason="waits for Agent.run's reasoning keyword (the provider fidelity work)")
 async def test_reasoning_reaches_each_provider_in_its_own_shape(two_models, token, mock_llm):
     comm, _ = await open_socket(token)
     await turn(comm, content="think", model=CLAUDE, reasoning="high")

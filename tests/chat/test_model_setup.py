@@ -69,19 +69,3 @@ def test_reasoning_reaches_only_a_thinking_model(settings):
     assert setup.reasoning_for(gpt, "high") == "off"
     assert setup.reasoning_for(claude, "high") == "high"
     assert setup.reasoning_for(claude, None) == "low"
-
-
-class _OldAgent:
-    def run(self, history, ctx=None, gate=None):
-        return ("old", gate)
-
-
-class _NewAgent:
-    def run(self, history, ctx=None, gate=None, *, reasoning="off"):
-        return ("new", gate, reasoning)
-
-
-def test_the_reasoning_level_goes_to_an_agent_loop_that_takes_it():
-    assert setup.agent_run(_NewAgent(), [], None, gate="g", reasoning="medium") == ("new", "g", "medium")
-    # One that does not yet (before the loop gains the keyword) runs as before.
-    assert setup.agent_run(_OldAgent(), [], None, gate="g", reasoning="medium") == ("old", "g")
