@@ -38,11 +38,21 @@ def chromium():
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory, mock_llm_process):  # noqa: F811
     """A real daphne (pairing required) whose provider is the mock LLM process."""
-    require_chromium()  # no server to start when the browser is missing
+    with browser_server(tmp_path_factory, "browser", gateway_env(mock_llm_process)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def browser_server(tmp_path_factory, name, env):
+    """A real daphne for a module's browser tests, on a database of its own; killed at the end.
+
+    Skips (fails in CI) first when Chromium is missing: no server to start for nothing.
+    """
+    require_chromium()
     with contextlib.ExitStack() as stack:
-        factory = DaphneFactory(tmp_path_factory.mktemp("browser"), stack)
+        factory = DaphneFactory(tmp_path_factory.mktemp(name), stack)
         try:
-            yield factory(env=gateway_env(mock_llm_process))
+            yield factory(env=env)
         finally:
             for server in factory.servers:
                 server.kill()

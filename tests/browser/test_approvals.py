@@ -9,7 +9,6 @@ socket, for what the server cannot be made to do on cue (a refused answer, a
 timeout, a model-chosen tool name full of markup).
 """
 
-import contextlib
 import json
 import re
 import time
@@ -28,10 +27,8 @@ from tests.browser.helpers import (
     wait_online,
     wait_turn_end,
 )
-from tests.browser.conftest import PageErrors
-from tests.conftest import DaphneFactory
+from tests.browser.conftest import PageErrors, browser_server
 from tests.e2e.conftest import gateway_env, pair
-from tests.support.services import require_chromium
 
 CARD = ".tool-card.approval-card"
 COUNTDOWN = re.compile(r"^\d+:\d\d left$")
@@ -40,16 +37,10 @@ COUNTDOWN = re.compile(r"^\d+:\d\d left$")
 @pytest.fixture(scope="module")
 def approval_server(tmp_path_factory, mock_llm_process):
     """A real daphne where the shell tool asks a person first, and every other tool runs."""
-    require_chromium()
-    with contextlib.ExitStack() as stack:
-        factory = DaphneFactory(tmp_path_factory.mktemp("approvals"), stack)
-        env = gateway_env(mock_llm_process, CONSTRUCT_TOOL_APPROVAL="shell=ask,*=auto",
-                          CONSTRUCT_APPROVAL_TIMEOUT="90")
-        try:
-            yield factory(env=env)
-        finally:
-            for server in factory.servers:
-                server.kill()
+    env = gateway_env(mock_llm_process, CONSTRUCT_TOOL_APPROVAL="shell=ask,*=auto",
+                      CONSTRUCT_APPROVAL_TIMEOUT="90")
+    with browser_server(tmp_path_factory, "approvals", env) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The chat page with two models: the picker, the answering model's name on each reply, the
 reasoning switch for a model that thinks, and each answer's tokens and cost (also after a reload)."""
 
-import contextlib
 import json
 
 import pytest
@@ -9,9 +8,8 @@ import pytest
 from tests.browser.helpers import (
     api, last_answer, open_paired, screenshot, send, session_id_of, wait_turn_end,
 )
-from tests.conftest import DaphneFactory
+from tests.browser.conftest import browser_server
 from tests.e2e.conftest import gateway_env, pair
-from tests.support.services import require_chromium
 
 GPT, CLAUDE = "mock-gpt", "mock-claude"
 
@@ -19,21 +17,16 @@ GPT, CLAUDE = "mock-gpt", "mock-claude"
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory, mock_llm_process):
     """The gateway with two models, one per wire format, both the mock LLM process; priced."""
-    require_chromium()
     root = mock_llm_process.openai_url.removesuffix("/v1")
     models = [
         {"id": GPT, "provider": "openai", "label": "Mock GPT", "base_url": mock_llm_process.openai_url},
         {"id": CLAUDE, "provider": "anthropic", "label": "Mock Claude", "base_url": root, "thinking": True},
     ]
     prices = {GPT: {"input": 1.0, "output": 2.0}, CLAUDE: {"input": 3000.0, "output": 15000.0}}
-    with contextlib.ExitStack() as stack:
-        factory = DaphneFactory(tmp_path_factory.mktemp("browser-models"), stack)
-        try:
-            yield factory(env=gateway_env(mock_llm_process, CONSTRUCT_MODELS=json.dumps(models),
-                                          CONSTRUCT_PRICES=json.dumps(prices)))
-        finally:
-            for server in factory.servers:
-                server.kill()
+    env = gateway_env(mock_llm_process, CONSTRUCT_MODELS=json.dumps(models),
+                      CONSTRUCT_PRICES=json.dumps(prices))
+    with browser_server(tmp_path_factory, "browser-models", env) as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Users on the chat page in Chromium: sign in with a password, who is signed in, sign out,
 one user's sessions hidden from another, the refusals in words, and an admin's pairing code."""
 
-import contextlib
 import re
 import secrets
 
@@ -20,23 +19,17 @@ from tests.browser.helpers import (
     wait_online,
     wait_turn_end,
 )
-from tests.conftest import DaphneFactory
+from tests.browser.conftest import browser_server
 from tests.e2e.conftest import gateway_env
-from tests.support.services import require_chromium
 
 
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory, mock_llm_process):
     """The chat server, believing X-Forwarded-For from loopback: a test that needs its own
     lockout counts as a client of its own address, and locks no other test out."""
-    require_chromium()
-    with contextlib.ExitStack() as stack:
-        factory = DaphneFactory(tmp_path_factory.mktemp("browser-users"), stack)
-        try:
-            yield factory(env=gateway_env(mock_llm_process, CONSTRUCT_TRUSTED_PROXIES="127.0.0.1"))
-        finally:
-            for server in factory.servers:
-                server.kill()
+    env = gateway_env(mock_llm_process, CONSTRUCT_TRUSTED_PROXIES="127.0.0.1")
+    with browser_server(tmp_path_factory, "browser-users", env) as server:
+        yield server
 
 
 def _account(prefix):
