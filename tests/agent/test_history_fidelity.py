@@ -40,7 +40,8 @@ async def test_a_reply_cut_off_by_a_provider_error_is_sent_back_marked(provider,
     frames = await frames_until(comm)
     assert frames[-1]["type"] == "error" and frames[-1]["code"] == "PROVIDER_ERROR"
     role, content, data = (await saved())[-1]
-    assert (role, content, data) == ("assistant", "tok1 tok2 tok3 tok4 ", {"error": "PROVIDER_ERROR"})
+    assert (role, content, data) == ("assistant", "tok1 tok2 tok3 tok4 ",
+                                     {"error": "PROVIDER_ERROR", "model": "mock-model"})
 
     mock_llm.clear()
     await send(comm, type="message", content="go on")

@@ -81,7 +81,7 @@ async def test_a_turn_resume_and_name(gateway):
     async with connect(ws_url(server, name="Trip+plans", token=token)) as ws:
         start = await session_start(ws)
         assert start == {"type": "session_start", "session_id": "e2e", "resumed": False,
-                         "message_count": 0, "state": "idle", "name": "Trip plans"}
+                         "message_count": 0, "state": "idle", "name": "Trip plans", "model": "mock-model"}
         await ws.send(json.dumps({"type": "connect", "device_name": "e2e"}))
         assert json.loads(await ws.recv()) == {"type": "connected", "message": "Connection established"}
         await ws.send(json.dumps({"type": "message", "content": "hello over the wire"}))
