@@ -102,6 +102,7 @@ const conversation = new Conversation({
   modelLabel: (id) => picker.label(id),
   answeredBy: (id) => picker.answered(id),
   modelChoice: () => picker.choice(),
+  jumped: () => composer.focus(),
 });
 
 const picker = new ModelPicker({
