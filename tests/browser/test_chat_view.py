@@ -124,3 +124,60 @@ def test_esc_closes_the_sessions_drawer_on_a_phone(chat_server, token, page):
     assert page.locator("#menu-toggle").get_attribute("aria-expanded") == "false"
     assert page.evaluate("document.activeElement.id") == "menu-toggle"
     wait_for(lambda: page.locator("#sidebar").bounding_box()["x"] + page.locator("#sidebar").bounding_box()["width"] <= 0)
+
+
+CODE = "def greet(name):\n    return f\"<b>{name}</b> & 'you'\"\n\n\tprint(greet('x'))  # tab, blank line"
+
+
+def test_copy_a_code_block_and_a_message(chat_server, token, page, context):
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=chat_server.url)
+    open_paired(page, chat_server, token)
+    message = f"[[echo_prompt]]\n\nSee **this**:\n\n```python\n{CODE}\n```\n"
+    send(page, message)
+    wait_turn_end(page, 1, "done")
+    answer = last_answer(page)
+    block = answer.locator(".code-block")
+    assert block.locator(".code-lang").inner_text() == "python"
+    block.get_by_role("button", name="Copy python code").click()
+    copy = block.locator(".copy-btn")
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
+    wait_for(lambda: copy.inner_text() == "Copied" and copy.get_attribute("aria-label") == "Copied")
+    screenshot(page, "chat-copy-code")
+    wait_for(lambda: copy.inner_text() == "Copy", timeout=5)
+
+    # A message's button copies its Markdown source, the question's as typed.
+    answer.get_by_role("button", name="Copy answer").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert f"```python\n{CODE}\n```" in copied and "**this**" in copied
+    page.locator("article.msg.user").last.get_by_role("button", name="Copy message").click()
+    assert page.evaluate("navigator.clipboard.readText()") == message
+    # The buttons are page furniture, never part of the Markdown DOMPurify cleaned.
+    assert answer.locator(".md pre code").inner_text().rstrip("\n") == CODE
+
+
+def test_a_very_long_message_is_folded_with_show_more(chat_server, token, page):
+    open_paired(page, chat_server, token)
+    long_text = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 10 for i in range(110))
+    assert len(long_text) > 30_000
+    send(page, "[[chunks=3]] " + long_text)  # a short answer: the question is what is long
+    wait_turn_end(page, 1, "done")
+    question = page.locator("article.msg.user").last
+    body = question.locator(":scope > .md")
+    question.get_by_role("button", name="Show more").wait_for()
+    toggle = question.locator(".show-more")
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert toggle.get_attribute("aria-controls") == body.get_attribute("id")
+    assert body.bounding_box()["height"] <= 400
+    screenshot(page, "chat-long-message-folded")
+
+    toggle.focus()
+    page.keyboard.press("Enter")
+    assert toggle.inner_text() == "Show less" and toggle.get_attribute("aria-expanded") == "true"
+    assert body.bounding_box()["height"] > 5_000
+    toggle.click()
+    assert toggle.inner_text() == "Show more" and body.bounding_box()["height"] <= 400
+
+    # A short message has no button.
+    send(page, "short")
+    wait_turn_end(page, 2, "done")
+    assert page.locator("article.msg.user").last.locator(".show-more").is_hidden()
