@@ -181,3 +181,23 @@ def test_a_very_long_message_is_folded_with_show_more(chat_server, token, page):
     send(page, "short")
     wait_turn_end(page, 2, "done")
     assert page.locator("article.msg.user").last.locator(".show-more").is_hidden()
+
+
+def test_copy_buttons_and_folding_fit_a_phone_in_light_and_dark(chat_server, token, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_paired(page, chat_server, token)
+    send(page, f"[[echo_prompt]]\n\n```python\n{CODE}\n```\n")
+    wait_turn_end(page, 1, "done")
+    send(page, "[[chunks=2]] " + "a long line of text " * 400)
+    wait_turn_end(page, 2, "done")
+    page.locator("article.msg.user").last.locator(".show-more").wait_for()
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert page.evaluate("(() => { const l = document.querySelector('#messages');"
+                             " return l.scrollWidth <= l.clientWidth; })()")
+        screenshot(page, f"chat-phone-copy-fold-{scheme}")
+    page.locator("#messages").evaluate("l => l.scrollTo({top: 0, behavior: 'instant'})")
+    page.locator(".code-block").first.get_by_role("button", name="Copy python code").wait_for()
+    assert page.locator(".code-block").first.bounding_box()["width"] <= 390
+    screenshot(page, "chat-phone-code-block-dark")
