@@ -263,7 +263,7 @@ document.addEventListener("keydown", (event) => {
   if (!state.signedIn || event.isComposing) return;
   const key = event.key.toLowerCase();
   if (key === "o" && event.shiftKey && (event.ctrlKey || event.metaKey) && !event.altKey) {
-    // Ctrl+Shift+O (Cmd+Shift+O on a Mac), as in ChatGPT: a new chat.
+    // Ctrl+Shift+O (Cmd+Shift+O on a Mac), the shortcut chat apps use for it: a new chat.
     event.preventDefault();
     switchSession(newSessionId());
     return;
