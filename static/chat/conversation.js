@@ -1,5 +1,6 @@
 // The conversation: the saved history and each running turn drawn into the message list,
-// the status line under it, and the newest message kept in view. Frames reach a handler
+// the status line under it, and the newest message kept in view while the reader follows
+// (a "Jump to latest" button when they scrolled up). Frames reach a handler
 // through one of the two tables below, by type: a new kind of frame is one more entry there.
 
 import { AuthError, api } from "./api.js";
@@ -89,7 +90,7 @@ export class Conversation {
    * ready() -> the socket can send now; send(frame); approvalsChanged() when an approval
    * was asked for or answered in this session; modelLabel(id) -> the name of a model;
    * answeredBy(id) when a turn's `done` names its model; modelChoice() -> the `model` and
-   * `reasoning` fields an edit or a regenerate carries.
+   * `reasoning` fields an edit or a regenerate carries; jumped() after "Jump to latest".
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -98,13 +99,58 @@ export class Conversation {
     this.turns = new Map(); // turn_id -> TurnView
     this.approvals = new Map(); // approval_id -> {approval, card}
     this.lastAnswered = null; // the approval this page answered last, for an error that names none
+    this.jump = $("jump-latest");
     this.stick = true; // keep the newest message in view (unless the reader scrolled up)
+    this.lastTop = 0;
+    // Following is decided by the reader's scrolling, not by how far the end is: a tool card
+    // or a status line can grow the page by more than any threshold between two scroll events.
     this.list.addEventListener("scroll", () => {
-      this.stick = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 120;
+      const top = this.list.scrollTop;
+      if (this.atEnd()) this.stick = true;
+      else if (top < this.lastTop - 2) this.stick = false; // the reader scrolled up
+      this.lastTop = top;
+      this.drawJump();
     });
-    onRendered(() => {
-      if (this.stick) this.list.scrollTop = this.list.scrollHeight;
+    // Scrolling up stops following at once, before a chunk arriving in the same frame could
+    // pull the view back down.
+    const leave = () => {
+      this.stick = false;
+    };
+    this.list.addEventListener("wheel", (event) => event.deltaY < 0 && leave(), { passive: true });
+    this.list.addEventListener("touchmove", leave, { passive: true });
+    this.list.addEventListener("pointerdown", (event) => event.target === this.list && leave()); // the scrollbar
+    this.list.addEventListener("keydown", (event) => ["ArrowUp", "PageUp", "Home"].includes(event.key) && leave());
+    // Anything that changes the height of the messages or of the box they scroll in (text,
+    // a tool card and its result, the status line, the composer growing) keeps the end in view.
+    const follow = () => this.follow();
+    new MutationObserver(follow).observe(this.list, { childList: true, subtree: true, characterData: true, attributes: true });
+    new ResizeObserver(follow).observe(this.list);
+    onRendered(follow);
+    this.jump.addEventListener("click", () => {
+      this.stick = true;
+      this.scrollToEnd();
+      this.hooks.jumped();
     });
+  }
+
+  atEnd() {
+    return this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 4;
+  }
+
+  scrollToEnd() {
+    this.list.scrollTo({ top: this.list.scrollHeight, behavior: "instant" });
+    this.lastTop = this.list.scrollTop;
+    this.drawJump();
+  }
+
+  /** Keep the newest message in view while the reader follows; else offer the way back. */
+  follow() {
+    if (this.stick) this.scrollToEnd();
+    else this.drawJump();
+  }
+
+  drawJump() {
+    this.jump.hidden = this.stick || this.atEnd();
   }
 
   /** The models' names are known now: the answers drawn before say them. */
@@ -119,7 +165,7 @@ export class Conversation {
   append(node, { follow = false } = {}) {
     if (follow) this.stick = true;
     this.list.append(node);
-    if (this.stick) this.list.scrollTop = this.list.scrollHeight;
+    this.follow();
   }
 
   setStatus(text) {
@@ -185,7 +231,7 @@ export class Conversation {
     this.hooks.drawOutbox();
     flushRendering();
     this.stick = true;
-    this.list.scrollTop = this.list.scrollHeight;
+    this.scrollToEnd();
   }
 
   /** The saved messages, grouped into user messages and assistant turns. */
@@ -268,7 +314,7 @@ export class Conversation {
     this.hooks.drawOutbox();
     flushRendering();
     this.stick = true;
-    this.list.scrollTop = this.list.scrollHeight;
+    this.scrollToEnd();
   }
 
   /**

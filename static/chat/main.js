@@ -102,6 +102,7 @@ const conversation = new Conversation({
   modelLabel: (id) => picker.label(id),
   answeredBy: (id) => picker.answered(id),
   modelChoice: () => picker.choice(),
+  jumped: () => composer.focus(),
 });
 
 const picker = new ModelPicker({
@@ -252,6 +253,34 @@ function switchSession(id, { push = true } = {}) {
   sidebar.setOpen(false);
   composer.focus();
 }
+
+// --- Keys for the whole page ------------------------------------------------------------
+
+// Esc inside these closes them itself (a rename, an edit, an approval's arguments).
+const OWN_ESCAPE = ".rename-input, .edit-box, .approval-args, .confirm";
+
+document.addEventListener("keydown", (event) => {
+  if (!state.signedIn || event.isComposing) return;
+  const key = event.key.toLowerCase();
+  if (key === "o" && event.shiftKey && (event.ctrlKey || event.metaKey) && !event.altKey) {
+    // Ctrl+Shift+O (Cmd+Shift+O on a Mac), the shortcut chat apps use for it: a new chat.
+    event.preventDefault();
+    switchSession(newSessionId());
+    return;
+  }
+  if (key !== "escape" || event.defaultPrevented || event.target.closest?.(OWN_ESCAPE)) return;
+  // The uppermost first: the sessions drawer (narrow screens) lies over the side panel.
+  if (sidebar.isOpen()) {
+    event.preventDefault();
+    sidebar.setOpen(false);
+    if ($("sidebar").contains(document.activeElement)) $("menu-toggle").focus();
+  } else if (panels.isOpen()) {
+    event.preventDefault();
+    const inside = $("sidepanel").contains(document.activeElement);
+    panels.hide();
+    if (inside) composer.focus();
+  }
+});
 
 window.addEventListener("popstate", () => {
   const id = sessionFromUrl();

@@ -201,6 +201,10 @@ export class SidePanel {
     this.eventsCount.hidden = true;
   }
 
+  isOpen() {
+    return !this.panel.hidden;
+  }
+
   showing(which) {
     return !this.panel.hidden && !(which === "canvas" ? this.canvasPanel : this.eventsPanel).hidden;
   }

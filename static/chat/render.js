@@ -1,5 +1,6 @@
-// What the conversation looks like: Markdown made safe, messages, a turn as it streams,
-// tool cards. Nothing here talks to the network (a message's attached files are files.js's).
+// What the conversation looks like: Markdown made safe (code blocks with their language and a
+// Copy button), messages (long ones folded), a turn as it streams, tool cards. Nothing here
+// talks to the network (a message's attached files are files.js's).
 
 import { attachmentList } from "./files.js";
 import { el } from "./util.js";
@@ -66,6 +67,104 @@ export function icon(name) {
   return svg;
 }
 
+// --- Copying ---------------------------------------------------------------------------
+
+/** Put `text` on the clipboard; the old way where the Clipboard API is missing (plain http). */
+export async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      // refused (no permission, page not focused): try the old way
+    }
+  }
+  const box = el("textarea", { readonly: true, "aria-hidden": "true", class: "copy-buffer" });
+  box.value = text;
+  document.body.append(box);
+  box.select();
+  let done = false;
+  try {
+    done = document.execCommand("copy");
+  } catch {
+    done = false;
+  }
+  box.remove();
+  return done;
+}
+
+/** A Copy button: `source()` is the text it copies; it says "Copied" (or "Copy failed") a moment. */
+export function copyButton(source, { label = "Copy", name = "Copy" } = {}) {
+  const text = el("span", {}, label);
+  const button = el("button", { type: "button", class: "copy-btn", "aria-label": name, title: name }, text);
+  let timer = null;
+  button.addEventListener("click", async () => {
+    const done = await copyText(source());
+    text.textContent = done ? "Copied" : "Copy failed";
+    button.dataset.copied = done ? "true" : "false";
+    button.setAttribute("aria-label", done ? "Copied" : "Copy failed");
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      text.textContent = label;
+      button.setAttribute("aria-label", name);
+      delete button.dataset.copied;
+    }, 1500);
+  });
+  return button;
+}
+
+/**
+ * Each code block of rendered Markdown gets a head: its language (the fence's info string,
+ * which marked gives as class="language-…") and a Copy button for the exact code.
+ */
+function decorateCodeBlocks(root) {
+  for (const pre of root.querySelectorAll("pre")) {
+    const code = pre.querySelector(":scope > code");
+    if (!code || pre.parentElement.classList.contains("code-block")) continue;
+    const language = [...code.classList].find((c) => c.startsWith("language-"))?.slice("language-".length) || "";
+    // marked ends a block's code with the fence's line break; the code itself does not have it.
+    const source = () => code.textContent.replace(/\n$/, "");
+    const head = el("div", { class: "code-head" },
+      el("span", { class: "code-lang" }, language || "code"),
+      copyButton(source, { name: language ? `Copy ${language} code` : "Copy code" }));
+    const block = el("div", { class: "code-block" });
+    pre.replaceWith(block);
+    block.append(head, pre);
+  }
+}
+
+// --- Long messages ----------------------------------------------------------------------
+
+const COLLAPSED_PX = 384; // what .collapsible shows of a long message before "Show more"
+let collapseIds = 0;
+
+/**
+ * Fold `body` (an element in `article`) to a few hundred pixels once it is drawn taller than
+ * that, with a Show more / Show less button after it.
+ */
+function collapsible(article, body) {
+  body.id ||= `msg-body-${++collapseIds}`;
+  const toggle = el("button", {
+    type: "button", class: "btn ghost small show-more", "aria-expanded": "false", "aria-controls": body.id, hidden: true,
+  }, "Show more");
+  body.after(toggle);
+  let expanded = false;
+  const draw = () => {
+    const long = body.scrollHeight > COLLAPSED_PX + 48;
+    body.classList.toggle("collapsed", long && !expanded);
+    toggle.hidden = !long;
+    toggle.textContent = expanded ? "Show less" : "Show more";
+    toggle.setAttribute("aria-expanded", String(expanded));
+  };
+  body.classList.add("collapsible");
+  toggle.addEventListener("click", () => {
+    expanded = !expanded;
+    draw();
+    if (!expanded) article.scrollIntoView({ block: "nearest" });
+  });
+  new ResizeObserver(draw).observe(body);
+}
+
 // --- Throttled Markdown rendering -----------------------------------------------------
 
 // A streaming reply is re-rendered at most once a frame, however fast chunks arrive.
@@ -117,6 +216,7 @@ class MarkdownSegment {
 
   render() {
     this.el.innerHTML = markdownToSafeHtml(this.text);
+    decorateCodeBlocks(this.el);
   }
 }
 
@@ -132,8 +232,10 @@ export function userMessage(content, { createdAt = null, status = "", attachment
   const body = new MarkdownSegment();
   body.set(content);
   const statusEl = el("span", { class: "msg-status" });
-  const meta = el("div", { class: "meta" }, el("span", { class: "who" }, "You"), el("time", {}, timeLabel(createdAt)), statusEl);
+  const copy = copyButton(() => String(content ?? ""), { name: "Copy message" });
+  const meta = el("div", { class: "meta" }, el("span", { class: "who" }, "You"), el("time", {}, timeLabel(createdAt)), statusEl, copy);
   const article = el("article", { class: "msg user" }, meta, attachmentList(attachments), body.el);
+  collapsible(article, body.el);
   const view = {
     el: article,
     setStatus(text, kind = "") {
@@ -283,7 +385,8 @@ export class TurnView {
       "article",
       { class: "msg assistant", "data-turn": turnId || "", "aria-busy": live ? "true" : "false" },
       el("div", { class: "meta" }, el("span", { class: "who" }, "Construct"), this.modelName,
-        el("time", {}, timeLabel(createdAt))),
+        el("time", {}, timeLabel(createdAt)),
+        copyButton(() => this.streamedText(), { name: "Copy answer" })),
       this.body,
       live ? this.typing : null,
       this.note,

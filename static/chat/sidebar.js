@@ -55,6 +55,11 @@ export class Sidebar {
     });
   }
 
+  /** True while the list is slid open over the conversation (narrow screens). */
+  isOpen() {
+    return this.nav.classList.contains("open");
+  }
+
   /** On a narrow screen the list slides over the conversation. */
   setOpen(open) {
     this.nav.classList.toggle("open", open);
