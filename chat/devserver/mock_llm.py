@@ -25,6 +25,7 @@ message (see `parse_script`):
     [[reset_after=N]]   stream N chunks, then drop the connection
     [[malformed]]       send one data line that is not JSON mid-stream
     [[hang]]            send one chunk, then go quiet until the client leaves
+    [[silent]]          answer 200 and then send nothing at all until the client leaves
     [[redacted_think]]  (Anthropic) start the reply with a redacted_thinking block
     [[replay=NAME]]     (Anthropic) stream one of the documented "Streaming Messages"
                         event sequences as it is (`REPLAYS`: text, thinking_tool,
@@ -80,7 +81,7 @@ _dumps = json.dumps
 
 _NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after)=(\d+)\]\]")
 _FLAG_DIRECTIVE = re.compile(
-    r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|redacted_think)\]\]")
+    r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|silent|redacted_think)\]\]")
 _REPLAY_DIRECTIVE = re.compile(r"\[\[replay=([a-z_]+)\]\]")
 _TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*")
 # Splits text into word-sized pieces whose concatenation is the text itself.
@@ -102,6 +103,7 @@ class Script:
     echo_key: bool = False
     malformed: bool = False
     hang: bool = False
+    silent: bool = False
     redacted_think: bool = False
     replay: str | None = None
     fail: int | None = None
@@ -361,6 +363,8 @@ def _openai_frames(script, plan, model, include_usage):
     )
     tail = ',"logprobs":null,"finish_reason":null}]}\n\n'
     controls = _Controls(script, plan, b"data: {this is not json\n\n")
+    if script.silent:
+        yield _HANG
     yield (head + '{"role":"assistant","content":""}' + tail).encode()
     for piece in plan.thinking:
         yield from controls.before()
@@ -456,6 +460,8 @@ def _event(name, payload):
 
 def _anthropic_frames(script, plan, model):
     controls = _Controls(script, plan, b"event: content_block_delta\ndata: {this is not json\n\n")
+    if script.silent:
+        yield _HANG
     message = {
         "id": "msg_" + uuid.uuid4().hex[:24],
         "type": "message",
