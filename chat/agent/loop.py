@@ -57,7 +57,8 @@ def unanswered_calls(history: list[dict]) -> list[ToolCallRequest]:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:g}"
+    """"1 second", "0.5 seconds", "60 seconds"."""
+    return "1 second" if value == 1 else f"{value:g} seconds"
 
 
 class Agent:
@@ -150,7 +151,7 @@ class Agent:
                 return
             except TimeoutError:
                 raise ProviderError(
-                    f"The model sent nothing for {_seconds(self.first_delta_timeout)} seconds"
+                    f"The model sent nothing for {_seconds(self.first_delta_timeout)}"
                 ) from None
             yield first
             async for event in stream:

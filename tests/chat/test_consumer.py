@@ -499,6 +499,20 @@ async def test_a_provider_that_sends_nothing_ends_the_turn_after_first_delta_tim
     await comm.disconnect()
 
 
+async def test_a_broken_stream_then_a_regenerate_answers_the_question_again(gateway, token):
+    # What the page's Retry sends after a failed turn: the question is saved, so it is answered again.
+    comm, _ = await open_socket(token)
+    await send(comm, type="message", content="[[reset_once=2]] [[chunks=4]] again please")
+    error = (await frames_until(comm))[-1]
+    assert error["type"] == "error" and error["code"] == "PROVIDER_ERROR"
+    assert "broke off" in error["message"]
+    await send(comm, type="regenerate", client_id="retry-1")
+    frames = await frames_until(comm)
+    assert frames[-1]["type"] == "done"
+    assert frames[-1]["full_response"].split() == ["tok1", "tok2", "tok3", "tok4"]
+    await comm.disconnect()
+
+
 # --- Operator events ------------------------------------------------------------------
 
 
