@@ -14,7 +14,8 @@
 //                     pending.js       which sessions have approvals waiting (the sidebar marks them)
 //                     models.js        the model picker and the reasoning switch in the header
 //   shared helpers    state.js         shared state and its "busy" emitter
-//                     banner.js        the error banner
+//                     banner.js        the error banner: plain words, the code under "Details"
+//                     errors.js        error codes and raw texts made into plain sentences
 //                     render.js        Markdown made safe, messages, turns, tool cards
 //                     approval.js      the approval on a tool card: edit, approve, deny, countdown
 //                     branch.js        a message's versions (◀ k/n ▶), edit in place, regenerate
@@ -102,6 +103,7 @@ const conversation = new Conversation({
   modelLabel: (id) => picker.label(id),
   answeredBy: (id) => picker.answered(id),
   modelChoice: () => picker.choice(),
+  resend: (text) => outbox.add(text, composer.pageContext(), [], picker.choice()),
 });
 
 const picker = new ModelPicker({
