@@ -5,7 +5,9 @@
 const PLAIN = {
   PROVIDER_ERROR: providerError,
   AUTH_ERROR: () => "The model's provider refused the gateway's API key. Ask the operator to check it.",
-  AGENT_INIT_FAILED: () => "No working model is set up on the server yet.",
+  // The server's text says what to set: it is part of the sentence, not hidden under Details.
+  AGENT_INIT_FAILED: (raw) =>
+    `No working model is set up on the server yet. ${raw.replace(/^Failed to initialise agent:\s*/i, "")}`.trim(),
   AGENT_ERROR: () => "Something went wrong while answering. Try again.",
   MESSAGE_TOO_LARGE: () => "This message is too large to send. Shorten it, or attach the text as a file.",
   RATE_LIMITED: () => "You are sending messages faster than allowed. It goes again in a moment.",

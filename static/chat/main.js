@@ -172,8 +172,20 @@ const FRAMES = {
 };
 
 function route(frame, generation) {
+  if (frame.type === "error" && frame.code === "AGENT_INIT_FAILED") return agentInitFailed(frame);
   const handler = own(FRAMES, frame.type);
   return handler ? handler(frame, generation) : conversation.handle(frame);
+}
+
+/**
+ * No model works on the server: reconnecting cannot help until someone sets one, so the page
+ * waits for "Try again" instead of knocking forever. What waits in the outbox stays there.
+ */
+function agentInitFailed(frame) {
+  connection.halt("Not connected: no model");
+  showBanner(frame.code, frame.message, "error", {
+    action: { label: "Try again", run: () => connection.reconnectNow() },
+  });
 }
 
 async function sessionStarted(frame, generation) {

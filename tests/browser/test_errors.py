@@ -82,3 +82,45 @@ def test_a_message_too_large_stays_in_the_box_not_in_the_chat(chat_server, token
     page.locator("#input").fill("short now")
     page.locator("#input").press("Enter")
     wait_turn_end(page, 1, "done")
+
+
+@pytest.fixture(scope="module")
+def no_model_server(tmp_path_factory, mock_llm_process):
+    """A gateway with no model it can use: every socket gets AGENT_INIT_FAILED."""
+    env = gateway_env(mock_llm_process, CONSTRUCT_BASE_URL=None, CONSTRUCT_API_KEY=None)
+    with browser_server(tmp_path_factory, "browser-no-model", env) as server:
+        yield server
+
+
+def test_no_model_shows_what_to_set_and_try_again_without_a_reconnect_loop(no_model_server, page):
+    token = pair(no_model_server)
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.context.add_init_script(
+        f"try {{ localStorage.setItem('construct.token', {token!r}); }} catch (e) {{}}")
+    page.goto(no_model_server.url + "/")
+    page.locator("#banner[data-code=AGENT_INIT_FAILED]").wait_for()
+    text = page.locator("#banner-text").inner_text()
+    assert "No working model is set up" in text
+    assert "CONSTRUCT_API_KEY" in text or "CONSTRUCT_BASE_URL" in text
+    assert page.locator("#banner-action").inner_text() == "Try again"
+
+    # A message typed now waits in the outbox; nothing knocks on the server meanwhile.
+    send(page, "are you there?")
+    queued = page.locator("article.msg.user.pending")
+    queued.wait_for()
+    page.wait_for_timeout(4000)
+    assert len(sockets) == 1, sockets
+    assert "no model" in page.locator("#conn-text").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "error-no-model.png"))
+
+    # Try again: one more attempt, refused the same way, and still no loop; the message waits.
+    page.locator("#banner-action").click()
+    page.wait_for_function("() => !document.getElementById('banner').hidden")
+    page.locator("#banner[data-code=AGENT_INIT_FAILED]").wait_for()
+    page.wait_for_timeout(3000)
+    assert len(sockets) == 2, sockets
+    assert queued.count() == 1 and "are you there?" in queued.inner_text()
+    kept = page.evaluate("() => Object.keys(localStorage).filter((k) => k.startsWith('construct.outbox.'))"
+                         ".map((k) => localStorage.getItem(k)).join('')")
+    assert "are you there?" in kept
