@@ -348,6 +348,9 @@ except BadRules as exc:
     ) from None
 CONSTRUCT_APPROVAL_TIMEOUT = _env_number("CONSTRUCT_APPROVAL_TIMEOUT", 120.0, kind=float, minimum=0.1)
 
+# Seconds a model call may send nothing at all before the turn ends with PROVIDER_ERROR.
+CONSTRUCT_FIRST_DELTA_TIMEOUT = _env_number("CONSTRUCT_FIRST_DELTA_TIMEOUT", 60.0, kind=float, minimum=0.1)
+
 # Attachments: uploads kept one folder per session under CONSTRUCT_MEDIA_ROOT
 # (never under a user's file name), at most this many bytes each.
 CONSTRUCT_MEDIA_ROOT = Path(_env("CONSTRUCT_MEDIA_ROOT", str(BASE_DIR / "media"))).expanduser().resolve()

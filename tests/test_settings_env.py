@@ -19,7 +19,7 @@ SETUP = "import django; django.setup()"
 CONFIG_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "CONSTRUCT_PROVIDER", "CONSTRUCT_PRICES",
     "CONSTRUCT_MCP_SERVERS", "CONSTRUCT_MAX_TOOL_ITERATIONS", "CONSTRUCT_SHELL_SANDBOX",
-    "CONSTRUCT_MODELS", "CONSTRUCT_REASONING_DEFAULT",
+    "CONSTRUCT_MODELS", "CONSTRUCT_REASONING_DEFAULT", "CONSTRUCT_FIRST_DELTA_TIMEOUT",
 )
 
 
@@ -66,6 +66,8 @@ def run_django(args, **env):
         ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai", "base_url": "not a url"}]'),
         ("CONSTRUCT_MODELS", '[{"id": "a", "provider": "openai", "api_key": "sk-x"}]'),
         ("CONSTRUCT_REASONING_DEFAULT", "max"),
+        ("CONSTRUCT_FIRST_DELTA_TIMEOUT", "soon"),
+        ("CONSTRUCT_FIRST_DELTA_TIMEOUT", "0"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):
@@ -95,3 +97,9 @@ def test_a_model_list_and_a_reasoning_default_start():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['a', 'b'] high"
+
+
+def test_first_delta_timeout_defaults_to_60_and_takes_fractions():
+    show = SETUP + "; from django.conf import settings as s; print(s.CONSTRUCT_FIRST_DELTA_TIMEOUT)"
+    assert run_django(["-c", show]).stdout.strip() == "60.0"
+    assert run_django(["-c", show], CONSTRUCT_FIRST_DELTA_TIMEOUT="2.5").stdout.strip() == "2.5"

@@ -10,7 +10,7 @@ import json
 import logging
 from typing import AsyncIterator
 
-from construct_core.errors import AgentError
+from construct_core.errors import AgentError, ProviderError
 from typing import Awaitable, Callable
 
 from chat.agent.events import (
@@ -56,15 +56,23 @@ def unanswered_calls(history: list[dict]) -> list[ToolCallRequest]:
     return []
 
 
+def _seconds(value: float) -> str:
+    """"1 second", "0.5 seconds", "60 seconds"."""
+    return "1 second" if value == 1 else f"{value:g} seconds"
+
+
 class Agent:
     """Runs one turn: calls the model, runs the tools it asks for, and repeats."""
 
     def __init__(self, provider, tools: ToolRegistry | None = None, *, max_iterations: int = 10,
-                 system_prompt: str | None = None):
+                 system_prompt: str | None = None, first_delta_timeout: float | None = None):
         self.provider = provider
         self.tools = tools or ToolRegistry()
         self.max_iterations = max_iterations
         self.system_prompt = system_prompt
+        # A provider that answers nothing at all would otherwise leave the turn waiting
+        # for its HTTP timeout (minutes) or, on a trickling connection, forever.
+        self.first_delta_timeout = first_delta_timeout
 
     async def run(self, history: list[dict], ctx: ToolContext | None = None,
                   gate: Gate | None = None, *, reasoning: str = "off") -> AsyncIterator[TurnEvent]:
@@ -92,7 +100,7 @@ class Agent:
             calls: list[ToolCallRequest] = []
             blocks: list[dict] = []
             provider = ""
-            async for event in self.provider.stream(messages, tools=specs, reasoning=reasoning):
+            async for event in self._call(messages, specs, reasoning):
                 kind = event.__class__
                 if kind is Chunk:
                     if event.text:
@@ -132,6 +140,26 @@ class Agent:
                     yield event
 
         raise AgentError(f"Agent exceeded maximum tool iterations ({self.max_iterations})")
+
+    async def _call(self, messages: list[dict], specs, reasoning: str):
+        """One model call's events; ProviderError if its first one takes over `first_delta_timeout`."""
+        stream = self.provider.stream(messages, tools=specs, reasoning=reasoning)
+        try:
+            try:
+                first = await asyncio.wait_for(anext(stream), self.first_delta_timeout)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ProviderError(
+                    f"The model sent nothing for {_seconds(self.first_delta_timeout)}"
+                ) from None
+            yield first
+            async for event in stream:
+                yield event
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _answer(self, call: ToolCallRequest, ctx: ToolContext, gate: Gate | None,
                       messages: list[dict]):

@@ -23,8 +23,10 @@ message (see `parse_script`):
     [[fail=CODE]]       answer HTTP CODE with the provider's error body
     [[fail_once=CODE]]  fail the first time this request body is seen only
     [[reset_after=N]]   stream N chunks, then drop the connection
+    [[reset_once=N]]    as reset_after, the first time this user message is seen only
     [[malformed]]       send one data line that is not JSON mid-stream
     [[hang]]            send one chunk, then go quiet until the client leaves
+    [[silent]]          answer 200 and then send nothing at all until the client leaves
     [[redacted_think]]  (Anthropic) start the reply with a redacted_thinking block
     [[replay=NAME]]     (Anthropic) stream one of the documented "Streaming Messages"
                         event sequences as it is (`REPLAYS`: text, thinking_tool,
@@ -78,9 +80,9 @@ _dumps = json.dumps
 
 # --- Directives -----------------------------------------------------------------
 
-_NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after)=(\d+)\]\]")
+_NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after|reset_once)=(\d+)\]\]")
 _FLAG_DIRECTIVE = re.compile(
-    r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|redacted_think)\]\]")
+    r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|silent|redacted_think)\]\]")
 _REPLAY_DIRECTIVE = re.compile(r"\[\[replay=([a-z_]+)\]\]")
 _TOOL_DIRECTIVE = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)\s*")
 # Splits text into word-sized pieces whose concatenation is the text itself.
@@ -102,11 +104,13 @@ class Script:
     echo_key: bool = False
     malformed: bool = False
     hang: bool = False
+    silent: bool = False
     redacted_think: bool = False
     replay: str | None = None
     fail: int | None = None
     fail_once: int | None = None
     reset_after: int | None = None
+    reset_once: int | None = None
     tools: list[tuple[str, str]] = field(default_factory=list)
     key: str = ""  # the API key the request carried, for the directives that leak it
 
@@ -361,6 +365,8 @@ def _openai_frames(script, plan, model, include_usage):
     )
     tail = ',"logprobs":null,"finish_reason":null}]}\n\n'
     controls = _Controls(script, plan, b"data: {this is not json\n\n")
+    if script.silent:
+        yield _HANG
     yield (head + '{"role":"assistant","content":""}' + tail).encode()
     for piece in plan.thinking:
         yield from controls.before()
@@ -456,6 +462,8 @@ def _event(name, payload):
 
 def _anthropic_frames(script, plan, model):
     controls = _Controls(script, plan, b"event: content_block_delta\ndata: {this is not json\n\n")
+    if script.silent:
+        yield _HANG
     message = {
         "id": "msg_" + uuid.uuid4().hex[:24],
         "type": "message",
@@ -733,6 +741,7 @@ class _State:
     def __init__(self):
         self.requests = deque(maxlen=REQUEST_LOG_SIZE)
         self.failed_once = set()
+        self.reset_once = set()  # user messages whose first stream was dropped already
         # Thinking signatures and redacted-thinking data issued (kept across a log clear:
         # a conversation may go on after it), so what comes back can be checked.
         self.signatures = OrderedDict({REPLAY_SIGNATURE: "".join(REPLAY_THINKING)})
@@ -777,6 +786,12 @@ class _State:
                 return script.fail_once
         return None
 
+    def drop_once(self, script):
+        """`reset_once` becomes `reset_after` the first time its user message is seen."""
+        if script.reset_once is not None and script.raw not in self.reset_once:
+            self.reset_once.add(script.raw)
+            script.reset_after = script.reset_once
+
 
 def _trim(issued):
     while len(issued) > ISSUED_SIZE:
@@ -811,6 +826,7 @@ def create_app():
         failure = state.should_fail(script, body_bytes)
         if failure:
             return _openai_error(failure, script.key)
+        state.drop_once(script)
         if script.echo_key:
             script.text = script.key
         plan = make_plan(script, results, ends_with_tool, _prompt_chars(body), "call_")
@@ -831,6 +847,7 @@ def create_app():
         failure = state.should_fail(script, body_bytes)
         if failure:
             return _anthropic_error(failure, script.key)
+        state.drop_once(script)
         problem = _anthropic_problem(body, state)
         if problem:
             return _anthropic_invalid(problem)
@@ -856,6 +873,7 @@ def create_app():
         if request.method == "DELETE":
             state.requests.clear()
             state.failed_once.clear()
+            state.reset_once.clear()
             return Response(status_code=204)
         return JSONResponse(list(state.requests))
 

@@ -93,6 +93,7 @@ def build_agent(extra_tools=(), choice: ModelChoice | None = None) -> Agent:
         build_tools(extra_tools),
         max_iterations=settings.CONSTRUCT_MAX_TOOL_ITERATIONS,
         system_prompt=SYSTEM_PROMPT,
+        first_delta_timeout=settings.CONSTRUCT_FIRST_DELTA_TIMEOUT,
     )
 
 

@@ -54,9 +54,20 @@ export class Composer {
     this.autosize();
   }
 
-  /** A message the server refused for good comes back to edit, unless something new is typed. */
+  /** The page context chosen for messages (null: none). */
+  pageContext() {
+    return this.context.value || null;
+  }
+
+  /**
+   * A message the server refused for good comes back to edit, unless something new is
+   * typed; true when it did.
+   */
   giveBack(text) {
-    if (!this.input.value.trim()) this.input.value = text;
+    if (this.input.value.trim()) return false;
+    this.input.value = text;
+    this.autosize();
+    return true;
   }
 
   autosize() {

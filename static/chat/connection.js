@@ -1,6 +1,7 @@
 // The chat socket: opened with the token as a subprotocol (never in the URL), asking to
 // resume a running turn after the last seq this page saw, handing frames on one at a time
-// and in order, and reconnecting with backoff (the indicator in the top bar shows which).
+// and in order, and reconnecting with backoff (the indicator in the top bar shows which),
+// except after a refusal that retrying cannot cure (halt): then only on request.
 
 import { tokenStore } from "./api.js";
 import { showBanner } from "./banner.js";
@@ -26,6 +27,7 @@ export class Connection {
     this.attempt = 0; // reconnect attempts since the last good session_start
     this.reconnectTimer = null;
     this.countdown = null;
+    this.halted = ""; // why the next close is not followed by a reconnect ("": it is)
     this.frames = Promise.resolve(); // frames are handled one at a time, in order
     window.addEventListener("online", () => this.reconnectNow());
     document.addEventListener("visibilitychange", () => {
@@ -100,6 +102,7 @@ export class Connection {
 
   /** Close on purpose (a session switch, or the pairing card): no reconnect follows. */
   close() {
+    this.halted = "";
     clearTimeout(this.reconnectTimer);
     clearInterval(this.countdown);
     const socket = this.socket;
@@ -114,9 +117,18 @@ export class Connection {
     }
   }
 
-  /** Reconnect at once, if signed in and not connected (back online, tab shown again). */
+  /**
+   * The server refused this socket for a reason a reconnect cannot cure (no model set up):
+   * when it closes, wait for reconnectNow() (a "Try again") instead. `why` is the indicator's.
+   */
+  halt(why) {
+    this.halted = why;
+  }
+
+  /** Reconnect at once, if signed in and not connected (back online, tab shown again, Try again). */
   reconnectNow() {
     if (this.socket || !state.signedIn) return;
+    this.halted = "";
     this.attempt = 0;
     this.open();
   }
@@ -132,6 +144,11 @@ export class Connection {
     this.hooks.dropped();
     if (event.code === CLOSE_TOKEN_REVOKED) {
       this.hooks.revoked();
+      return;
+    }
+    if (this.halted) {
+      clearTimeout(this.reconnectTimer);
+      this.show("offline", this.halted);
       return;
     }
     this.show("offline", "Disconnected");

@@ -7,6 +7,7 @@ import { AuthError, api } from "./api.js";
 import { Approval } from "./approval.js";
 import { showBanner } from "./banner.js";
 import { decorate } from "./branch.js";
+import { plainError } from "./errors.js";
 import { TurnView, flushRendering, onRendered, userMessage } from "./render.js";
 import { setBusy, setStopping, state } from "./state.js";
 import { $, own, uuid4 } from "./util.js";
@@ -50,8 +51,9 @@ const TURN_FRAMES = {
     this.endTurn(view, "stopped");
   },
   error(view, frame) {
-    view.finish("error", null, `Ended with an error (${frame.code})`);
+    view.finish("error", null, plainError(frame.code, frame.message).text);
     showBanner(frame.code, frame.message);
+    view.offerRetry(() => this.retry(view));
     this.endTurn(view, "error");
   },
 };
@@ -59,6 +61,13 @@ const TURN_FRAMES = {
 /** Frames outside any turn (no turn_id), by type. `this` is the Conversation. */
 const SESSION_FRAMES = {
   error(frame) {
+    const question = this.retrying;
+    this.retrying = null;
+    if (question && frame.code === "EMPTY_CONTENT") {
+      // A retry found no question saved to answer again: the question goes as a new message.
+      this.hooks.resend(question);
+      return;
+    }
     this.hooks.notSent(frame);
   },
   operator_status(frame) {
@@ -90,7 +99,8 @@ export class Conversation {
    * ready() -> the socket can send now; send(frame); approvalsChanged() when an approval
    * was asked for or answered in this session; modelLabel(id) -> the name of a model;
    * answeredBy(id) when a turn's `done` names its model; modelChoice() -> the `model` and
-   * `reasoning` fields an edit or a regenerate carries; jumped() after "Jump to latest".
+   * `reasoning` fields an edit or a regenerate carries; jumped() after "Jump to latest";
+   * resend(text) sends a question again as a new message.
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -100,6 +110,7 @@ export class Conversation {
     this.approvals = new Map(); // approval_id -> {approval, card}
     this.lastAnswered = null; // the approval this page answered last, for an error that names none
     this.jump = $("jump-latest");
+    this.retrying = null; // the question of a Retry just sent, until its turn starts
     this.stick = true; // keep the newest message in view (unless the reader scrolled up)
     this.lastTop = 0;
     // Following is decided by the reader's scrolling, not by how far the end is: a tool card
@@ -374,6 +385,16 @@ export class Conversation {
     return true;
   }
 
+  /**
+   * A failed turn's Retry: its question answered again (a regenerate), or, when the server
+   * kept no question to answer, sent again. False when nothing could be sent now.
+   */
+  retry(view) {
+    const sent = this.branchAction({ type: "regenerate", client_id: uuid4(), ...this.hooks.modelChoice() });
+    this.retrying = sent && view.question ? view.question : null;
+    return sent;
+  }
+
   /** After a turn: the saved branch's ids, for the controls of what was just drawn live. */
   async refreshBranch(generation) {
     try {
@@ -397,6 +418,7 @@ export class Conversation {
     let view = this.turns.get(frame.turn_id);
     if (view && view.finished) return; // a late repeat of a turn already drawn whole
     if (!view) {
+      this.retrying = null;
       view = this.newTurn(frame.turn_id);
       const sent = this.questionShown ? null : this.hooks.takeSent();
       if (this.questionShown) {

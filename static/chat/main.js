@@ -14,7 +14,8 @@
 //                     pending.js       which sessions have approvals waiting (the sidebar marks them)
 //                     models.js        the model picker and the reasoning switch in the header
 //   shared helpers    state.js         shared state and its "busy" emitter
-//                     banner.js        the error banner
+//                     banner.js        the error banner: plain words, the code under "Details"
+//                     errors.js        error codes and raw texts made into plain sentences
 //                     render.js        Markdown made safe, messages, turns, tool cards
 //                     approval.js      the approval on a tool card: edit, approve, deny, countdown
 //                     branch.js        a message's versions (◀ k/n ▶), edit in place, regenerate
@@ -103,6 +104,7 @@ const conversation = new Conversation({
   answeredBy: (id) => picker.answered(id),
   modelChoice: () => picker.choice(),
   jumped: () => composer.focus(),
+  resend: (text) => outbox.add(text, composer.pageContext(), [], picker.choice()),
 });
 
 const picker = new ModelPicker({
@@ -171,8 +173,20 @@ const FRAMES = {
 };
 
 function route(frame, generation) {
+  if (frame.type === "error" && frame.code === "AGENT_INIT_FAILED") return agentInitFailed(frame);
   const handler = own(FRAMES, frame.type);
   return handler ? handler(frame, generation) : conversation.handle(frame);
+}
+
+/**
+ * No model works on the server: reconnecting cannot help until someone sets one, so the page
+ * waits for "Try again" instead of knocking forever. What waits in the outbox stays there.
+ */
+function agentInitFailed(frame) {
+  connection.halt("Not connected: no model");
+  showBanner(frame.code, frame.message, "error", {
+    action: { label: "Try again", run: () => connection.reconnectNow() },
+  });
 }
 
 async function sessionStarted(frame, generation) {

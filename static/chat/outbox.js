@@ -14,7 +14,8 @@ const RETRYABLE = new Set(["SESSION_BUSY", "RATE_LIMITED"]);
 export class Outbox {
   /**
    * `hooks`: ready() -> the socket can send now; send(frame); show(node, {follow}) puts a
-   * message at the end of the conversation; giveBack(text) returns a refused text to edit.
+   * message at the end of the conversation; giveBack(text) returns a refused text to edit
+   * (false: the box holds something else).
    */
   constructor(hooks) {
     this.hooks = hooks;
@@ -162,11 +163,13 @@ export class Outbox {
       this.retryTimer = setTimeout(() => this.pump(), seconds * 1000);
       return;
     }
-    // Refused for good (empty, too large, bad frame): give the text back to edit.
+    // Refused for good (empty, too large, bad frame): the text goes back into the box to
+    // edit, and leaves the conversation, where it never was. Only when the box holds
+    // something new does it stay, marked, so that nothing typed is lost.
     this.items = this.items.filter((i) => i !== item);
     this.save();
-    item.view.setStatus(`Not sent: ${frame.code}`, "failed");
-    this.hooks.giveBack(item.content);
+    if (this.hooks.giveBack(item.content)) item.view.el.remove();
+    else item.view.setStatus(`Not sent: ${frame.code}`, "failed");
     this.pump();
   }
 

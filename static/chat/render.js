@@ -502,4 +502,14 @@ export class TurnView {
     this.note.dataset.kind = kind;
     this.note.hidden = false;
   }
+
+  /** A failed turn's Retry button, under its note: run() on click (false: nothing was sent). */
+  offerRetry(run) {
+    if (this.retry) return;
+    this.retry = el("button", { type: "button", class: "btn small retry" }, "Retry");
+    this.retry.addEventListener("click", () => {
+      if (run() !== false) this.retry.disabled = true;
+    });
+    this.note.after(this.retry);
+  }
 }

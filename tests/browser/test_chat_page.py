@@ -344,7 +344,7 @@ def test_thinking_tools_canvas_events_status_and_error_banner(chat_server, token
     send(page, "[[fail=400]] broken")
     wait_turn_end(page, 6, "error")
     page.locator("#banner").wait_for(state="visible")
-    assert page.locator("#banner-code").inner_text() == "PROVIDER_ERROR"
+    assert page.locator("#banner-code").text_content() == "PROVIDER_ERROR"
 
 
 def test_page_context_is_sent_with_the_message(chat_server, token, page):

@@ -481,6 +481,38 @@ async def test_provider_500_gives_provider_error(gateway, token):
     await comm.disconnect()
 
 
+async def test_a_provider_that_sends_nothing_ends_the_turn_after_first_delta_timeout(gateway, token):
+    gateway.CONSTRUCT_FIRST_DELTA_TIMEOUT = 0.5
+    comm, _ = await open_socket(token)
+    await send(comm, type="message", content="[[silent]] anyone there?")
+    frames = await asyncio.wait_for(frames_until(comm), 10)
+    error = frames[-1]
+    assert error["type"] == "error" and error["code"] == "PROVIDER_ERROR"
+    assert error["message"] == "The model sent nothing for 0.5 seconds"
+    assert not [f for f in frames if f["type"] in ("chunk", "done")]
+    assert (await session_row("s1")).state == "error"
+    # The session is free: the next message runs at once, not queued behind a hung call.
+    await send(comm, type="message", content="works again")
+    frames = await frames_until(comm)
+    assert frames[-1]["type"] == "done"
+    assert not [f for f in frames if f.get("phase") == "queued"]
+    await comm.disconnect()
+
+
+async def test_a_broken_stream_then_a_regenerate_answers_the_question_again(gateway, token):
+    # What the page's Retry sends after a failed turn: the question is saved, so it is answered again.
+    comm, _ = await open_socket(token)
+    await send(comm, type="message", content="[[reset_once=2]] [[chunks=4]] again please")
+    error = (await frames_until(comm))[-1]
+    assert error["type"] == "error" and error["code"] == "PROVIDER_ERROR"
+    assert "broke off" in error["message"]
+    await send(comm, type="regenerate", client_id="retry-1")
+    frames = await frames_until(comm)
+    assert frames[-1]["type"] == "done"
+    assert frames[-1]["full_response"].split() == ["tok1", "tok2", "tok3", "tok4"]
+    await comm.disconnect()
+
+
 # --- Operator events ------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from tests.support.daphne import REPO_ROOT
 
 CHAT = REPO_ROOT / "static" / "chat"
 # Helpers any module may import. Every other module but main.js is a feature.
-SHARED = {"api.js", "approval.js", "banner.js", "branch.js", "files.js", "render.js", "state.js", "util.js"}
+SHARED = {"api.js", "approval.js", "banner.js", "branch.js", "errors.js", "files.js", "render.js", "state.js", "util.js"}
 IMPORT = re.compile(r"""\b(?:from|import)\s*\(?\s*["']\./([^"']+)["']""")
 
 
