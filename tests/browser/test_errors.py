@@ -19,11 +19,6 @@ def chat_server(tmp_path_factory, mock_llm_process):
         yield server
 
 
-@pytest.fixture
-def token(chat_server):
-    return pair(chat_server)
-
-
 def open_details(page):
     page.locator("#banner-details summary").click()
     return page.locator("#banner-code").inner_text(), page.locator("#banner-raw").inner_text()

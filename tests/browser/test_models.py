@@ -9,7 +9,7 @@ from tests.browser.helpers import (
     api, last_answer, open_paired, screenshot, send, session_id_of, wait_turn_end,
 )
 from tests.browser.conftest import browser_server
-from tests.e2e.conftest import gateway_env, pair
+from tests.e2e.conftest import gateway_env
 
 GPT, CLAUDE = "mock-gpt", "mock-claude"
 
@@ -27,11 +27,6 @@ def chat_server(tmp_path_factory, mock_llm_process):
                       CONSTRUCT_PRICES=json.dumps(prices))
     with browser_server(tmp_path_factory, "browser-models", env) as server:
         yield server
-
-
-@pytest.fixture
-def token(chat_server):
-    return pair(chat_server)
 
 
 def test_pick_a_model_see_its_name_switch_reasoning_on_see_tokens_and_cost(chat_server, page, token):
