@@ -159,7 +159,9 @@ export class Sidebar {
       el(
         "span",
         { class: "session-meta" },
-        el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
+        // A badge only where there is something to see (running, error, interrupted), not on every idle chat.
+        session.state === "idle" ? null
+          : el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
         waiting ? el("span", { class: "badge approval-pending", title: `${waitingText}: open the chat to answer` },
           `${waiting} to approve`, el("span", { class: "visually-hidden" }, ` (${waitingText})`)) : null,
         el("span", {}, `${session.message_count} msg`),

@@ -123,6 +123,8 @@ def test_a_second_user_sees_none_of_the_first_users_sessions(chat_server, page, 
     wait_turn_end(page, 1, "done")
     bob_session = session_id_of(page)
     wait_for(lambda: _listed(page) == [bob_session])
+    # An idle chat wears no state badge; only running, error and interrupted ones do.
+    wait_for(lambda: page.locator(".session-item .badge[class*='state-']").count() == 0)
     page.fill("#session-search", "secret")
     empty = page.locator("#session-empty")
     wait_for(lambda: empty.is_visible() and empty.inner_text() == "No session matches.")
