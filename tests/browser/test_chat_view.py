@@ -140,17 +140,18 @@ def test_copy_a_code_block_and_a_message(chat_server, token, page, context):
     assert block.locator(".code-lang").inner_text() == "python"
     block.get_by_role("button", name="Copy python code").click()
     copy = block.locator(".copy-btn")
-    assert page.evaluate("navigator.clipboard.readText()") == CODE
+    # The write is asynchronous: "Copied" says it landed, then the clipboard is read.
     wait_for(lambda: copy.inner_text() == "Copied" and copy.get_attribute("aria-label") == "Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
     screenshot(page, "chat-copy-code")
     wait_for(lambda: copy.inner_text() == "Copy", timeout=5)
 
     # A message's button copies its Markdown source, the question's as typed.
     answer.get_by_role("button", name="Copy answer").click()
-    copied = page.evaluate("navigator.clipboard.readText()")
-    assert f"```python\n{CODE}\n```" in copied and "**this**" in copied
+    clipboard = lambda: page.evaluate("navigator.clipboard.readText()")  # noqa: E731
+    wait_for(lambda: f"```python\n{CODE}\n```" in clipboard() and "**this**" in clipboard())
     page.locator("article.msg.user").last.get_by_role("button", name="Copy message").click()
-    assert page.evaluate("navigator.clipboard.readText()") == message
+    wait_for(lambda: clipboard() == message)
     # The buttons are page furniture, never part of the Markdown DOMPurify cleaned.
     assert answer.locator(".md pre code").inner_text().rstrip("\n") == CODE
 
