@@ -185,37 +185,64 @@ def _is_postgres(url):
     return url.startswith(("postgres://", "postgresql://"))
 
 
+def _create_database(base_url, name, template=None):
+    """CREATE DATABASE `name` on the server of `base_url` (a copy of `template`, if given);
+    its URL."""
+    import psycopg
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(statement)
+    return urlunsplit(urlsplit(base_url)._replace(path=f"/{name}"))
+
+
+def _drop_database(base_url, name):
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @contextlib.contextmanager
-def fresh_database_url(tmp_path, base_url=None):
+def fresh_database_url(tmp_path, base_url=None, *, migrated=False):
     """Yield a DATABASE_URL no other server or test uses.
 
     SQLite by default: a new file under ``tmp_path``. When the run's
     DATABASE_URL (or ``base_url``) is PostgreSQL, a new database on that
     server, dropped at exit, so e2e servers never share the pytest test
-    database or each other's state.
+    database or each other's state. ``migrated``: a copy of this process's
+    migrated template (see below), instead of an empty database.
     """
     base_url = base_url if base_url is not None else os.environ.get("DATABASE_URL", "")
     if not _is_postgres(base_url):
-        yield f"sqlite:///{Path(tmp_path) / f'e2e-{secrets.token_hex(4)}.sqlite3'}"
+        path = Path(tmp_path) / f"e2e-{secrets.token_hex(4)}.sqlite3"
+        if migrated:
+            with contextlib.closing(sqlite3.connect(_sqlite_template())) as source, \
+                    contextlib.closing(sqlite3.connect(path)) as target:
+                source.backup(target)
+        yield f"sqlite:///{path}"
         return
 
-    import psycopg
-    from psycopg import sql
-
+    template = _postgres_template(base_url) if migrated else None
     name = f"construct_e2e_{secrets.token_hex(6)}"
-    with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _create_database(base_url, name, template)
     try:
-        parts = urlsplit(base_url)
-        yield urlunsplit(parts._replace(path=f"/{name}"))
+        yield url
     finally:
-        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        _drop_database(base_url, name)
 
 
-# --- migrated databases ------------------------------------------------------
+def migrated_database_url(tmp_path, base_url=None):
+    """``fresh_database_url``, already migrated: SQLite's copied by the backup API,
+    PostgreSQL's by ``CREATE DATABASE ... TEMPLATE``."""
+    return fresh_database_url(tmp_path, base_url, migrated=True)
+
+
+# --- migrated templates ------------------------------------------------------
 #
 # Migrating costs a Django start and every migration (seconds of CPU); most
 # end-to-end tests need only an empty, migrated database. Each test process
@@ -235,54 +262,15 @@ def _sqlite_template():
 
 
 def _postgres_template(base_url):
-    import psycopg
-    from psycopg import sql
-
     if base_url not in _templates:
         name = f"construct_e2e_template_{secrets.token_hex(6)}"
-        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        url = _create_database(base_url, name)
 
         def drop():
             with contextlib.suppress(Exception):
-                with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                                 .format(sql.Identifier(name)))
+                _drop_database(base_url, name)
 
         atexit.register(drop)
-        migrate({"DATABASE_URL": urlunsplit(urlsplit(base_url)._replace(path=f"/{name}"))})
+        migrate({"DATABASE_URL": url})
         _templates[base_url] = name
     return _templates[base_url]
-
-
-@contextlib.contextmanager
-def migrated_database_url(tmp_path, base_url=None):
-    """Like ``fresh_database_url``, but the database is already migrated.
-
-    A copy of this process's template: SQLite's by the backup API, PostgreSQL's
-    by ``CREATE DATABASE ... TEMPLATE``. Dropped (or left in ``tmp_path``) at exit.
-    """
-    base_url = base_url if base_url is not None else os.environ.get("DATABASE_URL", "")
-    if not _is_postgres(base_url):
-        path = Path(tmp_path) / f"e2e-{secrets.token_hex(4)}.sqlite3"
-        with contextlib.closing(sqlite3.connect(_sqlite_template())) as source, \
-                contextlib.closing(sqlite3.connect(path)) as target:
-            source.backup(target)
-        yield f"sqlite:///{path}"
-        return
-
-    import psycopg
-    from psycopg import sql
-
-    template = _postgres_template(base_url)
-    name = f"construct_e2e_{secrets.token_hex(6)}"
-    with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template)))
-    try:
-        yield urlunsplit(urlsplit(base_url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(base_url, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
