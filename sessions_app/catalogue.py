@@ -11,6 +11,7 @@ from django.conf import settings
 
 from construct_core.errors import ModelNotFound
 from construct_core.model_choices import REASONING_OFF, ModelChoice
+from sessions_app import selectors
 
 
 def model_list() -> tuple[ModelChoice, ...]:
@@ -27,21 +28,26 @@ def model_default() -> ModelChoice:
     return model_list()[0]
 
 
+def _listed(model_id: str) -> ModelChoice | None:
+    return next((choice for choice in model_list() if choice.id == model_id), None)
+
+
 def model_get(*, model_id: str) -> ModelChoice:
     """The listed model `model_id`; ModelNotFound when it is not in the list."""
-    for choice in model_list():
-        if choice.id == model_id:
-            return choice
-    raise ModelNotFound(f"Unknown model {model_id[:200]!r}: GET /api/models/ lists the models")
+    choice = _listed(model_id)
+    if choice is None:
+        raise ModelNotFound(f"Unknown model {model_id[:200]!r}: GET /api/models/ lists the models")
+    return choice
 
 
 def model_of_session(stored: str | None) -> ModelChoice:
     """A session's model: the one it chose, or the default when it chose none (or one since unlisted)."""
-    if stored:
-        for choice in model_list():
-            if choice.id == stored:
-                return choice
-    return model_default()
+    return (_listed(stored) if stored else None) or model_default()
+
+
+def session_model(*, session_id: str) -> ModelChoice:
+    """The model of session `session_id`, as stored (see `model_of_session`)."""
+    return model_of_session(selectors.session_model(session_id=session_id))
 
 
 def models_document() -> dict:

@@ -208,10 +208,10 @@ class RemoteTurns:
         text = unsaved_text(logged)
         if text:
             # The session's model is the one its running turn chose.
-            model = await database_sync_to_async(selectors.session_model)(session_id=session_id)
+            model = await database_sync_to_async(catalogue.session_model)(session_id=session_id)
             await database_sync_to_async(services.message_append)(
                 session_id=session_id, role="assistant", content=text,
-                data={"interrupted": True, "model": catalogue.model_of_session(model).id}, turn_id=turn_id,
+                data={"interrupted": True, "model": model.id}, turn_id=turn_id,
             )
         known = self._followed.get(session_id)
         seen = known.seq if known is not None and known.turn_id == turn_id else 0

@@ -103,7 +103,7 @@ def _turn_model(session_id: str, model: str | None) -> ModelChoice:
         choice = catalogue.model_get(model_id=model)
         services.session_model_set(session_id=session_id, model=choice.id)
         return choice
-    return catalogue.model_of_session(selectors.session_model(session_id=session_id))
+    return catalogue.session_model(session_id=session_id)
 
 
 class Turn:
@@ -314,18 +314,17 @@ class Turn:
     async def _record_usage(self, usage: UsageInfo) -> None:
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
-        # Priced and counted under the listed id people configure prices for.
-        model = self.choice.id if self.choice is not None else usage.model
+        # Priced and counted under the listed id people configure prices for (not usage.model).
         record = await database_sync_to_async(services.usage_record)(
-            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=model,
+            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=self.choice.id,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         )
         self.cost_usd += float(record.cost_usd)
 
     def _answered_by(self) -> dict:
-        """What an assistant message keeps of who wrote it: the model, and the reasoning level."""
-        if self.choice is None:
-            return {}
+        """What an assistant message keeps of who wrote it: the model, and the reasoning level.
+
+        Only called once the agent streams, so after `_choose`."""
         by = {"model": self.choice.id}
         if self.reasoning != REASONING_OFF:
             by["reasoning"] = self.reasoning
