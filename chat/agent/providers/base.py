@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Literal, Protocol
 
 from chat.agent.events import StreamEvent
+from construct_core.model_choices import REASONING_LEVELS
 
 # How hard the model may think before it answers; each provider maps a level to its own switch.
 Reasoning = Literal["off", "low", "medium", "high"]
-REASONING_LEVELS = ("off", "low", "medium", "high")
 # After the text of a reply that was cut off, so the model knows it never finished it.
 CUT_OFF_MARK = "\n\n[reply cut off]"
 
