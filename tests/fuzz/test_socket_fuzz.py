@@ -72,5 +72,5 @@ def test_the_fuzz_run_was_big_enough():
         pytest.skip("the property test did not run in this session")
     if EXAMPLES >= 60:
         assert TOTALS["frames"] >= 1000, TOTALS
-        assert TOTALS["valid"] >= 50, TOTALS
+        assert TOTALS["valid"] >= 150, TOTALS  # at least three per program
     print("socket fuzz:", TOTALS)
