@@ -92,7 +92,13 @@ def screenshot(page, name, full_page=False):
     return path
 
 
-def wait_for(predicate, timeout=10.0, interval=0.05):
+def wait_for(predicate, timeout=10.0, interval=0.05, *, page=None):
+    """Polls `predicate` until it is true.
+
+    Give `page` when the predicate reads only what Playwright handlers (page.route,
+    page.route_web_socket) collect in Python: sync Playwright runs those handlers only
+    inside its own calls, so the wait must be one (`page.wait_for_timeout`), not a sleep.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -100,7 +106,10 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
             return value
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
-        time.sleep(interval)
+        if page is not None:
+            page.wait_for_timeout(interval * 1000)
+        else:
+            time.sleep(interval)
 
 
 def create_user(server, username, password, *, staff=False, superuser=False):

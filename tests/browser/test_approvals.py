@@ -354,7 +354,7 @@ def test_the_card_alone_markup_errors_timeout_and_stop(approval_server, token, p
     # Approve with an edit: sent once with the new arguments, the buttons off meanwhile.
     card.locator("textarea").fill('{"command": "echo ok"}')
     card.get_by_role("button", name=f"Approve {name}").click()
-    wait_for(lambda: fake.approvals())
+    wait_for(lambda: fake.approvals(), page=page)
     assert fake.approvals() == [{"type": "approval", "approval_id": "a1", "decision": "approve",
                                  "args": {"command": "echo ok"}}]
     assert all(card.locator(f"button.{d}").is_disabled() for d in ("approve", "deny", "always"))
@@ -438,7 +438,7 @@ def test_with_the_socket_down_the_answer_goes_through_rest(approval_server, toke
     assert page.locator("#banner").is_hidden()
 
     card.get_by_role("button", name="Deny shell").click()
-    wait_for(lambda: len(answers) == 2)
+    wait_for(lambda: len(answers) == 2, page=page)
     assert answers[1][1] == {"decision": "deny"}
     assert card.locator(".approval").get_attribute("data-approval-state") == "sending"
     assert card.locator(".approval-error").is_hidden()

@@ -51,7 +51,7 @@ def test_attach_by_button_and_paste_send_and_see_the_thumbnail(chat_server, page
     chooser.value.set_files([str(notes)])
     page.wait_for_selector("#attach-progress:not([hidden])")
     assert _chips(page).first.get_attribute("data-state") == "uploading"
-    wait_for(lambda: held)
+    wait_for(lambda: held, page=page)
     held[0].continue_()
     page.unroute("**/attachments/")
     page.wait_for_selector("#attach-chips li[data-state=ready]")
