@@ -79,7 +79,10 @@ class RemoteTurns:
         if (session.state == ChatSession.State.RUNNING and session.turn_id and not running_here
                 and (lease is None or lease <= timezone.now())):
             if await self.interrupted(session_id=session.id, turn_id=session.turn_id, mark=True):
-                session.state = ChatSession.State.INTERRUPTED
+                # Read back what the recovery wrote (the state, and the streamed text
+                # saved as a message), so session_start counts it.
+                await database_sync_to_async(session.refresh_from_db)(
+                    fields=["state", "message_count", "last_seq", "active_leaf"])
             else:  # it waits for an approval (or just ended): it goes on, still "running"
                 self.on_parked(session.id, session.turn_id)
 

@@ -160,11 +160,15 @@ async def test_sigkill_of_the_turns_process_leaves_a_session_the_other_recovers(
         runner, _ = await open_socket(cluster.a, watched, cluster.token)
         watcher, _ = await open_socket(cluster.b, watched, cluster.token)
         other, _ = await open_socket(cluster.a, queued, cluster.token)
+        alone = new_session_id()
+        lonely, _ = await open_socket(cluster.a, alone, cluster.token)
         await send(runner, type="message", content="[[chunks=2000]] [[delay_ms=10]]")
         await send(other, type="message", content="[[chunks=2000]] [[delay_ms=10]]")
+        await send(lonely, type="message", content="[[chunks=2000]] [[delay_ms=10]]")
         seen = [await recv(watcher) for _ in range(20)]
         for _ in range(20):
             await recv(other)
+            await recv(lonely)
         cluster.a.kill()
         loop = asyncio.get_running_loop()
         killed_at = loop.time()
@@ -187,6 +191,13 @@ async def test_sigkill_of_the_turns_process_leaves_a_session_the_other_recovers(
         assert messages[0][:2] == ("user", "[[chunks=2000]] [[delay_ms=10]]")
         assert messages[1] == ("assistant", streamed, {"interrupted": True, "model": "mock-model"})
         assert session_state(cluster.database_url, watched) == "interrupted"
+        # A session nobody watched, joined after the lease ran out: the join recovers
+        # it, and session_start counts the streamed text it saved.
+        rejoined, rejoin_start = await open_socket(cluster.b, alone, cluster.token)
+        assert rejoin_start["state"] == "interrupted"
+        assert rejoin_start["message_count"] == 2 == len(saved_messages(cluster.database_url, alone))
+        await rejoined.close()
+        await lonely.close()
         await send(watcher, type="message", content="still there?")
         assert (await frames_until(watcher))[-1]["full_response"].startswith("Echo: still there?")
 
