@@ -19,6 +19,7 @@ from chat import limits, protocol, security, turns
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError
 from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
+from construct_core import metrics
 from construct_core.redaction import scrub
 from sessions_app import events, selectors, services
 from sessions_app.audit import audit_record
@@ -95,6 +96,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def accept(self, subprotocol=None, headers=None):
         self._accepted = True
+        metrics.OPEN_SOCKETS.inc()
         await super().accept(subprotocol, headers)
 
     async def _connect(self):
@@ -168,6 +170,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._audit("socket_connect", session_id=session_id)
 
     async def disconnect(self, code):
+        if self._accepted:
+            self._accepted = False
+            metrics.OPEN_SOCKETS.dec()
         if self._slot_held:
             self._slot_held = False
             limits.socket_release(self.limit_key)
@@ -268,6 +273,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
 
     # --- Frames for the client -------------------------------------------
+
+    async def send_json(self, content, close=False):
+        """The socket's own frames (the turn engine's go through send_text, counted there)."""
+        metrics.error_sent(content)
+        await super().send_json(content, close)
 
     async def send_text(self, text: str) -> None:
         """The turn engine's way to this socket (turns.Sink)."""

@@ -5,6 +5,7 @@ safe for one person on a laptop: SQLite, the in-process channel layer, pairing
 required. A malformed value stops start-up with a message naming the variable.
 """
 
+import ipaddress
 import json
 import os
 import zoneinfo
@@ -334,6 +335,15 @@ CONSTRUCT_USER_MONTHLY_BUDGET_USD = _env_number("CONSTRUCT_USER_MONTHLY_BUDGET_U
 CONSTRUCT_USER_DAILY_TOKENS = _env_number("CONSTRUCT_USER_DAILY_TOKENS", None, minimum=0)
 CONSTRUCT_CONTEXT_TOKENS = _env_number("CONSTRUCT_CONTEXT_TOKENS", 128_000, minimum=256)
 CONSTRUCT_TRUSTED_PROXIES = _env_list("CONSTRUCT_TRUSTED_PROXIES", [])
+# Who may read GET /metrics besides loopback clients and staff tokens: addresses or networks.
+CONSTRUCT_METRICS_ALLOWED = _env_list("CONSTRUCT_METRICS_ALLOWED", [])
+for _entry in CONSTRUCT_METRICS_ALLOWED:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"CONSTRUCT_METRICS_ALLOWED: {_entry!r} is not an IP address or network"
+        ) from None
 CONSTRUCT_MAX_FRAME_BYTES = _env_number("CONSTRUCT_MAX_FRAME_BYTES", 1_048_576, minimum=1024)
 # Origins allowed to open the chat socket, besides the page's own host.
 CONSTRUCT_ALLOWED_ORIGINS = _env_list("CONSTRUCT_ALLOWED_ORIGINS", [])

@@ -23,7 +23,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @lru_cache(maxsize=8)
-def _trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+def networks_parse(variable: str, entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """The addresses and networks of a setting; ImproperlyConfigured naming `variable` for a bad one."""
     # Keyed on the setting's value, so override_settings in tests just works.
     networks = []
     for entry in entries:
@@ -31,9 +32,15 @@ def _trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
             networks.append(ipaddress.ip_network(entry.strip(), strict=False))
         except ValueError:
             raise ImproperlyConfigured(
-                f"CONSTRUCT_TRUSTED_PROXIES: {entry!r} is not an IP address or network"
+                f"{variable}: {entry!r} is not an IP address or network"
             ) from None
     return tuple(networks)
+
+
+def address_in(address: Address | None, networks: tuple[Network, ...]) -> bool:
+    return address is not None and any(
+        address.version == net.version and address in net for net in networks
+    )
 
 
 def _parse_address(value: str) -> Address | None:
@@ -54,10 +61,9 @@ def _parse_address(value: str) -> Address | None:
 
 
 def _is_trusted(address: Address | None) -> bool:
-    if address is None:
-        return False
-    networks = _trusted_networks(tuple(settings.CONSTRUCT_TRUSTED_PROXIES))
-    return any(address.version == net.version and address in net for net in networks)
+    return address_in(
+        address, networks_parse("CONSTRUCT_TRUSTED_PROXIES", tuple(settings.CONSTRUCT_TRUSTED_PROXIES))
+    )
 
 
 def _display(value: str, address: Address | None) -> str:
@@ -95,6 +101,19 @@ def client_from_request(request) -> str:
         remote_addr=request.META.get("REMOTE_ADDR"),
         forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
     )
+
+
+def client_ip(request) -> Address | None:
+    """The client's IP address for an access rule, or None when it cannot be known.
+
+    Unknown also when a peer we do not trust forwards for someone
+    (`X-Forwarded-For`): that peer is a proxy (nginx on this host, say), and
+    its own address, loopback perhaps, is not the client's.
+    """
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if forwarded and not _is_trusted(_parse_address(request.META.get("REMOTE_ADDR") or "")):
+        return None
+    return _parse_address(client_from_request(request))
 
 
 def client_from_scope(scope) -> str:

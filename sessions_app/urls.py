@@ -2,10 +2,11 @@
 
 from django.urls import path
 
-from sessions_app import views
+from sessions_app import metrics, views
 
 urlpatterns = [
     path("pair", views.pair, name="pair"),
     path("login", views.login, name="login"),
     path("health", views.health, name="health"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

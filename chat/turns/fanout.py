@@ -20,6 +20,7 @@ import logging
 from typing import Protocol
 
 from chat.turns import bus as bus_module
+from construct_core import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Subscriber:
 
     async def send_frame(self, frame: dict) -> None:
         """A frame for this socket alone (an ack, a refusal, a queue status)."""
+        metrics.error_sent(frame)
         await self._send(dumps(frame))
 
     async def _send_event(self, event: dict, text: str | None) -> None:
@@ -174,6 +176,8 @@ class Fanout:
                 del replay.events[0]
             replay.events.append(event)
         text = dumps(event)
+        # Counted once, here, where it is made; other processes only pass it on (deliver_local).
+        metrics.error_sent(event)
         await self._deliver(session_id, event, text)
         if self.bus is not None:
             self._outbox.setdefault(session_id, []).append((event, text))

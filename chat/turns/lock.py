@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from construct_core import metrics
 from construct_core.errors import SessionBusy
 from sessions_app import services
 
@@ -73,6 +74,7 @@ class SessionLock:
                         raise SessionBusy(
                             f"Session is busy: {depth} messages are already waiting for the running turn"
                         )
+                    metrics.QUEUED_MESSAGES.inc()
                     await on_queued()
                     continue
                 remaining = deadline - loop.time()
@@ -84,6 +86,7 @@ class SessionLock:
                 await self._wait_turn_end(session_id, min(remaining, POLL_INTERVAL))
         finally:
             if waiter_id is not None:
+                metrics.QUEUED_MESSAGES.dec()
                 await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
 
     async def _wait_turn_end(self, session_id: str, timeout: float) -> None:

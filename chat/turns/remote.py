@@ -18,6 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from sessions_app import events
+from construct_core import metrics
 from construct_core.errors import AgentError
 from chat.turns import bus
 from chat.turns.fanout import TERMINAL_TYPES, Fanout
@@ -221,6 +222,8 @@ class RemoteTurns:
         seq = max([event["seq"] for event in logged] + [seen])
         logger.warning("session %s: turn %s was interrupted (its process stopped) after %d events",
                        session_id, turn_id, seq)
+        # Counted by the one process that ends it: turn_interrupt, or the take-over, has one winner.
+        metrics.turn_ended("interrupted")
         await self.fanout.publish(session_id, {
             "type": "error", "message": INTERRUPTED_MESSAGE, "code": AgentError.code,
             "interrupted": True, "turn_id": turn_id, "seq": seq + 1,

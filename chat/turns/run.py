@@ -18,6 +18,7 @@ from sessions_app import events
 from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
 from chat.agent.loop import unanswered_calls
 from chat.agent.prompts import page_context_hint
+from construct_core import metrics
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
 from chat.turns import setup
 from chat.turns.approvals import Gate
@@ -125,6 +126,9 @@ class Turn:
         self.running = None  # the lock's RunningTurn, once the turn runs
         self.choice: ModelChoice | None = None  # the model that answers, once the turn runs
         self.reasoning = REASONING_OFF
+        self.outcome: str | None = None  # done, stopped or error, once the turn ended so
+        self.started = 0.0  # time.monotonic() as it started running here
+        self.first_chunk = True
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -136,9 +140,10 @@ class Turn:
                   attachments: list[str] | tuple = (), ask: Ask = PLAIN, *, model: str | None = None,
                   reasoning: str | None = None) -> None:
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         state = ChatSession.State.IDLE
         user_saved = False
+        metrics.RUNNING_TURNS.inc()
         try:
             await self._choose(model, reasoning)
             # Found again now the turn holds the session: the branch may have grown meanwhile.
@@ -177,6 +182,7 @@ class Turn:
                 await _client_id_forget(self.session_id, client_id)  # so a resend runs
             await self._fail(exc)
         finally:
+            self._ended()
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
@@ -190,8 +196,9 @@ class Turn:
         self.seq = max([event.get("seq", 0) for event in logged] + [seq_floor])
         self.text = [event.get("content", "") for event in logged if event.get("type") == "chunk"]
         self.running = self.engine.turn_begin(self.session_id, self.turn_id, replay=logged)
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         state = ChatSession.State.ERROR
+        metrics.RUNNING_TURNS.inc()
         try:
             # The session's model; the level asked for died with the process: the default's.
             await self._choose(None, None)
@@ -200,8 +207,16 @@ class Turn:
             state = ChatSession.State.ERROR
             await self._fail(exc)
         finally:
+            self._ended()
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
+
+    def _ended(self) -> None:
+        metrics.RUNNING_TURNS.dec()
+        # A turn cut off with no end of its own (its task cancelled as the process
+        # stops) is counted where it is found interrupted (remote.py).
+        if self.outcome is not None:
+            metrics.turn_ended(self.outcome, time.monotonic() - self.started)
 
     async def _choose(self, model: str | None, reasoning: str | None) -> None:
         """The model and reasoning level of this turn (`model` becomes the session's)."""
@@ -219,6 +234,7 @@ class Turn:
             asyncio.current_task().uncancel()
             await self._save_partial({"stopped": True})
             await self._release(ChatSession.State.IDLE)
+            self.outcome = "stopped"
             await self.emit("stopped", message=STOPPED_MESSAGE, full_response="".join(self.text))
             return ChatSession.State.IDLE
         except Exception as exc:
@@ -229,6 +245,7 @@ class Turn:
         # The session is free before `done` goes out: a client that sends
         # its next message on `done` finds it idle, not queued.
         await self._release(ChatSession.State.IDLE)
+        self.outcome = "done"
         await self.emit("chunk_reset")
         await self.emit("done", full_response="".join(self.text), usage=self._usage(),
                         model=self.choice.id)
@@ -264,9 +281,14 @@ class Turn:
             gate = Gate(self, resuming=unanswered_calls(history), logged=logged)
         emit = self.emit
         ctx = setup.tool_context(self.session_id, self.user_id)
+        tools = frozenset(agent.tools.names())
         async for event in agent.run(history, ctx, gate=gate, reasoning=self.reasoning):
             kind = event.__class__
             if kind is Chunk:
+                metrics.CHUNKS.inc()
+                if self.first_chunk:
+                    self.first_chunk = False
+                    metrics.TIME_TO_FIRST_CHUNK.observe(time.monotonic() - self.started)
                 self.text.append(event.text)
                 self.pending.append(event.text)
                 await emit("chunk", content=event.text)
@@ -282,6 +304,8 @@ class Turn:
             elif kind is UsageInfo:
                 await self._record_usage(event)
             elif kind is Record:
+                if event.message["role"] == "tool":
+                    _tool_counted(event, tools)
                 await self._save(event)
 
     async def _save(self, record: Record) -> None:
@@ -320,6 +344,8 @@ class Turn:
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
         )
         self.cost_usd += float(record.cost_usd)
+        metrics.tokens_used(self.choice.id, usage.input_tokens, usage.output_tokens,
+                            float(record.cost_usd))
 
     def _answered_by(self) -> dict:
         """What an assistant message keeps of who wrote it: the model, and the reasoning level.
@@ -345,6 +371,7 @@ class Turn:
         else:
             code, message = AgentError.code, sanitize(f"Agent error: {exc}")
             logger.exception("turn %s of session %s crashed", self.turn_id, self.session_id)
+        self.outcome = "error"
         try:
             await self._save_partial({"error": code})
         except Exception as save_exc:
@@ -356,6 +383,14 @@ class Turn:
              "session_id": self.session_id, "turn_id": self.turn_id},
             user_id=self.user_id,
         )
+
+
+def _tool_counted(record: Record, tools: frozenset[str]) -> None:
+    """Count a tool call by its result's record; a name the model made up counts as unknown."""
+    data = record.data
+    outcome = "denied" if data.get("denied") else "error" if data.get("is_error") else "ok"
+    name = record.message.get("name")
+    metrics.TOOL_CALLS.labels(name if name in tools else metrics.UNKNOWN_TOOL, outcome).inc()
 
 
 async def turn_resume(engine, session_id: str, turn_id: str) -> None:
