@@ -126,7 +126,7 @@ class Turn:
         self.running = None  # the lock's RunningTurn, once the turn runs
         self.choice: ModelChoice | None = None  # the model that answers, once the turn runs
         self.reasoning = REASONING_OFF
-        self.outcome: str | None = None  # done, stopped or error, once the turn ended so
+        self.counted = False  # its end is in the metrics
         self.started = 0.0  # time.monotonic() as it started running here
         self.first_chunk = True
 
@@ -182,7 +182,7 @@ class Turn:
                 await _client_id_forget(self.session_id, client_id)  # so a resend runs
             await self._fail(exc)
         finally:
-            self._ended()
+            self._count_end()
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
@@ -207,16 +207,23 @@ class Turn:
             state = ChatSession.State.ERROR
             await self._fail(exc)
         finally:
-            self._ended()
+            self._count_end()
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
-    def _ended(self) -> None:
+    def _count_end(self, outcome: str | None = None) -> None:
+        """Count the turn's end, once: with its outcome just before its last frame goes out (so
+        a client that reads /metrics on that frame finds it counted), or none at all.
+
+        A turn cut off with no end of its own (its task cancelled as the process
+        stops) is counted where it is found interrupted (remote.py).
+        """
+        if self.counted:
+            return
+        self.counted = True
         metrics.RUNNING_TURNS.dec()
-        # A turn cut off with no end of its own (its task cancelled as the process
-        # stops) is counted where it is found interrupted (remote.py).
-        if self.outcome is not None:
-            metrics.turn_ended(self.outcome, time.monotonic() - self.started)
+        if outcome is not None:
+            metrics.turn_ended(outcome, time.monotonic() - self.started)
 
     async def _choose(self, model: str | None, reasoning: str | None) -> None:
         """The model and reasoning level of this turn (`model` becomes the session's)."""
@@ -234,7 +241,7 @@ class Turn:
             asyncio.current_task().uncancel()
             await self._save_partial({"stopped": True})
             await self._release(ChatSession.State.IDLE)
-            self.outcome = "stopped"
+            self._count_end("stopped")
             await self.emit("stopped", message=STOPPED_MESSAGE, full_response="".join(self.text))
             return ChatSession.State.IDLE
         except Exception as exc:
@@ -245,7 +252,7 @@ class Turn:
         # The session is free before `done` goes out: a client that sends
         # its next message on `done` finds it idle, not queued.
         await self._release(ChatSession.State.IDLE)
-        self.outcome = "done"
+        self._count_end("done")
         await self.emit("chunk_reset")
         await self.emit("done", full_response="".join(self.text), usage=self._usage(),
                         model=self.choice.id)
@@ -371,12 +378,12 @@ class Turn:
         else:
             code, message = AgentError.code, sanitize(f"Agent error: {exc}")
             logger.exception("turn %s of session %s crashed", self.turn_id, self.session_id)
-        self.outcome = "error"
         try:
             await self._save_partial({"error": code})
         except Exception as save_exc:
             logger.warning("turn %s could not keep its partial reply: %s", self.turn_id, save_exc)
         await self._release(ChatSession.State.ERROR)
+        self._count_end("error")
         await self.emit("error", message=message, code=code)
         await events.publish_operator_event(
             {"type": "error", "component": "ws_chat", "message": message, "code": code,
