@@ -7,8 +7,10 @@ Migrates the database once, then starts `python -m daphne -b HOST -p PORT
 construct_site.asgi:application` for PORT = base-port .. base-port+N-1, each in
 its own process group. A process that exits is started again (after 1 s, up to
 30 s when it keeps failing). SIGTERM or SIGINT stops them all: SIGTERM first,
-SIGKILL after --grace seconds. Standard library only; the environment
-(DATABASE_URL, REDIS_URL, CONSTRUCT_*) is passed on as it is.
+SIGKILL after --grace seconds. The environment (DATABASE_URL, REDIS_URL,
+CONSTRUCT_*) is passed on as it is, with PROMETHEUS_MULTIPROC_DIR added: the
+processes' metrics go there, so each one's /metrics shows their sum (a fresh
+temporary directory, unless it is set; then its old files are removed).
 
 Several processes act as one gateway only behind one PostgreSQL database and
 one Redis, so with N > 1 this refuses to start without REDIS_URL and warns
@@ -18,8 +20,10 @@ about SQLite. Put nginx in front (deploy/nginx.conf).
 import argparse
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +62,7 @@ class Child:
         code = self.process.poll()
         if code is None:
             return
+        process_dead(self.process.pid)
         # A process that ran for a while gets a quick restart; one that keeps dying waits longer.
         self.backoff = 1.0 if now - self.started_at > 60 else min(self.backoff * 2, MAX_BACKOFF)
         self.restart_at = now + self.backoff
@@ -72,6 +77,26 @@ class Child:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+def metrics_directory() -> str | None:
+    """Set up prometheus_client's multiprocess directory for the children; the one made here, if any."""
+    existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if existing:
+        # Values of an earlier run would be summed in with this one's.
+        for stale in Path(existing).glob("*.db"):
+            stale.unlink()
+        return None
+    made = tempfile.mkdtemp(prefix="construct-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
+
+
+def process_dead(pid: int) -> None:
+    """Drop a dead process's gauges (open sockets, running turns) from the sum; its counters stay."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
 
 
 def check_environment(processes: int) -> None:
@@ -101,6 +126,7 @@ def main(argv=None) -> int:
         say("migrating the database")
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True)
 
+    made_metrics_directory = metrics_directory()
     children = [Child(args.host, args.base_port + i, args.daphne_args) for i in range(args.processes)]
     stopping = False
 
@@ -131,6 +157,8 @@ def main(argv=None) -> int:
     for child in children:
         if child.process is not None:
             child.process.wait()
+    if made_metrics_directory is not None:
+        shutil.rmtree(made_metrics_directory, ignore_errors=True)
     say("stopped")
     return 0
 
