@@ -50,7 +50,8 @@ def value(samples, name, **labels):
 
 async def test_metrics_after_a_known_run_of_turns(daphne_factory, mock_llm_process, tmp_path):
     server = daphne_factory(env=gateway_env(mock_llm_process, CONSTRUCT_PRICES=PRICES,
-                                            CONSTRUCT_WORKSPACE=str(tmp_path)))
+                                            CONSTRUCT_WORKSPACE=str(tmp_path),
+                                            CONSTRUCT_TOOL_APPROVAL="file_write=deny,*=auto"))
     token = pair(server)
     before = scrape(server)
     assert value(before, "construct_turns_total", outcome="done") == 0
@@ -60,15 +61,18 @@ async def test_metrics_after_a_known_run_of_turns(daphne_factory, mock_llm_proce
 
     async with connect(ws_url(server, session_id="metrics", token=token)) as ws:
         await session_start(ws)
-        # Two turns done, one of them with a tool call.
-        for content in ("hello metrics", '[[tool:file_list {}]] look around'):
+        # Three turns done: one with a tool call, one with a made-up tool and a denied one.
+        denied = '[[tool:file_write {"path": "a.txt", "content": "x"}]]'
+        for content in ("hello metrics", "[[tool:file_list {}]] look around",
+                        f"[[tool:no_such_tool {{}}]] {denied} and then"):
             await ws.send(json.dumps({"type": "message", "content": content}))
             frames = await frames_until(ws)
             assert frames[-1]["type"] == "done", frames[-1]
             chunks += sum(f["type"] == "chunk" for f in frames)
             for key in usage:
                 usage[key] += frames[-1]["usage"][key]
-        assert [f["name"] for f in frames if f["type"] == "tool_result"] == ["file_list"]
+        assert [(f["name"], f["is_error"]) for f in frames if f["type"] == "tool_result"] == [
+            ("no_such_tool", True), ("file_write", True)]
 
         # A turn that hangs after its first chunk, and a message queued behind it.
         await ws.send(json.dumps({"type": "message", "content": "[[hang]] wait here"}))
@@ -98,11 +102,11 @@ async def test_metrics_after_a_known_run_of_turns(daphne_factory, mock_llm_proce
 
     turns = {outcome: value(after, "construct_turns_total", outcome=outcome)
              for outcome in ("done", "stopped", "error", "interrupted")}
-    assert turns == {"done": 2, "stopped": 1, "error": 1, "interrupted": 0}
-    assert value(after, "construct_turn_duration_seconds_count") == 4
+    assert turns == {"done": 3, "stopped": 1, "error": 1, "interrupted": 0}
+    assert value(after, "construct_turn_duration_seconds_count") == 5
     assert value(after, "construct_turn_duration_seconds_sum") > 0
     # The failed turn never streamed.
-    assert value(after, "construct_time_to_first_chunk_seconds_count") == 3
+    assert value(after, "construct_time_to_first_chunk_seconds_count") == 4
     assert value(after, "construct_chunks_total") == chunks > 3
     assert value(after, "construct_tokens_total", direction="input", model=MODEL) == usage["input_tokens"] > 0
     assert value(after, "construct_tokens_total", direction="output", model=MODEL) == usage["output_tokens"] > 0
@@ -111,6 +115,10 @@ async def test_metrics_after_a_known_run_of_turns(daphne_factory, mock_llm_proce
     assert value(after, "construct_errors_total", code="PROVIDER_ERROR") == 1
     assert value(after, "construct_errors_total", code="EMPTY_CONTENT") == 1
     assert value(after, "construct_tool_calls_total", tool="file_list", outcome="ok") == 1
+    assert value(after, "construct_tool_calls_total", tool="unknown", outcome="error") == 1
+    assert value(after, "construct_tool_calls_total", tool="file_write", outcome="denied") == 1
+    assert not any(name == "construct_tool_calls_total" and ("tool", "no_such_tool") in labels
+                   for name, labels in after)
     assert value(after, "construct_running_turns") == 0
     assert value(after, "construct_queued_messages") == 0
     assert value(after, "construct_open_sockets") == 1
