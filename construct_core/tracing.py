@@ -110,13 +110,17 @@ def span_end(span_, attributes: dict | None = None, *, error: str | None = None)
     span_.end()
 
 
-def set_attributes(attributes: dict) -> None:
-    """Add attributes to the current span (no-op without tracing)."""
+def set_attributes(attributes: dict, *, failed: bool = False) -> None:
+    """Add attributes to the current span, and mark it failed if `failed` (no-op without tracing)."""
     if _tracer is None:
         return
     from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
 
-    trace.get_current_span().set_attributes(_clean(attributes))
+    current = trace.get_current_span()
+    current.set_attributes(_clean(attributes))
+    if failed:
+        current.set_status(Status(StatusCode.ERROR))
 
 
 def _clean(attributes: dict) -> dict:

@@ -234,7 +234,8 @@ class Turn:
                 model = self.choice.id if self.choice is not None else None
                 duration_ms = round((time.monotonic() - started) * 1000)
                 tracing.set_attributes({"construct.model": model,
-                                        "construct.turn.outcome": self.outcome})
+                                        "construct.turn.outcome": self.outcome},
+                                       failed=self.outcome == "error")
                 logger.info("turn %s of session %s ended: %s after %d ms (user %s, model %s)",
                             self.turn_id, self.session_id, self.outcome, duration_ms, self.user_id,
                             model, extra={"user_id": self.user_id, "model": model,

@@ -168,3 +168,55 @@ async def test_a_turn_with_a_tool_call_is_traced_without_secrets(daphne_factory,
     exported = b"".join(receiver.bodies)
     for secret in (FAKE_KEY, token, MESSAGE_MARK, TOOL_MARK):
         assert secret.encode() not in exported
+
+
+async def test_spans_still_queued_are_sent_when_the_server_stops(daphne_factory, mock_llm_process,
+                                                                   receiver):
+    """A batch delay of a minute: the turn's spans leave only because SIGTERM flushes them."""
+    server = daphne_factory(env=gateway_env(
+        mock_llm_process, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="60000",
+    ))
+    token = pair(server)
+    async with connect(ws_url(server, "flushed", token=token)) as ws:
+        await session_start(ws)
+        await ws.send(json.dumps({"type": "message", "content": "hello"}))
+        frames = await frames_until(ws)
+    assert frames[-1]["type"] == "done"
+    await asyncio.sleep(0.5)
+    assert receiver.spans() == []
+    await asyncio.to_thread(server.stop, 20)
+    assert server.process.returncode is not None
+    names = sorted(span.name for _, span in receiver.spans())
+    assert names == ["chat mock-model", "turn"]
+
+
+async def test_stopped_and_failed_turns(daphne_factory, mock_llm_process, receiver):
+    """A stop ends the spans as stopped, not failed; a provider's refusal marks its span failed."""
+    server = daphne_factory(env=gateway_env(
+        mock_llm_process, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="100",
+    ))
+    token = pair(server)
+    async with connect(ws_url(server, "stopped", token=token)) as ws:
+        await session_start(ws)
+        await ws.send(json.dumps({"type": "message", "content": "[[hang]] wait"}))
+        await frames_until(ws, types=("chunk",))
+        await ws.send(json.dumps({"type": "stop"}))
+        stopped = (await frames_until(ws))[-1]
+        await ws.send(json.dumps({"type": "message", "content": "[[fail=401]] refused"}))
+        failed = (await frames_until(ws))[-1]
+    assert (stopped["type"], failed["type"]) == ("stopped", "error")
+
+    def turns():
+        return [span for _, span in receiver.spans() if span.name == "turn"]
+
+    await asyncio.to_thread(wait_until, lambda: len(turns()) == 2, 15)
+    ends = {}
+    for turn in turns():
+        attrs = attributes(turn.attributes)
+        [call] = [span for _, span in receiver.spans() if span.parent_span_id == turn.span_id]
+        ends[attrs["construct.turn_id"]] = (attrs["construct.turn.outcome"], turn.status.code,
+                                            attributes(call.attributes).get("error.type"),
+                                            call.status.code)
+    ok, error = 0, 2  # StatusCode UNSET and ERROR
+    assert ends[stopped["turn_id"]] == ("stopped", ok, None, ok)
+    assert ends[failed["turn_id"]] == ("error", error, "ProviderAuthError", error)
