@@ -17,6 +17,7 @@ from django.conf import settings
 
 from chat import limits, protocol, security, turns
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError
+from construct_core.logs import session_id_var
 from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
 from construct_core import metrics
@@ -151,6 +152,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
 
         self.session_id = session_id
+        # Every line this socket's task logs from now on names its session (it lives as long).
+        session_id_var.set(session_id)
         self._frames = 0
         self._connected_at = self._loop_time()
         await self.accept(subprotocol)

@@ -27,6 +27,14 @@ def on_server_start() -> None:
     reactor.callWhenRunning(server_start)
     # Inside the running event loop: the turn engine's work that needs no socket.
     reactor.callWhenRunning(reactor.callLater, 0, engine_start)
+    # The spans still queued leave before the process does.
+    reactor.addSystemEventTrigger("before", "shutdown", tracing_stop)
+
+
+def tracing_stop() -> None:
+    from construct_core import tracing
+
+    tracing.tracing_stop()
 
 
 def engine_start() -> None:
@@ -42,7 +50,8 @@ _started: set = set()  # a reference to the start-up task while it runs
 
 
 def server_start() -> None:
-    """Patch daphne, check REDIS_URL, say how the shell tool runs, print a pairing code if needed.
+    """Patch daphne, check REDIS_URL, start tracing if asked, say how the shell tool runs, print
+    a pairing code if needed.
 
     A failure stops the process with a non-zero status: Twisted would only
     log an exception from a start-up callback and serve on.
@@ -53,6 +62,7 @@ def server_start() -> None:
         daphne_patch()
         if settings.REDIS_URL:
             startup.check_redis(settings.REDIS_URL)
+        startup.tracing_begin()
         startup.announce_shell()
         startup.announce_pairing()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it

@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from construct_core.approvals import BadRules, rules_parse
+from construct_core.logs import log_format_parse
 from construct_core.model_choices import BadModelList, models_parse, reasoning_parse
 from construct_site.secret_key import secret_key_load
 
@@ -253,13 +254,25 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging -----------------------------------------------------------------
 
+# "text" lines, or "json": one JSON object per line with the session and turn where known.
+try:
+    CONSTRUCT_LOG_FORMAT = log_format_parse(os.environ.get("CONSTRUCT_LOG_FORMAT"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"CONSTRUCT_LOG_FORMAT {exc}") from None
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "construct_core.redaction.RedactingFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {
+        "redact": {"()": "construct_core.redaction.RedactingFilter"},
+        "context": {"()": "construct_core.logs.ContextFilter"},
+    },
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "construct_core.logs.JsonFormatter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+        "console": {"class": "logging.StreamHandler", "formatter": CONSTRUCT_LOG_FORMAT,
+                    "filters": ["redact", "context"]},
     },
     "root": {"handlers": ["console"], "level": _env("CONSTRUCT_LOG_LEVEL", "INFO")},
     "loggers": {

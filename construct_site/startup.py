@@ -1,4 +1,5 @@
-"""What the server does once as it starts: check Redis, say how the shell tool runs, print a pairing code.
+"""What the server does once as it starts: check Redis, start tracing, say how the shell tool runs,
+print a pairing code.
 
 construct_site.serving calls these as the server starts serving, before it
 accepts a connection: synchronously, outside any event loop.
@@ -105,6 +106,25 @@ def announce_shell() -> None:
     if status is not None:
         level, line = status
         logger.log(level, "%s", line)
+
+
+def tracing_begin(environ=None) -> bool:
+    """Set up OpenTelemetry tracing when the OTEL_* variables ask for it, and say where spans go.
+
+    Without OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) nothing of
+    OpenTelemetry is loaded (construct_core.tracing).
+    """
+    import os
+
+    from construct_core import tracing
+
+    environ = os.environ if environ is None else environ
+    if not tracing.tracing_start(environ):
+        return False
+    endpoint = next(environ[name].strip() for name in reversed(tracing.ENDPOINT_VARIABLES)
+                    if environ.get(name, "").strip())
+    logger.info("OpenTelemetry traces go to %s over OTLP/HTTP", redact_url(endpoint))
+    return True
 
 
 def redact_url(url: str) -> str:

@@ -10,11 +10,12 @@ import json
 import logging
 from typing import AsyncIterator
 
+from construct_core import tracing
 from construct_core.errors import AgentError, ProviderError
 from typing import Awaitable, Callable
 
 from chat.agent.events import (
-    Chunk, OperatorStatus, ProviderBlocks, Record, Thinking, ToolCall, ToolCallRequest, ToolResult, TurnEvent,
+    Chunk, Finish, OperatorStatus, ProviderBlocks, Record, Thinking, ToolCall, ToolCallRequest, ToolResult, TurnEvent,
     UsageInfo, Verdict,
 )
 from chat.agent.tools.base import ToolContext, ToolRegistry
@@ -54,6 +55,34 @@ def unanswered_calls(history: list[dict]) -> list[ToolCallRequest]:
             if call.get("id", "") not in answered
         ]
     return []
+
+
+class _CallSeen:
+    """What a traced model call's span records of its stream: the model, usage and finish reasons."""
+
+    __slots__ = ("model", "input_tokens", "output_tokens", "reasons")
+
+    def __init__(self):
+        self.model = None
+        self.input_tokens = self.output_tokens = None
+        self.reasons: list[str] = []
+
+    def see(self, event) -> None:
+        kind = event.__class__
+        if kind is UsageInfo:
+            self.model = event.model or self.model
+            self.input_tokens = (self.input_tokens or 0) + event.input_tokens
+            self.output_tokens = (self.output_tokens or 0) + event.output_tokens
+        elif kind is Finish:
+            self.reasons.append(event.reason)
+
+    def attributes(self) -> dict:
+        return {
+            "gen_ai.response.model": self.model,
+            "gen_ai.usage.input_tokens": self.input_tokens,
+            "gen_ai.usage.output_tokens": self.output_tokens,
+            "gen_ai.response.finish_reasons": tuple(self.reasons) or None,
+        }
 
 
 def _seconds(value: float) -> str:
@@ -142,7 +171,18 @@ class Agent:
         raise AgentError(f"Agent exceeded maximum tool iterations ({self.max_iterations})")
 
     async def _call(self, messages: list[dict], specs, reasoning: str):
-        """One model call's events; ProviderError if its first one takes over `first_delta_timeout`."""
+        """One model call's events; ProviderError if its first one takes over `first_delta_timeout`.
+
+        Traced as a GenAI "chat" span (see construct_core.tracing) when tracing is on.
+        """
+        span = tracing.span_start(f"chat {self.provider.model}", {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": self.provider.name,
+            "gen_ai.provider.name": self.provider.name,
+            "gen_ai.request.model": self.provider.model,
+        })
+        seen = _CallSeen() if span is not None else None
+        error = None
         stream = self.provider.stream(messages, tools=specs, reasoning=reasoning)
         try:
             try:
@@ -153,17 +193,48 @@ class Agent:
                 raise ProviderError(
                     f"The model sent nothing for {_seconds(self.first_delta_timeout)}"
                 ) from None
+            if seen is not None:
+                seen.see(first)
             yield first
             async for event in stream:
+                if seen is not None:
+                    seen.see(event)
                 yield event
+        except Exception as exc:  # a stop (CancelledError, GeneratorExit) is no error
+            error = type(exc).__name__
+            raise
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
+            if span is not None:
+                tracing.span_end(span, seen.attributes(), error=error)
 
     async def _answer(self, call: ToolCallRequest, ctx: ToolContext, gate: Gate | None,
                       messages: list[dict]):
-        """Ask the gate, run the call (or not), and record its result."""
+        """Ask the gate, run the call (or not), and record its result (traced as an
+        "execute_tool" span when tracing is on)."""
+        span = tracing.span_start(f"execute_tool {call.name}", {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+        })
+        outcome, error = "cancelled", None  # unless its result comes
+        try:
+            async for event in self._resolve(call, ctx, gate, messages):
+                if event.__class__ is Record:  # the call's result, as the history keeps it
+                    outcome = ("denied" if event.data.get("denied")
+                               else "error" if event.data.get("is_error") else "ok")
+                yield event
+        except Exception as exc:
+            outcome, error = "error", type(exc).__name__
+            raise
+        finally:
+            if span is not None:
+                tracing.span_end(span, {"construct.tool.outcome": outcome}, error=error)
+
+    async def _resolve(self, call: ToolCallRequest, ctx: ToolContext, gate: Gate | None,
+                       messages: list[dict]):
         verdict = RUN if gate is None else await gate(call)
         data = {}
         if not verdict.run:

@@ -7,6 +7,7 @@ usage, and frees the session. A dropped socket changes none of that.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -18,8 +19,9 @@ from sessions_app import events
 from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
 from chat.agent.loop import unanswered_calls
 from chat.agent.prompts import page_context_hint
-from construct_core import metrics
+from construct_core import metrics, tracing
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
+from construct_core.logs import log_context
 from chat.turns import setup
 from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
@@ -129,6 +131,7 @@ class Turn:
         self.counted = False  # its end is in the metrics
         self.started = 0.0  # time.monotonic() as it started running here
         self.first_chunk = True
+        self.outcome = "error"  # how it ended: done, stopped or error
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -139,6 +142,11 @@ class Turn:
     async def run(self, content: str, page_context: str | None, client_id: str | None,
                   attachments: list[str] | tuple = (), ask: Ask = PLAIN, *, model: str | None = None,
                   reasoning: str | None = None) -> None:
+        with self._observed():
+            await self._run(content, page_context, client_id, attachments, ask, model=model,
+                            reasoning=reasoning)
+
+    async def _run(self, content, page_context, client_id, attachments, ask, *, model, reasoning):
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
         started = self.started = time.monotonic()
         state = ChatSession.State.IDLE
@@ -195,6 +203,10 @@ class Turn:
         """
         self.seq = max([event.get("seq", 0) for event in logged] + [seq_floor])
         self.text = [event.get("content", "") for event in logged if event.get("type") == "chunk"]
+        with self._observed(resumed=True):
+            await self._resume(logged)
+
+    async def _resume(self, logged: list[dict]) -> None:
         self.running = self.engine.turn_begin(self.session_id, self.turn_id, replay=logged)
         started = self.started = time.monotonic()
         state = ChatSession.State.ERROR
@@ -224,11 +236,40 @@ class Turn:
         metrics.RUNNING_TURNS.dec()
         if outcome is not None:
             metrics.turn_ended(outcome, time.monotonic() - self.started)
+    @contextlib.contextmanager
+    def _observed(self, *, resumed: bool = False):
+        """The turn's session and turn ids on every line it logs, its trace span, and its
+        start and end lines (who, which model, how it ended, how long it took)."""
+        started = time.monotonic()
+        with log_context(session_id=self.session_id, turn_id=self.turn_id), tracing.span("turn", {
+            "gen_ai.conversation.id": self.session_id,
+            "construct.session_id": self.session_id,
+            "construct.turn_id": self.turn_id,
+            "construct.user_id": self.user_id,
+            "construct.turn.resumed": resumed or None,
+        }):
+            try:
+                yield
+            finally:
+                model = self.choice.id if self.choice is not None else None
+                duration_ms = round((time.monotonic() - started) * 1000)
+                tracing.set_attributes({"construct.model": model,
+                                        "construct.turn.outcome": self.outcome},
+                                       failed=self.outcome == "error")
+                logger.info("turn %s of session %s ended: %s after %d ms (user %s, model %s)",
+                            self.turn_id, self.session_id, self.outcome, duration_ms, self.user_id,
+                            model, extra={"user_id": self.user_id, "model": model,
+                                          "outcome": self.outcome, "duration_ms": duration_ms})
 
     async def _choose(self, model: str | None, reasoning: str | None) -> None:
         """The model and reasoning level of this turn (`model` becomes the session's)."""
         self.choice = await database_sync_to_async(_turn_model)(self.session_id, model)
         self.reasoning = setup.reasoning_for(self.choice, reasoning)
+        tracing.set_attributes({"construct.model": self.choice.id})
+        # The turn's start line, once it holds the session and knows its model.
+        logger.info("turn %s of session %s started (user %s, model %s)", self.turn_id,
+                    self.session_id, self.user_id, self.choice.id,
+                    extra={"user_id": self.user_id, "model": self.choice.id})
 
     async def _through(self, stream, started: float) -> str:
         """Run the agent's stream to `done`, `stopped` or `error`; the state the session ends in."""
@@ -239,6 +280,7 @@ class Turn:
         except asyncio.CancelledError:
             running.cancellable = False
             asyncio.current_task().uncancel()
+            self.outcome = "stopped"
             await self._save_partial({"stopped": True})
             await self._release(ChatSession.State.IDLE)
             self._count_end("stopped")
@@ -249,6 +291,7 @@ class Turn:
             await self._fail(exc)
             return ChatSession.State.ERROR
         running.cancellable = False
+        self.outcome = "done"
         # The session is free before `done` goes out: a client that sends
         # its next message on `done` finds it idle, not queued.
         await self._release(ChatSession.State.IDLE)
@@ -368,6 +411,7 @@ class Turn:
                 "cost_usd": round(self.cost_usd, 8)}
 
     async def _fail(self, exc: Exception) -> None:
+        self.outcome = "error"
         if isinstance(exc, GatewayError):
             code, message = exc.code, sanitize(str(exc))
             logger.warning("turn %s of session %s failed: %s", self.turn_id, self.session_id, message)
