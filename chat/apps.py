@@ -13,6 +13,11 @@ class ChatConfig(AppConfig):
         from construct_core.redaction import register_secret
 
         register_secret(settings.CONSTRUCT_API_KEY)
+        if settings.CONSTRUCT_LOG_FORMAT == "json":
+            # Python's warnings go to stderr as plain text otherwise: every line stays JSON.
+            import logging
+
+            logging.captureWarnings(True)
         # A malformed server list stops start-up, naming CONSTRUCT_MCP_SERVERS,
         # instead of surfacing on the first turn.
         try:

@@ -12,6 +12,7 @@ from typing import AsyncIterator
 
 from construct_core import tracing
 from construct_core.errors import AgentError, ProviderError
+from construct_core.redaction import scrub
 from typing import Awaitable, Callable
 
 from chat.agent.events import (
@@ -175,12 +176,7 @@ class Agent:
 
         Traced as a GenAI "chat" span (see construct_core.tracing) when tracing is on.
         """
-        span = tracing.span_start(f"chat {self.provider.model}", {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.system": self.provider.name,
-            "gen_ai.provider.name": self.provider.name,
-            "gen_ai.request.model": self.provider.model,
-        })
+        span = self._call_span()
         seen = _CallSeen() if span is not None else None
         error = None
         stream = self.provider.stream(messages, tools=specs, reasoning=reasoning)
@@ -210,15 +206,30 @@ class Agent:
             if span is not None:
                 tracing.span_end(span, seen.attributes(), error=error)
 
+    def _call_span(self):
+        """A model call's span, with what is known before it streams; None when tracing is off."""
+        if not tracing.tracing_on():
+            return None
+        provider = self.provider
+        return tracing.span_start(f"chat {provider.model}", {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": provider.name,
+            "gen_ai.provider.name": provider.name,
+            "gen_ai.request.model": provider.model,
+        })
+
     async def _answer(self, call: ToolCallRequest, ctx: ToolContext, gate: Gate | None,
                       messages: list[dict]):
         """Ask the gate, run the call (or not), and record its result (traced as an
         "execute_tool" span when tracing is on)."""
-        span = tracing.span_start(f"execute_tool {call.name}", {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": call.name,
-            "gen_ai.tool.call.id": call.id,
-        })
+        span = None
+        if tracing.tracing_on():
+            name = scrub(call.name)  # the model's words: one could hold a key it was shown
+            span = tracing.span_start(f"execute_tool {name}", {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "gen_ai.tool.call.id": scrub(call.id),
+            })
         outcome, error = "cancelled", None  # unless its result comes
         try:
             async for event in self._resolve(call, ctx, gate, messages):

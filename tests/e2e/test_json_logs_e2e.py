@@ -88,3 +88,16 @@ def test_a_bad_log_format_stops_start_up_naming_the_variable():
     )
     assert result.returncode != 0
     assert "CONSTRUCT_LOG_FORMAT" in result.stderr and "'yaml'" in result.stderr
+
+
+def test_python_warnings_are_json_lines_too(tmp_path):
+    script = "import django, warnings; django.setup(); warnings.warn('an old way')"
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT,
+        env=server_env({"CONSTRUCT_LOG_FORMAT": "json"}), capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert line["logger"] == "py.warnings" and line["level"] == "WARNING"
+    assert "an old way" in line["message"]
