@@ -171,11 +171,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_POLICY)
             return
         await self._audit("socket_connect", session_id=session_id)
+        # The client as the trusted proxies report it: daphne's own access line shows the proxy.
+        logger.info("chat socket opened: session %s, user %s, from %s", session_id, self.user_id,
+                    self.client, extra={"user_id": self.user_id, "client": self.client})
 
     async def disconnect(self, code):
         if self._accepted:
             self._accepted = False
             metrics.OPEN_SOCKETS.dec()
+            if self.session_id:
+                logger.info("chat socket closed: session %s, user %s, from %s (code %s)",
+                            self.session_id, self.user_id, self.client, code)
         if self._slot_held:
             self._slot_held = False
             limits.socket_release(self.limit_key)

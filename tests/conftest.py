@@ -65,6 +65,21 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
             test["NAME"] = f"{base}_{os.getpid()}"
 
 
+# --- logging ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def asgi_application_loaded():
+    """Load the ASGI application before any test's caplog exists.
+
+    Loading it runs django.setup() again, whose logging set-up drops every
+    handler on the root logger: the first test to open a socket would
+    otherwise capture no log at all, and its "no key in the log" checks
+    could not fail.
+    """
+    import construct_site.routing  # noqa: F401
+
+
 # --- attachments --------------------------------------------------------------
 
 

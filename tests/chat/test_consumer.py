@@ -574,3 +574,24 @@ async def test_a_session_deleted_under_an_open_socket_starts_afresh(gateway, tok
     assert frames[-1]["type"] == "done", frames
     assert [r[1] for r in await saved("s1")] == ["after the delete", "Echo: after the delete"]
     await comm.disconnect()
+
+
+# --- The log ------------------------------------------------------------------------
+
+
+async def test_the_log_names_the_real_client_behind_a_trusted_proxy(gateway, token, caplog, settings):
+    """daphne's access line shows the proxy; the socket's own line shows whom it forwards for."""
+    settings.CONSTRUCT_TRUSTED_PROXIES = ["10.0.0.9"]
+    caplog.set_level("INFO", logger="chat.consumers")
+    comm = communicator(token=token, query="session_id=s-log",
+                        headers=[("x-forwarded-for", "203.0.113.7")])
+    comm.scope["client"] = ("10.0.0.9", 40000)
+    assert (await comm.connect(timeout=10))[0]
+    await comm.receive_json_from(timeout=10)
+    await comm.disconnect()
+    lines = [r.getMessage() for r in caplog.records if r.name == "chat.consumers"]
+    assert any(line.startswith("chat socket opened: session s-log") and line.endswith("from 203.0.113.7")
+               for line in lines), lines
+    assert any(line.startswith("chat socket closed: session s-log") and "from 203.0.113.7" in line
+               for line in lines), lines
+    assert token not in "\n".join(lines)
