@@ -248,6 +248,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Sessions' state appears in several components: one enum, named for it.
+    "ENUM_NAME_OVERRIDES": {"SessionStateEnum": "sessions_app.models.ChatSession.State"},
 }
 
 # --- Logging -----------------------------------------------------------------
