@@ -128,10 +128,20 @@ def manage(*args):
 # --- serve -------------------------------------------------------------------
 
 
+def collect_static():
+    """`manage.py collectstatic`: the page then links fingerprinted, compressed files."""
+    # The folder must exist before settings are read, or they serve from the app folders.
+    root = Path(os.environ.get("CONSTRUCT_STATIC_ROOT") or ROOT / "staticfiles")
+    root.mkdir(parents=True, exist_ok=True)
+    return manage("collectstatic", "--noinput", "--verbosity", "0")
+
+
 def serve(host, port):
     ensure_venv("requirements.txt")
     if manage("migrate", "--noinput") != 0:
         sys.exit("run.py: manage.py migrate failed; see the message above")
+    if collect_static() != 0:
+        sys.exit("run.py: manage.py collectstatic failed; see the message above")
     shown_host = f"[{host}]" if ":" in host else host
     print(f"\n    Construct gateway: http://{shown_host}:{port}/\n", flush=True)
     daphne = BIN / "daphne"

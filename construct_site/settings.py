@@ -218,14 +218,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the fingerprinted, compressed files (internal: tests
+# point it at a folder of their own).
+STATIC_ROOT = Path(_env("CONSTRUCT_STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
 if not STATIC_ROOT.is_dir():
     # WhiteNoise serves from the app folders (below) until collectstatic has run.
     STATIC_ROOT = None
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Fingerprinted names (cached for good) once collectstatic has written its manifest.
+    "staticfiles": {"BACKEND": "construct_site.staticfiles.CollectedStaticFilesStorage"},
 }
 # Serve straight from the app folders too, so a fresh checkout needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
