@@ -12,10 +12,12 @@ installed.
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -136,7 +138,31 @@ def collect_static():
     return manage("collectstatic", "--noinput", "--verbosity", "0")
 
 
+def port_taken(host, port):
+    """Why daphne could not listen on host:port (one line), or None when it could."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    with socket.socket(family, kind, proto) as probe:
+        # As daphne (Twisted) binds: a port left in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use; stop what runs there or pick another --port"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def serve(host, port):
+    # Before anything else, so no pairing code is printed for a server that cannot start.
+    taken = port_taken(host, port)
+    if taken:
+        sys.exit(f"run.py: {taken}")
     ensure_venv("requirements.txt")
     if manage("migrate", "--noinput") != 0:
         sys.exit("run.py: manage.py migrate failed; see the message above")
