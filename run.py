@@ -12,10 +12,12 @@ installed.
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -128,10 +130,44 @@ def manage(*args):
 # --- serve -------------------------------------------------------------------
 
 
+def collect_static():
+    """`manage.py collectstatic`: the page then links fingerprinted, compressed files."""
+    # The folder must exist before settings are read, or they serve from the app folders.
+    root = Path(os.environ.get("CONSTRUCT_STATIC_ROOT") or ROOT / "staticfiles")
+    root.mkdir(parents=True, exist_ok=True)
+    return manage("collectstatic", "--noinput", "--verbosity", "0")
+
+
+def port_taken(host, port):
+    """Why daphne could not listen on host:port (one line), or None when it could."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    with socket.socket(family, kind, proto) as probe:
+        # As daphne (Twisted) binds: a port left in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use; stop what runs there or pick another --port"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def serve(host, port):
+    # Before anything else, so no pairing code is printed for a server that cannot start.
+    taken = port_taken(host, port)
+    if taken:
+        sys.exit(f"run.py: {taken}")
     ensure_venv("requirements.txt")
     if manage("migrate", "--noinput") != 0:
         sys.exit("run.py: manage.py migrate failed; see the message above")
+    if collect_static() != 0:
+        sys.exit("run.py: manage.py collectstatic failed; see the message above")
     shown_host = f"[{host}]" if ":" in host else host
     print(f"\n    Construct gateway: http://{shown_host}:{port}/\n", flush=True)
     daphne = BIN / "daphne"

@@ -13,6 +13,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.deprecation import MiddlewareMixin
 
 from chat.protocol import header
+from sessions_app.clients import peer_is_trusted_proxy
 from sessions_app.ids import SESSION_ID_RE
 
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
@@ -40,8 +41,8 @@ def origin_allowed(scope) -> bool:
     Browsers always send Origin, and a page on another site must not drive
     the agent with the browser's access (with pairing off, that access is
     everyone's). Allowed: no Origin at all (a script, which needs a token
-    anyway); the page's own host and port, when that host is one of
-    ALLOWED_HOSTS; a host in ALLOWED_HOSTS, any port, as Channels'
+    anyway); the origin of CONSTRUCT_PUBLIC_URL; the page's own host and
+    port, when that host is one of ALLOWED_HOSTS; a host in ALLOWED_HOSTS, any port, as Channels'
     AllowedHostsOriginValidator does (a "*" there does not count, it would
     allow every site); an exact origin in CONSTRUCT_ALLOWED_ORIGINS, where
     "*" turns the check off.
@@ -55,6 +56,9 @@ def origin_allowed(scope) -> bool:
     parts = _origin_parts(origin)
     if parts is None:  # "null" (a sandboxed frame, a file), or junk
         return False
+    public = settings.CONSTRUCT_PUBLIC_ORIGIN
+    if public and _origin_parts(public) == parts:
+        return True
     if any(_origin_parts(entry) == parts for entry in allowed):
         return True
     _scheme, host, port = parts
@@ -67,6 +71,30 @@ def origin_allowed(scope) -> bool:
         if (own_host, own_port) == (host, port) and validate_host(own_host, settings.ALLOWED_HOSTS):
             return True
     return False
+
+
+# --- The scheme behind a proxy ------------------------------------------------------
+
+
+FORWARDED_PROTO_KEY = "CONSTRUCT_FORWARDED_PROTO"
+
+
+class ForwardedProtoMiddleware(MiddlewareMixin):
+    """Believe X-Forwarded-Proto only from a CONSTRUCT_TRUSTED_PROXIES peer.
+
+    Django's SECURE_PROXY_SSL_HEADER believes the header from anyone. Here it
+    names a META key without the HTTP_ prefix, which no client header can
+    fill, and this middleware copies the header there only when the peer is
+    a trusted proxy; otherwise the scheme is the connection's own.
+    """
+
+    def process_request(self, request):
+        request.META.pop(FORWARDED_PROTO_KEY, None)
+        proto = request.META.get("HTTP_X_FORWARDED_PROTO")
+        if proto and peer_is_trusted_proxy(request.META.get("REMOTE_ADDR")):
+            # The proxy nearest us appends last; nginx sends one value.
+            request.META[FORWARDED_PROTO_KEY] = proto.split(",")[-1].strip().lower()
+        return None
 
 
 # --- Request bodies ---------------------------------------------------------------

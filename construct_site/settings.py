@@ -10,6 +10,7 @@ import json
 import os
 import zoneinfo
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -71,6 +72,27 @@ def _env_list(name, default):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _env_public_url(name):
+    """An http(s) URL people use to reach the server, as (url, origin, host); Nones when unset."""
+    raw = _env(name)
+    if raw is None:
+        return None, None, None
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError:
+        parts, port = None, None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.username or parts.password or parts.query or parts.fragment):
+        raise ImproperlyConfigured(
+            f"{name} must be an http or https URL such as https://chat.example.com, "
+            f"with no user, query or fragment, not {raw!r}"
+        )
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    origin = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    return raw.rstrip("/"), origin, parts.hostname
+
+
 def _env_rate(name, default):
     """COUNT/SECONDS as a (count, seconds) pair, e.g. "20/10"; "0" or "off" is no limit (None)."""
     raw = _env(name)
@@ -98,6 +120,16 @@ CONSTRUCT_DATA_DIR = Path(_env("CONSTRUCT_DATA_DIR", str(BASE_DIR))).expanduser(
 # tokens survive restarts, and every process that shares the folder agrees.
 SECRET_KEY = _env("DJANGO_SECRET_KEY") or secret_key_load(CONSTRUCT_DATA_DIR)
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# The URL people use, behind a proxy: printed in the pairing banner; its origin
+# may post forms (CSRF) and open the chat socket, and its host is allowed.
+CONSTRUCT_PUBLIC_URL, CONSTRUCT_PUBLIC_ORIGIN, _public_host = _env_public_url("CONSTRUCT_PUBLIC_URL")
+CSRF_TRUSTED_ORIGINS = [CONSTRUCT_PUBLIC_ORIGIN] if CONSTRUCT_PUBLIC_ORIGIN else []
+if _public_host and "*" not in ALLOWED_HOSTS and _public_host not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(_public_host if ":" not in _public_host else f"[{_public_host}]")
+# X-Forwarded-Proto counts only from a CONSTRUCT_TRUSTED_PROXIES peer: the
+# middleware that checks the peer (chat.security.ForwardedProtoMiddleware)
+# copies it to this META key, which no client header can set.
+SECURE_PROXY_SSL_HEADER = ("CONSTRUCT_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -120,6 +152,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so an oversized body is refused before anything reads it.
     "chat.security.BodyLimitMiddleware",
+    # Before anything asks whether the request is secure (CSRF, redirects).
+    "chat.security.ForwardedProtoMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -186,14 +220,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the fingerprinted, compressed files (internal: tests
+# point it at a folder of their own).
+STATIC_ROOT = Path(_env("CONSTRUCT_STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
 if not STATIC_ROOT.is_dir():
     # WhiteNoise serves from the app folders (below) until collectstatic has run.
     STATIC_ROOT = None
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Fingerprinted names (cached for good) once collectstatic has written its manifest.
+    "staticfiles": {"BACKEND": "construct_site.staticfiles.CollectedStaticFilesStorage"},
 }
 # Serve straight from the app folders too, so a fresh checkout needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
@@ -250,6 +287,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Sessions' state appears in several components: one enum, named for it.
+    "ENUM_NAME_OVERRIDES": {"SessionStateEnum": "sessions_app.models.ChatSession.State"},
 }
 
 # --- Logging -----------------------------------------------------------------

@@ -53,8 +53,11 @@ def announce_pairing(stdout=None, *, base_url: str | None = None) -> str | None:
     Upstream prints its code at start-up too: the operator reads it off the
     console, where nobody but them is looking. Returns the code, or None when
     none was needed or the database is not ready. `stdout` defaults to the
-    current sys.stdout, looked up at call time; `base_url` to guess_base_url().
+    current sys.stdout, looked up at call time; `base_url` to CONSTRUCT_PUBLIC_URL,
+    else guess_base_url().
     """
+    from django.conf import settings
+
     # Imported here so that importing this module needs no app registry.
     from sessions_app.pairing import CODE_TTL_SECONDS, pairing_code_issue, pairing_required
     from sessions_app.selectors_pairing import device_any_paired
@@ -72,7 +75,7 @@ def announce_pairing(stdout=None, *, base_url: str | None = None) -> str | None:
             "run `python manage.py migrate` first.\n"
         )
         return None
-    base = (base_url or guess_base_url()).rstrip("/")
+    base = (base_url or settings.CONSTRUCT_PUBLIC_URL or guess_base_url()).rstrip("/")
     out.write(
         "\n".join(
             [

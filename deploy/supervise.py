@@ -125,6 +125,10 @@ def main(argv=None) -> int:
     if not args.no_migrate:
         say("migrating the database")
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True)
+    # Fingerprinted, compressed static files (construct_site/staticfiles.py), collected once for all.
+    (ROOT / "staticfiles").mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+                   cwd=ROOT, check=True)
 
     made_metrics_directory = metrics_directory()
     children = [Child(args.host, args.base_port + i, args.daphne_args) for i in range(args.processes)]

@@ -85,9 +85,10 @@ def audit_record(*, kind: str, client: str = "", **detail) -> AuditEvent:
     return event
 
 
-def audit_verify() -> list[str]:
-    """Check the whole chain; return a description of every problem found (empty when intact)."""
-    problems: list[str] = []
+def _chain_problems() -> tuple[list[tuple[int | None, str]], int]:
+    """Every problem of the chain as (entry id or None for the head, description), and how
+    many entries were checked."""
+    problems: list[tuple[int | None, str]] = []
     # Holding the head lock keeps appends out while we read, so a new entry
     # written mid-check is not mistaken for a head mismatch.
     with transaction.atomic():
@@ -97,10 +98,10 @@ def audit_verify() -> list[str]:
         for event in AuditEvent.objects.order_by("id").iterator(chunk_size=500):
             count += 1
             if event.prev_hash != expected_prev:
-                problems.append(
+                problems.append((event.pk, (
                     f"entry #{event.pk}: does not link to the entry before it "
                     "(an entry was deleted or reordered)"
-                )
+                )))
             recomputed = audit_hash(
                 prev_hash=event.prev_hash,
                 created_at=event.created_at,
@@ -109,16 +110,32 @@ def audit_verify() -> list[str]:
                 detail=event.detail,
             )
             if recomputed != event.hash:
-                problems.append(f"entry #{event.pk}: content does not match its hash (edited)")
+                problems.append((event.pk, f"entry #{event.pk}: content does not match its hash (edited)"))
             expected_prev = event.hash
     if head is None:
         if count:
-            problems.append("audit head is missing")
+            problems.append((None, "audit head is missing"))
     elif head.last_hash != expected_prev:
         problems.append(
-            "audit head does not match the newest entry (the newest entries were deleted)"
+            (None, "audit head does not match the newest entry (the newest entries were deleted)")
         )
-    return problems
+    return problems, count
+
+
+def audit_verify() -> list[str]:
+    """Check the whole chain; return a description of every problem found (empty when intact)."""
+    return [problem for _, problem in _chain_problems()[0]]
+
+
+def audit_check() -> dict:
+    """Check the whole chain: {"ok", "checked"} and, when broken, "first_bad" = {"id", "problem"}
+    for the first problem found (id null when it is the head, not an entry)."""
+    problems, count = _chain_problems()
+    result = {"ok": not problems, "checked": count}
+    if problems:
+        entry_id, problem = problems[0]
+        result["first_bad"] = {"id": entry_id, "problem": problem}
+    return result
 
 
 def audit_count() -> int:

@@ -66,6 +66,11 @@ def _is_trusted(address: Address | None) -> bool:
     )
 
 
+def peer_is_trusted_proxy(remote_addr: str | None) -> bool:
+    """Whether the peer that sent a request is one of CONSTRUCT_TRUSTED_PROXIES."""
+    return _is_trusted(_parse_address(remote_addr or ""))
+
+
 def _display(value: str, address: Address | None) -> str:
     # Scrubbed before the cut: this text is stored (audit trail, devices, lockouts).
     return scrub(str(address) if address is not None else value.strip())[:MAX_CLIENT_CHARS]

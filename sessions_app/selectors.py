@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from sessions_app.attachments import attachments_tokens
 from sessions_app.branches import branch_up, newest_leaf_under, up_to_role  # noqa: F401  (a read)
-from sessions_app.models import ChatSession, MemoryNote, Message, ToolApproval, UsageRecord
+from sessions_app.models import AuditEvent, ChatSession, MemoryNote, Message, ToolApproval, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +281,25 @@ def session_list(*, user_id: int | None, state: str | None = None,
         matching = Message.objects.filter(content__icontains=search).values("session_id")
         sessions = sessions.filter(Q(name__icontains=search) | Q(pk__in=matching))
     return sessions.order_by("-last_activity", "-created_at", "-pk")
+
+
+def sessions_running(*, user_id: int | None) -> QuerySet[ChatSession]:
+    """A user's sessions (every user's with `user_id` None) whose row says a turn is running,
+    the longest-running first.
+
+    The row is the lock (services.turn_try_start): state "running" with the turn's
+    id, whichever process runs it.
+    """
+    sessions = session_list(user_id=user_id, state=ChatSession.State.RUNNING)
+    return sessions.order_by("turn_started_at", "pk")
+
+
+def audit_list(*, kind: str | None = None) -> QuerySet[AuditEvent]:
+    """The audit trail, newest first; with `kind`, only that kind of event."""
+    events = AuditEvent.objects.all()
+    if kind:
+        events = events.filter(kind=kind)
+    return events.order_by("-id")
 
 
 def _usage_totals(records) -> dict:

@@ -20,6 +20,7 @@ CONFIG_VARIABLES = (
     "DATABASE_URL", "REDIS_URL", "CONSTRUCT_PROVIDER", "CONSTRUCT_PRICES",
     "CONSTRUCT_MCP_SERVERS", "CONSTRUCT_MAX_TOOL_ITERATIONS", "CONSTRUCT_SHELL_SANDBOX",
     "CONSTRUCT_MODELS", "CONSTRUCT_REASONING_DEFAULT", "CONSTRUCT_FIRST_DELTA_TIMEOUT",
+    "CONSTRUCT_PUBLIC_URL", "DJANGO_ALLOWED_HOSTS",
 )
 
 
@@ -68,6 +69,11 @@ def run_django(args, **env):
         ("CONSTRUCT_REASONING_DEFAULT", "max"),
         ("CONSTRUCT_FIRST_DELTA_TIMEOUT", "soon"),
         ("CONSTRUCT_FIRST_DELTA_TIMEOUT", "0"),
+        ("CONSTRUCT_PUBLIC_URL", "chat.example.com"),
+        ("CONSTRUCT_PUBLIC_URL", "ftp://chat.example.com"),
+        ("CONSTRUCT_PUBLIC_URL", "https://chat.example.com:port"),
+        ("CONSTRUCT_PUBLIC_URL", "https://user:pw@chat.example.com"),
+        ("CONSTRUCT_PUBLIC_URL", "https://chat.example.com/?x=1"),
     ],
 )
 def test_bad_value_fails_fast_naming_the_variable(name, value):
@@ -103,3 +109,17 @@ def test_first_delta_timeout_defaults_to_60_and_takes_fractions():
     show = SETUP + "; from django.conf import settings as s; print(s.CONSTRUCT_FIRST_DELTA_TIMEOUT)"
     assert run_django(["-c", show]).stdout.strip() == "60.0"
     assert run_django(["-c", show], CONSTRUCT_FIRST_DELTA_TIMEOUT="2.5").stdout.strip() == "2.5"
+
+
+def test_public_url_is_trusted_for_csrf_and_allowed_as_a_host():
+    show = SETUP + ("; from django.conf import settings as s; "
+                    "print(s.CONSTRUCT_PUBLIC_URL, s.CONSTRUCT_PUBLIC_ORIGIN, s.CSRF_TRUSTED_ORIGINS, "
+                    "s.ALLOWED_HOSTS)")
+    result = run_django(["-c", show], CONSTRUCT_PUBLIC_URL="https://Chat.Example.com:8443/gw/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "https://Chat.Example.com:8443/gw https://chat.example.com:8443 "
+        "['https://chat.example.com:8443'] ['localhost', '127.0.0.1', '[::1]', 'chat.example.com']"
+    )
+    unset = run_django(["-c", show])
+    assert unset.stdout.strip() == "None None [] ['localhost', '127.0.0.1', '[::1]']"

@@ -10,7 +10,7 @@ from construct_core.approvals import json_storable
 from construct_core.model_choices import PROVIDERS, REASONING_LEVELS
 
 from sessions_app.catalogue import model_of_session
-from sessions_app.models import ChatSession, ToolApproval
+from sessions_app.models import AuditEvent, ChatSession, ToolApproval
 
 NAME_MAX_CHARS = ChatSession._meta.get_field("name").max_length
 SEARCH_MAX_CHARS = 200
@@ -58,6 +58,19 @@ class SessionOutputSerializer(serializers.Serializer):
 
 class SessionRenameInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=NAME_MAX_CHARS, required=False)
+
+
+class RunningSessionOutputSerializer(SessionOutputSerializer):
+    turn_started_at = serializers.DateTimeField(allow_null=True)
+
+
+class SessionStateOutputSerializer(serializers.Serializer):
+    """A session's state; the turn's id and start only while a turn runs."""
+
+    session_id = serializers.CharField()
+    state = serializers.ChoiceField(choices=ChatSession.State.choices)
+    turn_id = serializers.CharField(required=False, help_text="Only while a turn runs")
+    turn_started_at = serializers.DateTimeField(required=False, help_text="Only while a turn runs")
 
 
 # --- messages ----------------------------------------------------------------
@@ -248,3 +261,32 @@ class ApprovalErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     code = serializers.ChoiceField(choices=[("APPROVAL_INVALID", "APPROVAL_INVALID")])
     approval_id = serializers.CharField()
+
+
+# --- the audit trail ----------------------------------------------------------
+
+
+class AuditListInputSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=AuditEvent.Kind.choices, required=False)
+
+
+class AuditEventOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    kind = serializers.ChoiceField(choices=AuditEvent.Kind.choices)
+    client = serializers.CharField(help_text="The client address the event came from")
+    detail = serializers.DictField(help_text="What happened; never a token or a code")
+    prev_hash = serializers.CharField()
+    hash = serializers.CharField()
+
+
+class AuditBadEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField(allow_null=True,
+                                  help_text="The entry; null when the head no longer matches the newest")
+    problem = serializers.CharField()
+
+
+class AuditVerifyOutputSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    checked = serializers.IntegerField(help_text="How many entries were checked")
+    first_bad = AuditBadEntrySerializer(required=False, help_text="The first problem, when not ok")

@@ -39,8 +39,13 @@ _public = {"authentication_classes": [], "permission_classes": [AllowAny]}
 
 urlpatterns = [
     path("sessions/", views.SessionListView.as_view(), name="api-session-list"),
+    # Before the session detail: "running" is a valid session id too.
+    path("sessions/running/", views.SessionRunningView.as_view(), {"session_id": "running"},
+         name="api-sessions-running"),
     path("sessions/<session_id:session_id>/", views.SessionDetailView.as_view(),
          name="api-session-detail"),
+    path("sessions/<session_id:session_id>/state/", views.SessionStateView.as_view(),
+         name="api-session-state"),
     path("sessions/<session_id:session_id>/messages/", views.SessionMessagesView.as_view(),
          name="api-session-messages"),
     path("sessions/<session_id:session_id>/active/", views.SessionActiveBranchView.as_view(),
@@ -54,6 +59,8 @@ urlpatterns = [
          name="api-session-attachments"),
     path("sessions/<session_id:session_id>/attachments/<str:attachment_id>/",
          attachments.AttachmentDetailView.as_view(), name="api-session-attachment"),
+    path("audit/", views.AuditListView.as_view(), name="api-audit-list"),
+    path("audit/verify/", views.AuditVerifyView.as_view(), name="api-audit-verify"),
     path("models/", views.ModelListView.as_view(), name="api-models"),
     path("cost/", views.CostView.as_view(), name="api-cost"),
     path("channel-events/", views.ChannelEventView.as_view(), name="api-channel-events"),

@@ -14,17 +14,18 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from construct_core.errors import ApprovalInvalid, MessageNotFound, SessionBusy
-from sessions_app import budget, catalogue, events, exports, selectors, services
+from sessions_app import audit, budget, catalogue, events, exports, selectors, services
 from sessions_app.api import serializers as s
 from sessions_app.clients import client_from_request
 from sessions_app.ids import SESSION_ID_RE
@@ -188,6 +189,57 @@ class SessionDetailView(ApiView):
         if not deleted:
             raise exceptions.NotFound("Session not found")
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(patch=extend_schema(exclude=True), delete=extend_schema(exclude=True))
+class SessionRunningView(SessionDetailView):
+    """The caller's sessions with a running turn (a staff user's ?user=all: everyone's).
+
+    "running" is a valid session id too: such a session is still renamed and
+    deleted at this path (the URL conf passes session_id="running"); only its
+    GET is taken by this list.
+    """
+
+    pagination_class = SessionPagination
+
+    def _allowed_methods(self):
+        # The resource here is the list; PATCH and DELETE only keep a session
+        # named "running" reachable, and are not advertised (nor in the schema).
+        return ["GET", "HEAD", "OPTIONS"]
+
+    @extend_schema(
+        operation_id="sessions_running",
+        description=(
+            "Sessions whose turn is running now, on whichever process runs it, the "
+            "longest-running first."
+        ),
+        parameters=[s.ScopeInputSerializer],
+        responses={200: s.RunningSessionOutputSerializer(many=True), 400: _error("Bad scope"),
+                   **UNAUTHORIZED, 404: _error("No such page")},
+    )
+    def get(self, request, session_id=None):
+        _checked(s.ScopeInputSerializer, request.query_params)
+        sessions = selectors.sessions_running(user_id=_scope(request))
+        return self.paginated(request, sessions, s.RunningSessionOutputSerializer)
+
+
+class SessionStateView(ApiView):
+    """A session's state and, while a turn runs, that turn's id and start."""
+
+    @extend_schema(
+        operation_id="sessions_state",
+        parameters=[SESSION_ID_PARAMETER, s.ScopeInputSerializer],
+        responses={200: s.SessionStateOutputSerializer, 400: _error("Bad scope"), **UNAUTHORIZED,
+                   **NOT_FOUND},
+    )
+    def get(self, request, session_id):
+        _checked(s.ScopeInputSerializer, request.query_params)
+        session = _session_or_404(request, session_id)
+        document = {"session_id": session.pk, "state": session.state}
+        if session.state == session.State.RUNNING and session.turn_id:
+            document["turn_id"] = session.turn_id
+            document["turn_started_at"] = session.turn_started_at
+        return Response(s.SessionStateOutputSerializer(document).data)
 
 
 class SessionMessagesView(ApiView):
@@ -400,6 +452,56 @@ class ChannelEventView(ApiView):
         user_id = None if request.user.is_staff else request.user.user_id
         async_to_sync(events.publish_channel_event)(dict(request.data), user_id=user_id)
         return Response({"delivered": True}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- the audit trail ---------------------------------------------------------
+
+
+class IsStaff(BasePermission):
+    """A staff user's token only."""
+
+    message = "Staff only: the audit trail is for a staff user's token"
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+STAFF_ONLY = {**UNAUTHORIZED, 403: _error("The token is not a staff user's")}
+
+
+class AuditListView(ApiView):
+    """The audit trail of security events, newest first; staff only."""
+
+    pagination_class = SessionPagination
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        operation_id="audit_list",
+        parameters=[s.AuditListInputSerializer],
+        responses={200: s.AuditEventOutputSerializer(many=True), 400: _error("Bad filter"),
+                   **STAFF_ONLY, 404: _error("No such page")},
+    )
+    def get(self, request):
+        filters = _checked(s.AuditListInputSerializer, request.query_params)
+        return self.paginated(request, selectors.audit_list(kind=filters.get("kind")),
+                              s.AuditEventOutputSerializer)
+
+
+class AuditVerifyView(ApiView):
+    """Check the audit trail's hash chain, as `manage.py audit_verify` does; staff only."""
+
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        operation_id="audit_verify",
+        description=(
+            "`ok`: every entry matches its hash and links to the one before, and the head "
+            "matches the newest. Otherwise `first_bad` names the first problem found."
+        ),
+        responses={200: s.AuditVerifyOutputSerializer, **STAFF_ONLY},
+    )
+    def get(self, request):
+        return Response(s.AuditVerifyOutputSerializer(audit.audit_check()).data)
 
 
 # --- who is signed in ---------------------------------------------------------

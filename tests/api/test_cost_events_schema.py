@@ -152,6 +152,10 @@ CONTRACT_OPERATIONS = {
     ("/api/models/", "get"),
     ("/api/cost/", "get"),
     ("/api/channel-events/", "post"),
+    ("/api/sessions/running/", "get"),
+    ("/api/sessions/{session_id}/state/", "get"),
+    ("/api/audit/", "get"),
+    ("/api/audit/verify/", "get"),
     # Beyond the contract's list: who is signed in, and signing out (the page's needs).
     ("/api/me/", "get"),
     ("/api/sign-out/", "post"),

@@ -8,6 +8,7 @@ pairing code.
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -73,3 +74,20 @@ def test_an_unreachable_redis_url_stops_the_server_at_start(tmp_path, command):
     assert result.returncode != 0
     assert f"REDIS_URL redis://:***@127.0.0.1:{dead}/0 is unreachable: " in result.stderr
     assert "hunter2secret" not in result.stdout + result.stderr
+
+
+def test_run_py_serve_on_a_taken_port_says_so_in_one_line_and_prints_no_code():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        result = subprocess.run([sys.executable, "run.py", "serve", "--port", str(port)],
+                                cwd=REPO_ROOT, env=server_env(), stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"run.py: port {port} on 127.0.0.1 is already in use; stop what runs there or pick another --port"
+    ]

@@ -33,6 +33,19 @@ def test_announces_a_working_code_when_nothing_is_paired():
 
 
 @pytest.mark.django_db
+def test_the_announcement_shows_the_public_url_when_set(settings):
+    settings.CONSTRUCT_PUBLIC_URL = "https://chat.example.com:8443/gw"
+    out = io.StringIO()
+
+    code = announce_pairing(stdout=out)
+
+    text = out.getvalue()
+    assert "open https://chat.example.com:8443/gw/ and enter the code" in text
+    assert f'-H "X-Pairing-Code: {code}" https://chat.example.com:8443/gw/pair' in text
+    assert "127.0.0.1" not in text
+
+
+@pytest.mark.django_db
 def test_no_announcement_once_a_device_is_paired():
     make_device()
     out = io.StringIO()
