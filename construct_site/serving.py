@@ -63,7 +63,8 @@ def server_start() -> None:
         if settings.REDIS_URL:
             startup.check_redis(settings.REDIS_URL)
         startup.announce_shell()
-        startup.announce_pairing()
+        if os.environ.get("CONSTRUCT_PAIRING_BANNER", "").lower() != "off":  # supervise prints one
+            startup.announce_pairing()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it
         _stop(f"Construct gateway cannot start: {exc}\n")
     except Exception:
