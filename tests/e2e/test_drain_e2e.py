@@ -60,7 +60,9 @@ def sigterm(server):
 
 async def test_sigterm_lets_the_running_turn_finish_then_closes_with_1012(daphne_factory,
                                                                            mock_llm_process):
-    server = daphne_factory(env=gateway_env(mock_llm_process))
+    # One process, no Redis: its sockets stay to the end (behind Redis, those with no turn
+    # running there leave at once: tests/multiprocess/test_drain_processes.py).
+    server = daphne_factory(env=gateway_env(mock_llm_process, REDIS_URL=None))
     token = pair(server)
     assert ready_status(server)[0] == 200
     async with connect(socket_url(server, token, "drain-a"), max_size=None) as ws, \

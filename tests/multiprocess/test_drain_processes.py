@@ -49,28 +49,49 @@ async def test_a_draining_process_closes_with_1012_and_the_socket_resumes_elsewh
             await ws.close()
 
 
-async def test_a_message_to_a_draining_process_is_refused_and_runs_after_the_reconnect(tmp_path):
+async def test_a_draining_process_sends_idle_sockets_away_at_once_and_refuses_new_messages(tmp_path):
     with pair_of_servers(tmp_path, CONSTRUCT_DRAIN_SECONDS="30") as cluster:
-        busy, _ = await open_socket(cluster.a, new_session_id(), cluster.token)
-        await send(busy, type="message", content="[[chunks=50]] [[delay_ms=40]]")
-        await frames_until(busy, ("chunk",))
-        session_id = new_session_id()
-        ws, _ = await open_socket(cluster.a, session_id, cluster.token)
+        busy_id = new_session_id()
+        busy, _ = await open_socket(cluster.a, busy_id, cluster.token)
+        await send(busy, type="message", content="[[chunks=60]] [[delay_ms=50]]")
+        seen = await frames_until(busy, ("chunk",))
+        turn_id = seen[-1]["turn_id"]
+        idle_id = new_session_id()
+        idle, _ = await open_socket(cluster.a, idle_id, cluster.token)
         cluster.a.process.send_signal(signal.SIGTERM)  # drains: a turn runs there
-        await asyncio.sleep(0.3)
 
-        await send(ws, type="message", content="after the restart", client_id="m-1")
-        refusal = await recv(ws)
-        assert refusal["code"] == "SESSION_BUSY" and refusal["restarting"] is True
+        # No turn of its session runs there: sent away at once, long before the turn ends.
         with pytest.raises(ConnectionClosed) as closed:
-            await recv(ws, timeout=5)
-        assert closed.value.rcvd.code == 1012  # sent away at once, before the running turn ends
+            await recv(idle, timeout=3)
+        assert closed.value.rcvd.code == 1012
 
-        again, _ = await open_socket(cluster.b, session_id, cluster.token)
-        await send(again, type="message", content="after the restart", client_id="m-1")
-        ack = await recv(again)
-        assert ack == {"type": "ack", "client_id": "m-1", "duplicate": False}
+        # A message on the busy session is refused (not queued there), and its socket sent away.
+        await send(busy, type="message", content="the next one", client_id="m-2")
+        refusals = []
+        try:
+            while True:
+                frame = await recv(busy, timeout=5)
+                (refusals if frame["type"] == "error" else seen).append(frame)
+        except ConnectionClosed as exc:
+            assert exc.rcvd.code == 1012
+        assert [f["code"] for f in refusals] == ["SESSION_BUSY"] and refusals[0]["restarting"] is True
+        assert seen[-1]["type"] == "chunk"  # sent away mid-turn
+
+        # On the other process: the turn resumes from the last seq, then the message runs.
+        resumed, start = await open_socket(cluster.b, busy_id, cluster.token, turn_id=turn_id,
+                                           last_seq=seen[-1]["seq"])
+        assert start["state"] == "running" and start["turn_id"] == turn_id
+        frames = seen + await frames_until(resumed, timeout=30)
+        assert frames[-1]["type"] == "done"
+        assert_contiguous(frames)
+        assert turn_text(frames) == "".join(f"tok{i} " for i in range(1, 61))
+        await send(resumed, type="message", content="the next one", client_id="m-2")
+        assert await recv(resumed) == {"type": "ack", "client_id": "m-2", "duplicate": False}
+        assert (await frames_until(resumed))[-1]["type"] == "done"
+
+        again, _ = await open_socket(cluster.b, idle_id, cluster.token)
+        await send(again, type="message", content="after the restart")
         assert (await frames_until(again))[-1]["type"] == "done"
-        assert (await frames_until(busy))[-1]["type"] == "done"  # the draining one's turn ended whole
-        for sock in (busy, again):
+        assert await asyncio.to_thread(cluster.a.process.wait, 30) == 0
+        for sock in (resumed, again):
             await sock.close()
