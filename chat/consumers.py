@@ -16,7 +16,7 @@ from django import db
 from django.conf import settings
 
 from chat import limits, protocol, security, turns
-from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError, ServerRestarting
 from construct_core.logs import session_id_var
 from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
@@ -36,6 +36,8 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_POLICY = 1008
 # The device's token was revoked: pair again rather than reconnect.
 CLOSE_TOKEN_REVOKED = 4401
+# "Service restart": this process drains; reconnect now and resume from the last seq.
+CLOSE_SERVICE_RESTART = 1012
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -200,6 +202,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._dispatch(frame)
         except FrameError as exc:
             await self.send_json(error_frame(exc.code, exc.message))
+        except ServerRestarting as exc:
+            await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
+            if settings.REDIS_URL:
+                # Other processes serve this session: go to one now (the page reconnects at once
+                # on 1012 and sends the message again); a running turn follows through Redis.
+                await self.close(code=CLOSE_SERVICE_RESTART)
         except GatewayError as exc:  # a refusal with details (an approval's id)
             await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
         except Exception as exc:  # the database or the layer failed: say so, keep the socket

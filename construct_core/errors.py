@@ -53,6 +53,15 @@ class SessionBusy(GatewayError):
     code = "SESSION_BUSY"
 
 
+class ServerRestarting(SessionBusy):
+    """This process drains before a restart: it starts no new turn. The message was not
+    kept; sent again (on a socket the restart moved), it runs."""
+
+    def __init__(self, message: str = "The server is restarting: the message was not run; "
+                                      "send it again after reconnecting", **details):
+        super().__init__(message, restarting=True, retry_after=1, **details)
+
+
 class BudgetExceeded(GatewayError):
     """A budget or quota is spent: the gateway's daily one, or one of the user's.
 

@@ -23,15 +23,25 @@
    logging, so the RedactingFilter never sees those lines, and an HTTP
    request line keeps its query string (a ``?token=``).
 
+4. Draining. On SIGTERM the process drains (construct_core.drain): a new
+   socket is refused at the handshake with HTTP 503, before any application
+   runs, and once the running turns ended the open sockets are closed with
+   1012 ("service restart": reconnect now), straight from the transport.
+
 Every function is idempotent; construct_site.serving calls them as the
 server starts.
 """
 
+import weakref
+
+from construct_core.drain import draining
 from construct_core.redaction import redact
 
 # RFC 6455 section 7.4.1 codes that an endpoint (here the server) may send
-# itself: going away, policy violation, internal error, try again later.
-SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1013})
+# itself: going away, policy violation, internal error, try again later; and
+# IANA's 1012, service restart.
+SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013})
+CLOSE_SERVICE_RESTART = 1012
 
 # How far past the application's frame limit the transport still delivers a
 # frame, so that the application can answer it with an error frame.
@@ -107,3 +117,45 @@ def patch_daphne_access_log() -> None:
     setattr(write_entry, _MARKER, True)
     write_entry.__doc__ = original.__doc__
     AccessLogGenerator.write_entry = write_entry
+
+
+_DRAIN_MARKER = "_construct_drain"
+_sockets: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def patch_daphne_drain() -> None:
+    """Refuse new sockets with HTTP 503 while the process drains; keep track of the others."""
+    from autobahn.websocket.types import ConnectionDeny
+
+    protocol = _websocket_protocol()
+    original = protocol.onConnect
+    if getattr(original, _DRAIN_MARKER, False):
+        return
+
+    def onConnect(self, request):
+        if draining():
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Service restarting")
+        _sockets.add(self)
+        return original(self, request)
+
+    setattr(onConnect, _DRAIN_MARKER, True)
+    onConnect.__doc__ = original.__doc__
+    protocol.onConnect = onConnect
+
+
+def websockets_open() -> int:
+    """How many sockets are open (or still opening)."""
+    protocol = _websocket_protocol()
+    return sum(1 for sock in list(_sockets)
+               if sock.state in (protocol.STATE_OPEN, protocol.STATE_CONNECTING))
+
+
+def websockets_close(code: int = CLOSE_SERVICE_RESTART) -> int:
+    """Start the closing handshake of every open socket with `code`; how many."""
+    protocol = _websocket_protocol()
+    closed = 0
+    for sock in list(_sockets):
+        if sock.state == protocol.STATE_OPEN:
+            sock.serverClose(code=code)
+            closed += 1
+    return closed

@@ -8,12 +8,20 @@ before the reactor's event loop accepts the first connection, and outside
 any running asyncio loop, so the start-up may use the database synchronously.
 """
 
+import asyncio
+import logging
 import os
+import signal
 import sys
 import traceback
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+
+# After the 1012 closes, how long the clients get to answer them before the process exits.
+CLOSE_GRACE_SECONDS = 3.0
 
 
 def on_server_start() -> None:
@@ -60,11 +68,13 @@ def server_start() -> None:
 
     try:
         daphne_patch()
+        drain_on_sigterm()
         if settings.REDIS_URL:
             startup.check_redis(settings.REDIS_URL)
         startup.tracing_begin()
         startup.announce_shell()
-        startup.announce_pairing()
+        if os.environ.get("CONSTRUCT_PAIRING_BANNER", "").lower() != "off":  # supervise prints one
+            startup.announce_pairing()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it
         _stop(f"Construct gateway cannot start: {exc}\n")
     except Exception:
@@ -80,6 +90,52 @@ def daphne_patch() -> None:
     daphne_compat.patch_daphne_close_codes()
     daphne_compat.patch_daphne_message_limit(settings.CONSTRUCT_MAX_FRAME_BYTES)
     daphne_compat.patch_daphne_access_log()
+    # Refuse new sockets with 503 while draining; know the open ones, to close them with 1012.
+    daphne_compat.patch_daphne_drain()
+
+
+def drain_on_sigterm() -> None:
+    """Drain on SIGTERM instead of stopping at once (Twisted's own handler)."""
+    from twisted.internet import reactor
+
+    def on_sigterm(_signum, _frame):
+        reactor.callFromThread(drain_start)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def drain_start() -> None:
+    """SIGTERM: /ready answers 503, new sockets and turns are refused; the turns that run end
+    (up to CONSTRUCT_DRAIN_SECONDS), then the sockets are closed with 1012 and the process exits."""
+    from construct_core.drain import drain_begin
+
+    if not drain_begin():
+        logger.warning("SIGTERM again: still draining")
+        return
+    seconds = settings.CONSTRUCT_DRAIN_SECONDS
+    logger.warning("SIGTERM: draining; running turns may finish for up to %g s", seconds)
+    _started.add(asyncio.ensure_future(_drain_then_exit(seconds)))
+
+
+async def _drain_then_exit(seconds: float) -> None:
+    from twisted.internet import reactor
+
+    from chat import turns
+    from construct_site import daphne_compat
+
+    try:
+        cut = await turns.engine_drain(seconds=seconds)
+        if cut:
+            logger.warning("drain: %d turns still ran after %g s and were interrupted", cut, seconds)
+        closed = daphne_compat.websockets_close(daphne_compat.CLOSE_SERVICE_RESTART)
+        logger.warning("drain: closing %d sockets with 1012 (service restart), then exiting", closed)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE_SECONDS
+        while daphne_compat.websockets_open() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+    except Exception:
+        logger.exception("drain failed; exiting")
+    reactor.stop()
 
 
 def _stop(message: str) -> None:

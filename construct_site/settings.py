@@ -369,6 +369,8 @@ CONSTRUCT_SESSION_QUEUE_TIMEOUT = _env_number(
     "CONSTRUCT_SESSION_QUEUE_TIMEOUT", 30.0, kind=float, minimum=0
 )
 CONSTRUCT_SESSION_QUEUE_DEPTH = _env_number("CONSTRUCT_SESSION_QUEUE_DEPTH", 8, minimum=0)
+# On SIGTERM, how long running turns may go on before the process closes its sockets and exits.
+CONSTRUCT_DRAIN_SECONDS = _env_number("CONSTRUCT_DRAIN_SECONDS", 120.0, kind=float, minimum=0)
 CONSTRUCT_PRICES = _env_json("CONSTRUCT_PRICES", {}, dict)
 for _model, _price in CONSTRUCT_PRICES.items():
     if not isinstance(_price, dict) or not all(

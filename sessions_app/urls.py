@@ -1,4 +1,4 @@
-"""The unauthenticated endpoints at the site root: pairing and health."""
+"""The unauthenticated endpoints at the site root: pairing, health and readiness."""
 
 from django.urls import path
 
@@ -8,5 +8,6 @@ urlpatterns = [
     path("pair", views.pair, name="pair"),
     path("login", views.login, name="login"),
     path("health", views.health, name="health"),
+    path("ready", views.ready, name="ready"),
     path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -1,4 +1,4 @@
-"""The unauthenticated HTTP endpoints: `POST /pair`, `POST /login` and `GET /health`.
+"""The unauthenticated HTTP endpoints: `POST /pair`, `POST /login`, `GET /health` and `GET /ready`.
 
 Plain Django JSON views: they exist before any device is paired, so they sit
 outside the REST framework and its bearer authentication. The logic lives in
@@ -8,9 +8,12 @@ sessions_app.pairing; these only translate HTTP to it and back.
 import json
 import logging
 
+from django.conf import settings
+from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from construct_core.drain import draining
 from sessions_app.clients import client_from_request
 from sessions_app.pairing import (
     InvalidCredentials, InvalidPairingCode, PairingLocked, device_pair, device_sign_in, pairing_required,
@@ -18,6 +21,8 @@ from sessions_app.pairing import (
 from sessions_app.selectors_pairing import device_any_paired
 
 logger = logging.getLogger(__name__)
+
+READY_REDIS_TIMEOUT = 2.0
 
 PAIRED_MESSAGE = (
     "Paired. Keep this token: it is shown only once. "
@@ -132,3 +137,55 @@ def health(request):
     return JsonResponse(
         {"status": "ok", "require_pairing": pairing_required(), "paired": device_any_paired()}
     )
+
+
+def ready(request):
+    """Readiness: may a load balancer send this process new work?
+
+    200 {"status": "ok", "ready": true} when the database (and Redis, when
+    REDIS_URL is set) answers and the process is not draining; else 503
+    {"status": "unavailable", "ready": false, "failed": [...]}, naming
+    "draining", "database" and "redis" as they apply.
+    """
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed(["GET", "HEAD"])
+    failed = []
+    if draining():
+        failed.append("draining")
+    if not _database_answers():
+        failed.append("database")
+    if settings.REDIS_URL and not _redis_answers(settings.REDIS_URL):
+        failed.append("redis")
+    if failed:
+        return JsonResponse({"status": "unavailable", "ready": False, "failed": failed}, status=503)
+    return JsonResponse({"status": "ok", "ready": True})
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        logger.warning("/ready: the database does not answer: %s", type(exc).__name__)
+        # A broken connection is not kept for the next request.
+        connection.close_if_unusable_or_obsolete()
+        return False
+    return True
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    client = None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=READY_REDIS_TIMEOUT,
+                                      socket_timeout=READY_REDIS_TIMEOUT)
+        client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        logger.warning("/ready: Redis does not answer: %s", type(exc).__name__)
+        return False
+    finally:
+        if client is not None:
+            client.close()
+    return True

@@ -11,6 +11,7 @@
     turn_stop       stop the session's running turn, here or elsewhere
     approval_decide a person's answer to a tool call waiting for approval
     engine_start    what a server process starts before any socket (approvals' watchdog)
+    engine_drain    let this process's running turns end (up to a deadline) before it exits
     check_agent     raise AgentInitFailed if no turn could run
 
 Inside, imports point down only: run (a turn) and remote (other processes'
@@ -18,6 +19,7 @@ turns) use lock (the session lease and queue) and fanout (the sockets), which
 uses bus (Redis); engine holds one of each per process.
 """
 
+import asyncio
 import logging
 
 from channels.db import database_sync_to_async
@@ -27,12 +29,13 @@ from chat.turns.engine import get_engine
 from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
 from chat.turns.run import message_run
 from chat.turns.setup import check_agent
-from construct_core.errors import ApprovalInvalid
+from construct_core.drain import draining
+from construct_core.errors import ApprovalInvalid, ServerRestarting
 from sessions_app import catalogue, selectors, services
 from sessions_app.models import ChatSession
 
 __all__ = ["Ask", "Sink", "Subscriber", "approval_decide", "branch_switch", "check_agent",
-           "engine_start", "message_submit", "session_join", "session_leave", "turn_stop"]
+           "engine_drain", "engine_start", "message_submit", "session_join", "session_leave", "turn_stop"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,8 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
     cannot be set up (AgentInitFailed), is refused here, with nothing run or
     kept. `reasoning` is the turn's level (None: the default).
     """
+    if draining():
+        raise ServerRestarting()
     if model is not None:
         check_agent(catalogue.model_get(model_id=model))
     if ask is not PLAIN:
@@ -212,3 +217,48 @@ async def engine_start() -> None:
         get_engine().approvals.start()
     except Exception:
         logger.exception("could not start the approvals watchdog")
+
+
+# How long turns cut at the drain's deadline get to save what they streamed and say so.
+INTERRUPT_GRACE_SECONDS = 5.0
+# "Service restart": reconnect now (to another process) and resume from the last seq.
+CLOSE_SERVICE_RESTART = 1012
+
+
+async def engine_drain(*, seconds: float) -> int:
+    """Wait until no turn runs in this process, for at most `seconds`; then end the turns
+    still running as interrupted (what they streamed is kept). Returns how many were.
+
+    Called once the process drains (construct_core.drain): no new turn starts here any more.
+    """
+    engine = get_engine()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    await _send_away(engine)
+    while engine.lock.count() and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+        await _send_away(engine)
+    cut = engine.lock.interrupt_all()
+    deadline = loop.time() + INTERRUPT_GRACE_SECONDS
+    while engine.lock.count() and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    await engine.fanout.flush()
+    return cut
+
+
+async def _send_away(engine) -> None:
+    """Behind Redis, close with 1012 the sockets here of sessions whose turn does not run here
+    (none, or one on another process): another process serves them at once, and their next
+    message is not refused here. A session's sockets go once its turn here has ended."""
+    if engine.bus is None:
+        return  # no other process: they stay until the drain ends
+    for session_id in engine.fanout.sessions():
+        if engine.lock.running(session_id) is not None:
+            continue
+        for subscriber in engine.fanout.subscribers(session_id):
+            if not subscriber.closed:
+                subscriber.closed = True
+                try:
+                    await subscriber.sink.close(code=CLOSE_SERVICE_RESTART)
+                except Exception as exc:
+                    logger.debug("could not close a socket of session %s: %r", session_id, exc)

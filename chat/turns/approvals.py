@@ -35,6 +35,7 @@ from django.utils import timezone
 from chat.agent.events import ToolCallRequest, Verdict
 from chat.agent.loop import RUN
 from construct_core import approvals as rules
+from construct_core.drain import draining
 from construct_core.errors import ApprovalInvalid
 from sessions_app import events, selectors, services
 from sessions_app.models import ToolApproval
@@ -230,8 +231,8 @@ class Approvals:
 
     async def adopt(self, session_id: str, turn_id: str) -> bool:
         """Take over a parked turn (its process died while it waited) and continue it here."""
-        if self.engine.lock.running(session_id) is not None:
-            return False
+        if self.engine.lock.running(session_id) is not None or draining():
+            return False  # a draining process starts no turn: one that serves on takes it
         won = await database_sync_to_async(services.turn_adopt)(
             session_id=session_id, turn_id=turn_id, owner=self.engine.process_id,
             lease_seconds=settings.CONSTRUCT_TURN_LEASE_SECONDS,

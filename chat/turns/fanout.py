@@ -40,6 +40,9 @@ class Sink(Protocol):
     async def send_text(self, text: str) -> None:
         """Send one text frame; raises when the socket is gone."""
 
+    async def close(self, code: int) -> None:
+        """Close the socket with `code` (a draining process sends its sockets away)."""
+
 
 class Subscriber:
     """One socket of a session: its frames in order, each turn event once.
@@ -148,6 +151,13 @@ class Fanout:
 
     def watched(self, session_id: str) -> bool:
         return session_id in self._subscribers
+
+    def sessions(self) -> list[str]:
+        """The sessions with subscribers here."""
+        return list(self._subscribers)
+
+    def subscribers(self, session_id: str) -> list[Subscriber]:
+        return list(self._subscribers.get(session_id, ()))
 
     # --- The running turns' replay -----------------------------------------------
 

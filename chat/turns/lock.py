@@ -14,7 +14,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from construct_core import metrics
-from construct_core.errors import SessionBusy
+from construct_core.drain import draining
+from construct_core.errors import ServerRestarting, SessionBusy
 from sessions_app import services
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class RunningTurn:
     cancellable: bool = False
     # Who stopped it (a device's name): the approval it waits for is denied by them.
     stopped_by: str = ""
+    # Cancelled because its process drained past CONSTRUCT_DRAIN_SECONDS: it ends interrupted.
+    interrupted: bool = False
 
 
 class SessionLock:
@@ -57,6 +60,9 @@ class SessionLock:
         waiter_id = None
         try:
             while True:
+                if draining():
+                    # Not started here: the client sends it again to a process that serves on.
+                    raise ServerRestarting()
                 started, taken_over = await try_start(
                     session_id=session_id, user_id=user_id, turn_id=turn_id, owner=self.process_id,
                     lease_seconds=lease, waiter_id=waiter_id,
@@ -114,6 +120,20 @@ class SessionLock:
 
     def running(self, session_id: str) -> RunningTurn | None:
         return self._running.get(session_id)
+
+    def count(self) -> int:
+        """How many turns run here."""
+        return len(self._running)
+
+    def interrupt_all(self) -> int:
+        """Cancel every turn here that streams, to end as interrupted; how many were."""
+        cancelled = 0
+        for turn in self._running.values():
+            if turn.task is not None and not turn.task.done() and turn.cancellable:
+                turn.interrupted = True
+                turn.task.cancel()
+                cancelled += 1
+        return cancelled
 
     def stop(self, session_id: str, turn_id: str | None = None, by: str = "") -> bool:
         """Cancel the session's turn here (only `turn_id`, if given); False when none can be."""

@@ -27,6 +27,7 @@ from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
 from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
 from chat.turns.fanout import TERMINAL_TYPES, Subscriber
+from chat.turns.remote import INTERRUPTED_MESSAGE
 from construct_core.model_choices import REASONING_OFF, ModelChoice
 from construct_core.redaction import sanitize, scrub_fields
 from sessions_app import budget, catalogue, selectors, services
@@ -131,7 +132,7 @@ class Turn:
         self.counted = False  # its end is in the metrics
         self.started = 0.0  # time.monotonic() as it started running here
         self.first_chunk = True
-        self.outcome = "error"  # how it ended: done, stopped or error
+        self.outcome = "error"  # how it ended: done, stopped, error or interrupted
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -280,6 +281,8 @@ class Turn:
         except asyncio.CancelledError:
             running.cancellable = False
             asyncio.current_task().uncancel()
+            if running.interrupted:
+                return await self._interrupted()
             self.outcome = "stopped"
             await self._save_partial({"stopped": True})
             await self._release(ChatSession.State.IDLE)
@@ -306,6 +309,18 @@ class Turn:
             **self._usage(),
         }, user_id=self.user_id)
         return ChatSession.State.IDLE
+
+    async def _interrupted(self) -> str:
+        """End the turn as if its process had died (it drained past CONSTRUCT_DRAIN_SECONDS):
+        what it streamed is kept, and every socket is told, as remote.interrupted does."""
+        self.outcome = "interrupted"
+        await self._save_partial({"interrupted": True})
+        await self._release(ChatSession.State.INTERRUPTED)
+        self._count_end("interrupted")
+        logger.warning("session %s: turn %s was interrupted: the process drained past its deadline",
+                       self.session_id, self.turn_id)
+        await self.emit("error", message=INTERRUPTED_MESSAGE, code=AgentError.code, interrupted=True)
+        return ChatSession.State.INTERRUPTED
 
     async def _release(self, state: str) -> None:
         """Free the session (once) in the state the turn ended in."""

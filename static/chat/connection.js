@@ -1,7 +1,8 @@
 // The chat socket: opened with the token as a subprotocol (never in the URL), asking to
 // resume a running turn after the last seq this page saw, handing frames on one at a time
 // and in order, and reconnecting with backoff (the indicator in the top bar shows which),
-// except after a refusal that retrying cannot cure (halt): then only on request.
+// at once after a server restart (1012), except after a refusal that retrying cannot cure
+// (halt): then only on request.
 
 import { tokenStore } from "./api.js";
 import { showBanner } from "./banner.js";
@@ -11,6 +12,9 @@ import { $ } from "./util.js";
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const CLOSE_TOKEN_REVOKED = 4401;
+// "Service restart": the server process drains; another one (or this one, restarted) takes
+// the socket now, and the running turn resumes from the last seq this page saw.
+const CLOSE_SERVICE_RESTART = 1012;
 
 export class Connection {
   /**
@@ -149,6 +153,12 @@ export class Connection {
     if (this.halted) {
       clearTimeout(this.reconnectTimer);
       this.show("offline", this.halted);
+      return;
+    }
+    if (event.code === CLOSE_SERVICE_RESTART) {
+      this.show("connecting", "Server restarting: reconnecting…");
+      this.attempt = 0;
+      this.open();
       return;
     }
     this.show("offline", "Disconnected");
