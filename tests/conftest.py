@@ -19,17 +19,31 @@ TESTS_DIR = Path(__file__).resolve().parent
 # --- collection --------------------------------------------------------------
 
 
+# Folders of tests whose several server processes share one PostgreSQL database (or one
+# made for them) and Redis, as a deployment of several processes must: run.py's first pass
+# (CONSTRUCT_TEST_PASS=embedded) leaves them to the second.
+SERVICE_ONLY_FOLDERS = ("multiprocess",)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Mark tests by folder, so ``-m "not e2e"`` and ``-m "not browser"`` work."""
+    """Mark tests by folder, so ``-m "not e2e"`` and ``-m "not browser"`` work; in run.py's
+    embedded pass, leave out the folders that run on the services only."""
+    embedded_pass = os.environ.get("CONSTRUCT_TEST_PASS") == "embedded"
+    kept, left = [], []
     for item in items:
         try:
             parts = Path(item.path).resolve().relative_to(TESTS_DIR).parts
         except ValueError:
+            kept.append(item)
             continue
         if parts[0] == "e2e":
             item.add_marker(pytest.mark.e2e)
         elif parts[0] == "browser":
             item.add_marker(pytest.mark.browser)
+        (left if embedded_pass and parts[0] in SERVICE_ONLY_FOLDERS else kept).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
 
 
 # --- clients on a busy machine -----------------------------------------------
