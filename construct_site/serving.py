@@ -42,7 +42,8 @@ _started: set = set()  # a reference to the start-up task while it runs
 
 
 def server_start() -> None:
-    """Patch daphne, check REDIS_URL, say how the shell tool runs, print a pairing code if needed.
+    """Patch daphne, check REDIS_URL, say how the shell tool runs, look for a local Ollama when
+    no provider is configured, print a pairing code if needed.
 
     A failure stops the process with a non-zero status: Twisted would only
     log an exception from a start-up callback and serve on.
@@ -54,6 +55,7 @@ def server_start() -> None:
         if settings.REDIS_URL:
             startup.check_redis(settings.REDIS_URL)
         startup.announce_shell()
+        startup.use_local_ollama()
         startup.announce_pairing()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it
         _stop(f"Construct gateway cannot start: {exc}\n")
