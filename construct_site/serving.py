@@ -58,8 +58,8 @@ _started: set = set()  # a reference to the start-up task while it runs
 
 
 def server_start() -> None:
-    """Patch daphne, check REDIS_URL, start tracing if asked, say how the shell tool runs, print
-    a pairing code if needed.
+    """Patch daphne, check REDIS_URL, start tracing if asked, say how the shell tool runs, look
+    for a local Ollama when no provider is configured, print a pairing code if needed.
 
     A failure stops the process with a non-zero status: Twisted would only
     log an exception from a start-up callback and serve on.
@@ -73,6 +73,7 @@ def server_start() -> None:
             startup.check_redis(settings.REDIS_URL)
         startup.tracing_begin()
         startup.announce_shell()
+        startup.use_local_ollama()
         if os.environ.get("CONSTRUCT_PAIRING_BANNER", "").lower() != "off":  # supervise prints one
             startup.announce_pairing()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it

@@ -5,8 +5,11 @@ construct_site.serving calls these as the server starts serving, before it
 accepts a connection: synchronously, outside any event loop.
 """
 
+import json
 import logging
 import sys
+import urllib.error
+import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +18,11 @@ from django.db import DatabaseError
 logger = logging.getLogger(__name__)
 
 REDIS_CONNECT_TIMEOUT = 3.0
+# Where Ollama listens by default (Open WebUI looks there too), and how long its
+# answer may take: nothing listening is refused at once, so this bounds only a
+# server that accepts and stays silent.
+OLLAMA_URL = "http://127.0.0.1:11434"
+OLLAMA_PROBE_TIMEOUT = 1.0
 _RULE = "=" * 64
 
 
@@ -174,3 +182,49 @@ def check_redis(url: str) -> None:
         if client is not None:
             client.close()
     logger.info("Redis at %s answers", redact_url(url))
+
+
+def provider_configured() -> bool:
+    """Whether the settings name a model provider: a model list, a key or a base URL."""
+    from django.conf import settings
+
+    return bool(settings.CONSTRUCT_MODELS or settings.CONSTRUCT_API_KEY or settings.CONSTRUCT_BASE_URL)
+
+
+def ollama_models(base: str = OLLAMA_URL, timeout: float = OLLAMA_PROBE_TIMEOUT) -> list[str] | None:
+    """The model names a local Ollama at `base` lists (GET /api/tags), or None when none answers."""
+    try:
+        with urllib.request.urlopen(f"{base}/api/tags", timeout=timeout) as response:
+            document = json.loads(response.read(1_048_576))
+    except (OSError, ValueError):  # refused, timed out, an HTTP error, not JSON
+        return None
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, list):
+        return None
+    names = [entry.get("name") or entry.get("model") for entry in models if isinstance(entry, dict)]
+    return [name for name in names if isinstance(name, str) and name]
+
+
+def use_local_ollama(base: str = OLLAMA_URL) -> str | None:
+    """With no provider configured, use a local Ollama if one answers with a model; say so.
+
+    Its OpenAI-compatible API (`base`/v1) becomes CONSTRUCT_BASE_URL, and the
+    model is CONSTRUCT_MODEL when Ollama has it, else the first it lists. Returns
+    the model picked, or None (nothing changed: a turn still gets AGENT_INIT_FAILED).
+    """
+    from django.conf import settings
+
+    if provider_configured() or settings.CONSTRUCT_PROVIDER != "openai":
+        return None
+    names = ollama_models(base)
+    if not names:
+        if names is not None:
+            logger.warning("No model provider is configured, and the Ollama at %s has no model "
+                           "(ollama pull llama3.2)", base)
+        return None
+    model = settings.CONSTRUCT_MODEL if settings.CONSTRUCT_MODEL in names else names[0]
+    settings.CONSTRUCT_BASE_URL = f"{base}/v1"
+    settings.CONSTRUCT_MODEL = model
+    logger.warning("No model provider is configured: using the local Ollama at %s, model %s",
+                   base, model)
+    return model

@@ -241,7 +241,7 @@ def main(argv=None) -> int:
         say("migrating the database")
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, check=True)
     # Fingerprinted, compressed static files (construct_site/staticfiles.py), collected once for all.
-    (ROOT / "staticfiles").mkdir(exist_ok=True)
+    Path(os.environ.get("CONSTRUCT_STATIC_ROOT") or ROOT / "staticfiles").mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
                    cwd=ROOT, check=True)
     announce_pairing(args.host, args.base_port)

@@ -105,9 +105,11 @@ def behind_nginx(daphne_factory, mock_llm_process, tmp_path):
     if not os.path.exists(NGINX):
         missing("nginx is not installed")
     port = free_port()
-    public_url = f"http://localhost:{port}"
+    # A name only CONSTRUCT_PUBLIC_URL makes the gateway accept (it is not in DJANGO_ALLOWED_HOSTS).
+    public_url = f"http://chat.test:{port}"
     server = daphne_factory(env=gateway_env(
         mock_llm_process, CONSTRUCT_PUBLIC_URL=public_url, CONSTRUCT_TRUSTED_PROXIES="127.0.0.1",
+        DJANGO_ALLOWED_HOSTS=None,
     ))
     created = subprocess.run(
         [sys.executable, "manage.py", "createsuperuser", "--noinput", "--username", "boss",
@@ -125,10 +127,14 @@ def behind_nginx(daphne_factory, mock_llm_process, tmp_path):
     nginx.stop()
 
 
-def test_admin_login_through_nginx_on_a_port_other_than_80(behind_nginx):
+@pytest.mark.parametrize("through", ["public URL", "backend address"])
+def test_admin_login_through_nginx_on_a_port_other_than_80(behind_nginx, through):
     nginx, _server, _token, public_url = behind_nginx
-    # The browser's view: the public host and port in Host and Origin.
-    browser = {"Host": public_url.removeprefix("http://")}
+    # The browser's view: its host and port in Host and Origin. The public URL's
+    # origin is trusted as such; 127.0.0.1's passes only because nginx keeps the
+    # port in Host, so the gateway's own origin matches the browser's.
+    origin = public_url if through == "public URL" else f"http://127.0.0.1:{nginx.port}"
+    browser = {"Host": origin.removeprefix("http://")}
     with httpx.Client(base_url=f"http://127.0.0.1:{nginx.port}", headers=browser,
                       timeout=15) as client:
         form = client.get("/admin/login/")
@@ -137,7 +143,7 @@ def test_admin_login_through_nginx_on_a_port_other_than_80(behind_nginx):
         login = client.post(
             "/admin/login/?next=/admin/",
             data={"username": "boss", "password": PASSWORD, "csrfmiddlewaretoken": csrf},
-            headers={"Origin": public_url, "Referer": f"{public_url}/admin/login/"},
+            headers={"Origin": origin, "Referer": f"{origin}/admin/login/"},
         )
         assert login.status_code == 302, login.text[:500]
         assert login.headers["location"] == "/admin/"
