@@ -89,7 +89,9 @@ def _env_public_url(name):
             f"with no user, query or fragment, not {raw!r}"
         )
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    origin = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    # As a browser sends it: no port when it is the scheme's default.
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    origin = f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
     return raw.rstrip("/"), origin, parts.hostname
 
 

@@ -121,5 +121,7 @@ def test_public_url_is_trusted_for_csrf_and_allowed_as_a_host():
         "https://Chat.Example.com:8443/gw https://chat.example.com:8443 "
         "['https://chat.example.com:8443'] ['localhost', '127.0.0.1', '[::1]', 'chat.example.com']"
     )
+    default_port = run_django(["-c", show], CONSTRUCT_PUBLIC_URL="https://chat.example.com:443")
+    assert "https://chat.example.com ['https://chat.example.com']" in default_port.stdout
     unset = run_django(["-c", show])
     assert unset.stdout.strip() == "None None [] ['localhost', '127.0.0.1', '[::1]']"
