@@ -19,6 +19,25 @@ function whenLabel(iso) {
   return new Date(iso).toLocaleDateString();
 }
 
+const DAY_MS = 86400000;
+
+/** The group of a session by its last activity, in the browser's time zone. */
+export function dateGroup(iso, now = new Date()) {
+  const when = new Date(iso || 0);
+  const startOfToday = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
+  const time = when.getTime();
+  if (time >= startOfToday) return "Today";
+  // Calendar days, not 24-hour steps: a daylight-saving change must not move a chat.
+  const startOfYesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1).getTime();
+  if (time >= startOfYesterday) return "Yesterday";
+  const weekAgo = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 7).getTime();
+  return time >= weekAgo && Number.isFinite(time) ? "Previous 7 days" : "Older";
+}
+
+function countLabel(n) {
+  return n === 1 ? "1 message" : `${n} messages`;
+}
+
 export function sessionUrl(id) {
   return `${location.pathname}?session=${encodeURIComponent(id)}`;
 }
@@ -116,21 +135,6 @@ export class Sidebar {
     }
   }
 
-  /** A session nobody named yet is named after the first question asked in it. */
-  async nameAfter(id, question) {
-    const session = this.sessions.find((s) => s.id === id);
-    if (session && session.name) return;
-    const words = question.replace(/\s+/g, " ").trim();
-    const name = words.length > 60 ? `${words.slice(0, 57).trimEnd()}…` : words;
-    try {
-      const updated = await api.rename(id, name);
-      this.hooks.named(id, updated.name);
-      this.refresh();
-    } catch (error) {
-      if (error instanceof AuthError) this.hooks.authFailed();
-    }
-  }
-
   draw({ force = false } = {}) {
     if (this.editing && !force) return;
     this.editing = false;
@@ -140,7 +144,19 @@ export class Sidebar {
     const shown = this.sessions.filter(
       (s) => searching || s.message_count > 0 || s.id === currentId || this.pending.has(s.id),
     );
-    this.list.replaceChildren(...shown.map((s) => this.item(s, s.id === currentId)));
+    // Newest first, under Today / Yesterday / Previous 7 days / Older (while searching too).
+    const rows = [];
+    let group = null;
+    for (const session of shown) {
+      const name = dateGroup(session.last_activity);
+      if (name !== group) {
+        group = name;
+        rows.push(el("li", { class: "session-group" },
+          el("h2", { class: "session-group-title" }, name)));
+      }
+      rows.push(this.item(session, session.id === currentId));
+    }
+    this.list.replaceChildren(...rows);
     this.empty.hidden = shown.length > 0;
     this.empty.textContent = searching ? "No session matches." : "No sessions yet.";
     this.more.hidden = !this.next;
@@ -164,8 +180,10 @@ export class Sidebar {
           : el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
         waiting ? el("span", { class: "badge approval-pending", title: `${waitingText}: open the chat to answer` },
           `${waiting} to approve`, el("span", { class: "visually-hidden" }, ` (${waitingText})`)) : null,
-        el("span", {}, `${session.message_count} msg`),
-        el("time", { datetime: session.last_activity }, whenLabel(session.last_activity)),
+        // Questions and answers only (tool rows are the agent's own); older servers: every row.
+        el("span", { class: "session-count" }, countLabel(session.chat_message_count ?? session.message_count)),
+        el("time", { datetime: session.last_activity, title: new Date(session.last_activity).toLocaleString() },
+          whenLabel(session.last_activity)),
       ),
     );
     link.addEventListener("click", (event) => {
