@@ -50,6 +50,7 @@ const pairing = new Pairing({
     const id = sessionFromUrl() || newSessionId();
     state.sessionId = null;
     switchSession(id, { push: false });
+    panels.events.restore();
     sidebar.load();
     pending.load();
     picker.load();
@@ -83,7 +84,10 @@ const connection = new Connection({
   tokenRefused: async () => (await pairing.tokenRefused()) || (await sessionRefused()),
 });
 
-const panels = new SidePanel();
+const panels = new SidePanel({
+  sessionName: (id) => sidebar.nameOf(id),
+  open: (id) => switchSession(id),
+});
 
 const conversation = new Conversation({
   takeSent: () => outbox.started(),
@@ -153,6 +157,7 @@ const sidebar = new Sidebar({
   },
   authFailed: () => pairing.refuse(),
   error: (code, text) => showBanner(code, text),
+  listed: () => panels.events.relabel(),
 });
 
 const welcome = new Welcome({

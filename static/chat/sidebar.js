@@ -46,7 +46,7 @@ export class Sidebar {
   /**
    * `hooks`: current() -> the open session id; open(id); create() for a new chat;
    * deleted(id); named(id, name) after a rename or a refresh of the open one;
-   * authFailed(); error(code, text).
+   * authFailed(); error(code, text); listed() after the list is (re)loaded.
    */
   constructor(hooks) {
     this.nav = $("sidebar");
@@ -60,7 +60,9 @@ export class Sidebar {
     this.pending = new Map(); // session id -> approvals waiting (pending.js)
     this.next = null;
     this.editing = false; // a rename or a delete confirm is open: keep the list still
-    this.loads = 0;
+    this.loads = 0; // every load asked for, numbered
+    this.drawn = 0; // the number of the load on screen: an older answer is not drawn over it
+    this.epoch = 0; // bumped by new search words and by clear(): answers from before are dropped
     this.timer = null;
     this.more.addEventListener("click", () => this.loadMore());
     $("new-session").addEventListener("click", () => this.hooks.create());
@@ -68,7 +70,7 @@ export class Sidebar {
     let searchTimer = null;
     this.query = ""; // the words the list on screen answers
     this.search.addEventListener("input", () => {
-      this.loads += 1; // a list asked for before these words must not be drawn under them
+      this.epoch += 1; // a list asked for before these words must not be drawn under them
       clearTimeout(searchTimer);
       searchTimer = setTimeout(() => this.load(), 250);
     });
@@ -99,7 +101,7 @@ export class Sidebar {
 
   /** Signed out: no line of that user's list stays on the page, and no late answer draws one. */
   clear() {
-    this.loads += 1;
+    this.epoch += 1;
     clearTimeout(this.timer);
     this.sessions = [];
     this.next = null;
@@ -110,16 +112,21 @@ export class Sidebar {
 
   async load() {
     const ticket = ++this.loads;
+    const { epoch } = this;
     const query = this.search.value.trim();
     try {
       const page = await api.sessions({ search: query });
-      if (ticket !== this.loads) return; // a newer search answered first, or the list was cleared
+      // Other words were typed since, or the list was cleared, or a newer load is on screen
+      // already; an older load that answers first is drawn until the newer one answers.
+      if (epoch !== this.epoch || ticket < this.drawn) return;
+      this.drawn = ticket;
       this.query = query;
       this.sessions = page.results || [];
       this.next = page.next || null;
       this.draw();
+      this.hooks.listed?.();
     } catch (error) {
-      if (ticket === this.loads && error instanceof AuthError) this.hooks.authFailed();
+      if (epoch === this.epoch && error instanceof AuthError) this.hooks.authFailed();
     }
   }
 
@@ -133,6 +140,11 @@ export class Sidebar {
     } catch (error) {
       if (error instanceof AuthError) this.hooks.authFailed();
     }
+  }
+
+  /** The name of a listed session ("" when it is not listed or has none). */
+  nameOf(id) {
+    return this.sessions.find((s) => s.id === id)?.name || "";
   }
 
   draw({ force = false } = {}) {
