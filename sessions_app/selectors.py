@@ -5,7 +5,7 @@ import re
 from datetime import datetime, time
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -265,15 +265,29 @@ def session_cost_expression() -> Subquery:
     return Coalesce(Subquery(per_session, output_field=_MONEY), Value(Decimal(0)), output_field=_MONEY)
 
 
+def chat_message_count_expression() -> Subquery:
+    """A session's questions and answers: user messages and assistant messages with text (not
+    tool results, nor an assistant row that only calls tools), in every branch."""
+    per_session = (Message.objects.filter(session_id=OuterRef("pk"))
+                   .filter(Q(role=Message.Role.USER) | (Q(role=Message.Role.ASSISTANT) & ~Q(content="")))
+                   .order_by().values("session_id").annotate(n=Count("pk")).values("n"))
+    return Coalesce(Subquery(per_session, output_field=IntegerField()), Value(0))
+
+
 def session_list(*, user_id: int | None, state: str | None = None,
-                 search: str | None = None) -> QuerySet[ChatSession]:
+                 search: str | None = None, with_empty: bool = True) -> QuerySet[ChatSession]:
     """A user's sessions (every user's with `user_id` None), newest first, with `cost_usd`.
 
-    `search` matches the name or any message's text.
+    `search` matches the name or any message's text. Without `with_empty`, a
+    session with no message (an upload never sent, a first message refused) is
+    left out unless a turn runs in it.
     """
-    sessions = ChatSession.objects.annotate(cost_usd=session_cost_expression())
+    sessions = ChatSession.objects.annotate(cost_usd=session_cost_expression(),
+                                            chat_message_count=chat_message_count_expression())
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
+    if not with_empty:
+        sessions = sessions.filter(Q(message_count__gt=0) | Q(state=ChatSession.State.RUNNING))
     if state:
         sessions = sessions.filter(state=state)
     if search:

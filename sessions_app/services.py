@@ -7,6 +7,7 @@ before it is cut to its column, so no cut leaves part of a key behind.
 """
 
 import json
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -117,6 +118,53 @@ def session_open(*, session_id: str, user_id: int, name: str | None = None) -> C
     return session
 
 
+TITLE_MAX_CHARS = 60
+
+_FENCE_RE = re.compile(r"^\s*(```|~~~).*$", re.MULTILINE)
+_IMAGE_RE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>")
+_LINE_MARK_RE = re.compile(r"^\s*(#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)+", re.MULTILINE)
+_EMPHASIS_RE = re.compile(r"(\*\*|__|\*|_|~~|`)(?=\S)(.+?)(?<=\S)\1")
+_MARK_CHARS_RE = re.compile(r"`+|\*\*+")
+
+
+def title_of(text: str) -> str:
+    """A chat's title from its first message: Markdown and extra whitespace taken out, cut at a
+    word to one short line (TITLE_MAX_CHARS, with "…" when cut)."""
+    text = _FENCE_RE.sub(" ", text or "")
+    text = _IMAGE_RE.sub(r"\1", text)
+    text = _LINK_RE.sub(r"\1", text)
+    text = _TAG_RE.sub(" ", text)
+    text = _LINE_MARK_RE.sub("", text)
+    for _ in range(2):  # **_nested_** marks
+        text = _EMPHASIS_RE.sub(r"\2", text)
+    text = " ".join(_MARK_CHARS_RE.sub("", text).split())
+    if len(text) <= TITLE_MAX_CHARS:
+        return text
+    cut = text[:TITLE_MAX_CHARS - 1]
+    if " " in cut and not text[TITLE_MAX_CHARS - 1].isspace():
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.-–—") + "…"
+
+
+def session_peek(*, session_id: str, user_id: int, name: str | None = None) -> ChatSession:
+    """The user's session as a socket joins it, without creating it.
+
+    An id nobody used yet answers with an unsaved session (no row): a session
+    is stored only once it has a message (session_open, as the first one is
+    sent), so a page opened and left leaves nothing behind. Raises like
+    session_open.
+    """
+    _session_id_check(session_id)
+    session = ChatSession.objects.filter(pk=session_id).first()
+    if session is None:
+        return ChatSession(pk=session_id, user_id=user_id, name=scrub((name or "").strip())[:200])
+    if session.user_id != user_id:
+        raise SessionOfAnotherUser(session_id)
+    return session_open(session_id=session_id, user_id=user_id, name=name) if name else session
+
+
 def session_rename(*, session_id: str, name: str) -> int:
     return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200])
 
@@ -152,7 +200,7 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
         return []
     with transaction.atomic():
         session = (ChatSession.objects.select_for_update()
-                   .only("last_seq", "message_count", "active_leaf_id").get(pk=session_id))
+                   .only("last_seq", "message_count", "active_leaf_id", "name").get(pk=session_id))
         if parent_id is ACTIVE_LEAF:
             parent_id, depth = session.active_leaf_id, session.message_count
             if parent_id is None and session.last_seq:
@@ -190,9 +238,13 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
             )
             for before, row in zip(rows, rows[1:]):
                 row.parent_id = before.pk
+        named = {}
+        if not session.name and first == 1 and rows[0].role == Message.Role.USER:
+            # A chat nobody named is named after its first message (renamable like any name).
+            named["name"] = title_of(rows[0].content)[:200]
         ChatSession.objects.filter(pk=session_id).update(
             last_seq=first + len(rows) - 1, message_count=rows[-1].depth, active_leaf_id=rows[-1].pk,
-            last_activity=timezone.now(),
+            last_activity=timezone.now(), **named,
         )
     return rows
 

@@ -52,13 +52,16 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     nothing twice. The returned subscriber is the socket's handle from then on.
     """
     engine = get_engine()
-    session = await database_sync_to_async(services.session_open)(
+    # Not created here: a new id is stored as its first message is (message_submit).
+    session = await database_sync_to_async(services.session_peek)(
         session_id=session_id, user_id=user_id, name=name
     )
     await engine.remote.recover_stale(session, running_here=engine.lock.running(session_id) is not None)
     # Attached before the replay is read, so an event is in the replay, held
     # back for after it, or both (then sent once): nothing falls in between.
     subscriber = engine.fanout.attach(session_id, user_id, sink)
+    if session._state.adding:  # unsaved: nobody used this id yet
+        subscriber.stored, subscriber.new_name = False, session.name or None
     try:
         await engine.watch(session_id)
         state, running_id, replay = await _replay(engine, session, last_seq, turn_id)
@@ -128,6 +131,12 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
         check_agent(catalogue.model_get(model_id=model))
     if ask is not PLAIN:
         await database_sync_to_async(ask_target)(subscriber.session_id, ask)
+    if not subscriber.stored:
+        # The session's first message: now the session is stored (with the socket's ?name=).
+        await database_sync_to_async(services.session_open)(
+            session_id=subscriber.session_id, user_id=subscriber.user_id, name=subscriber.new_name
+        )
+        subscriber.stored = True
     if client_id is not None:
         fresh = await database_sync_to_async(services.client_id_claim)(
             session_id=subscriber.session_id, client_id=client_id

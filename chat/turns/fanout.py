@@ -58,6 +58,9 @@ class Subscriber:
         self.sink = sink
         self.ready = False
         self.closed = False
+        # False while the session has no row yet (a new id): its first message stores it.
+        self.stored = True
+        self.new_name: str | None = None
         self._held: list[tuple[dict, str | None]] = []
         self._seen: dict[str, int] = {}
 

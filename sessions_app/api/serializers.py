@@ -46,6 +46,8 @@ class SessionOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     state = serializers.ChoiceField(choices=ChatSession.State.choices)
     message_count = serializers.IntegerField()
+    chat_message_count = serializers.IntegerField(
+        help_text="User messages and assistant answers with text, in every branch (not tool rows)")
     created_at = serializers.DateTimeField()
     last_activity = serializers.DateTimeField()
     turn_id = serializers.CharField(allow_null=True)

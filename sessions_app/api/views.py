@@ -138,7 +138,7 @@ class SessionListView(ApiView):
     def get(self, request):
         filters = _checked(s.SessionListInputSerializer, request.query_params)
         sessions = selectors.session_list(user_id=_scope(request), state=filters.get("state"),
-                                          search=filters.get("search"))
+                                          search=filters.get("search"), with_empty=False)
         return self.paginated(request, sessions, s.SessionOutputSerializer)
 
 

@@ -13,6 +13,7 @@
 //                     panels.js        the side panel: Live Canvas and operator events
 //                     pending.js       which sessions have approvals waiting (the sidebar marks them)
 //                     models.js        the model picker and the reasoning switch in the header
+//                     welcome.js       an empty chat's greeting and suggestions; "Chat not found"
 //   shared helpers    state.js         shared state and its "busy" emitter
 //                     banner.js        the error banner: plain words, the code under "Details"
 //                     errors.js        error codes and raw texts made into plain sentences
@@ -25,7 +26,7 @@
 // Imports point one way: main.js -> features -> shared helpers. A feature never imports
 // another feature, and a shared helper imports only shared helpers: no cycles.
 
-import { ApiError, api } from "./api.js";
+import { ApiError, AuthError, api } from "./api.js";
 import { AttachmentTray } from "./attachments.js";
 import { hideBanner, showBanner } from "./banner.js";
 import { Composer } from "./composer.js";
@@ -40,6 +41,7 @@ import { PendingApprovals } from "./pending.js";
 import { Sidebar, sessionUrl } from "./sidebar.js";
 import { state } from "./state.js";
 import { $, own, uuid4 } from "./util.js";
+import { Welcome } from "./welcome.js";
 
 const SESSION_REFRESH_MS = 20000;
 
@@ -48,6 +50,7 @@ const pairing = new Pairing({
     const id = sessionFromUrl() || newSessionId();
     state.sessionId = null;
     switchSession(id, { push: false });
+    panels.events.restore();
     sidebar.load();
     pending.load();
     picker.load();
@@ -81,16 +84,18 @@ const connection = new Connection({
   tokenRefused: async () => (await pairing.tokenRefused()) || (await sessionRefused()),
 });
 
-const panels = new SidePanel();
+const panels = new SidePanel({
+  sessionName: (id) => sidebar.nameOf(id),
+  open: (id) => switchSession(id),
+});
 
 const conversation = new Conversation({
   takeSent: () => outbox.started(),
   turnStarted: () => sidebar.refresh(), // its state is "running" now
-  turnEnded: (view, end) => {
+  turnEnded: () => {
     sidebar.refresh();
     outbox.pump();
-    // A session nobody named yet is named after the first question this page asked in it.
-    if (end === "done" && !state.sessionName && view.question) sidebar.nameAfter(state.sessionId, view.question);
+    // The server names a chat after its first message; the list brings that name to the title.
   },
   toolCall: (name, args, options) => panels.canvas.apply(name, args, options),
   cleared: () => panels.canvas.reset(),
@@ -126,6 +131,8 @@ const tray = new AttachmentTray({
 
 const composer = new Composer({
   submit: (content, pageContext) => {
+    // Typed under "Chat not found": it starts a new chat rather than one under the unknown id.
+    if (notFound) switchSession(newSessionId());
     const attachments = tray.take();
     if (attachments === null) {
       showBanner("", "A file is still uploading: send when its chip is ready.", "warning");
@@ -150,6 +157,16 @@ const sidebar = new Sidebar({
   },
   authFailed: () => pairing.refuse(),
   error: (code, text) => showBanner(code, text),
+  listed: () => panels.events.relabel(),
+});
+
+const welcome = new Welcome({
+  fill: (text) => {
+    composer.clear();
+    composer.giveBack(text);
+    composer.focus();
+  },
+  fresh: () => switchSession(newSessionId()),
 });
 
 const pending = new PendingApprovals({
@@ -190,7 +207,12 @@ function agentInitFailed(frame) {
 }
 
 async function sessionStarted(frame, generation) {
+  // The id this page opened (the one the socket's URL names).
+  const id = state.sessionId;
+  if (frame.message_count === 0 && frame.state !== "running" && !madeHere.has(id)
+      && !outbox.count() && (await unknownSession(id, generation))) return;
   if (!(await conversation.start(frame, generation))) return;
+  if (frame.message_count === 0) welcome.greet();
   connection.started();
   if (frame.name !== undefined) setTitle(frame.name);
   picker.sessionStarted(state.sessionId, frame.model);
@@ -201,13 +223,54 @@ async function sessionStarted(frame, generation) {
 
 // --- The open session ------------------------------------------------------------------
 
-// Ids this page made up for new chats. A link can name any id; these are new for sure.
-const madeHere = new Set();
+// Ids this tab made up for new chats (kept across a reload). A link can name any id; these
+// are new for sure. The server stores a chat only with its first message, so any other id
+// with no message is one the REST API does not know either: "Chat not found".
+const MADE_HERE_KEY = "construct.newChats";
+const madeHere = new Set(readMadeHere());
+let notFound = false;
+
+function readMadeHere() {
+  try {
+    const ids = JSON.parse(sessionStorage.getItem(MADE_HERE_KEY) || "[]");
+    return Array.isArray(ids) ? ids.filter((id) => typeof id === "string") : [];
+  } catch {
+    return [];
+  }
+}
 
 function newSessionId() {
   const id = uuid4();
   madeHere.add(id);
+  try {
+    sessionStorage.setItem(MADE_HERE_KEY, JSON.stringify([...madeHere].slice(-50)));
+  } catch {
+    // No storage (private mode): a reload of a new chat's address then says "not found".
+  }
   return id;
+}
+
+/** True when the open id is no chat of this user: the page says so instead of a blank chat. */
+async function unknownSession(id, generation) {
+  try {
+    await api.session(id);
+    return false;
+  } catch (error) {
+    if (error instanceof AuthError) {
+      pairing.refuse();
+      return true;
+    }
+    if (!(error instanceof ApiError && error.status === 404)) return false; // cannot tell: open it
+  }
+  if (generation !== state.generation || id !== state.sessionId) return true;
+  disconnect();
+  connection.show("offline", "Not connected: no such chat");
+  conversation.reset();
+  notFound = true;
+  setTitle("Chat not found");
+  welcome.notFound();
+  sidebar.draw();
+  return true;
 }
 
 /**
@@ -254,6 +317,8 @@ function switchSession(id, { push = true } = {}) {
   state.generation += 1;
   disconnect();
   state.sessionId = id;
+  notFound = false;
+  welcome.hide();
   tray.clear();
   conversation.reset();
   hideBanner();

@@ -23,6 +23,11 @@ export class Outbox {
     this.retryTimer = null;
   }
 
+  /** How many messages wait for the open session. */
+  count() {
+    return this.items.length;
+  }
+
   /** The open session's outbox, from storage (after a session switch). */
   load() {
     state.awaiting = null;

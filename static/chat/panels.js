@@ -1,12 +1,9 @@
 // The side panel: the Live Canvas (what render_canvas pushed, in a sandboxed frame), the
 // operator events that reach every chat socket, and the tabs and top-bar toggles between them.
 
+import { plainError } from "./errors.js";
 import { el, markdownToSafeHtml } from "./render.js";
 import { $ } from "./util.js";
-
-function timeLabel() {
-  return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
 
 // --- The Live Canvas ------------------------------------------------------------------
 
@@ -99,30 +96,146 @@ export class Canvas {
 
 // --- Operator events ------------------------------------------------------------------
 
-const MAX_EVENTS = 200;
+const MAX_EVENTS = 100;
+const EVENTS_KEY = "construct.events"; // sessionStorage: the tab's last events survive a reload
+
+function stamp(at) {
+  const when = new Date(at);
+  const now = new Date();
+  const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return when.toDateString() === now.toDateString() ? time
+    : `${when.toLocaleDateString([], { day: "numeric", month: "short" })}, ${time}`;
+}
+
+function seconds(ms) {
+  return typeof ms === "number" && Number.isFinite(ms) ? `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s` : "";
+}
+
+function text(value, max = 160) {
+  const s = typeof value === "string" ? value : value === undefined || value === null ? "" : JSON.stringify(value);
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+/** [icon, word, kind, what happened] of an operator event: one readable line. */
+function describe(event) {
+  const type = typeof event.type === "string" ? event.type : "";
+  switch (type) {
+    case "agent_start":
+      return ["▶", "Started", "start", ["Answering", event.model ? `with ${text(event.model, 60)}` : "",
+        event.reasoning && event.reasoning !== "off" ? `(reasoning ${text(event.reasoning, 10)})` : ""]
+        .filter(Boolean).join(" ")];
+    case "agent_end": {
+      const tokens = (event.input_tokens || 0) + (event.output_tokens || 0);
+      const parts = [seconds(event.duration_ms) && `in ${seconds(event.duration_ms)}`,
+        tokens ? `${tokens} tokens` : "", typeof event.cost_usd === "number" && event.cost_usd > 0
+          ? `$${event.cost_usd.toFixed(4)}` : ""].filter(Boolean);
+      return ["✓", "Finished", "end", `Answered${parts.length ? ` ${parts.join(" · ")}` : ""}`];
+    }
+    case "error":
+      return ["⚠", "Error", "error", plainError(String(event.code || ""), String(event.message || "")).text];
+    case "approval_request":
+      return ["?", "Approval", "approval", `${text(event.name, 60) || "A tool"} waits for approval`];
+    case "approval_result":
+      return ["✓", "Approval", "approval", `${text(event.name, 60) || "A tool"}: ${text(event.decision, 20)}`
+        + (event.by ? ` by ${text(event.by, 40)}` : "")];
+    default: {
+      // A channel event: any JSON an operator posted. Its type if it has one, then a short look.
+      const rest = { ...event };
+      delete rest.type;
+      return ["•", "Event", "channel", [type ? text(type, 60) : "", Object.keys(rest).length ? text(rest, 120) : ""]
+        .filter(Boolean).join(": ") || "(empty)"];
+    }
+  }
+}
 
 export class EventLog {
-  constructor({ list, empty, onAdd }) {
+  /**
+   * `sessionName(id)`: a session's name to show, or ""; `open(id)`: open that session.
+   * The last MAX_EVENTS events are kept in this tab's sessionStorage: a reload shows them again.
+   */
+  constructor({ list, empty, onAdd, sessionName, open }) {
     this.list = list;
     this.empty = empty;
     this.onAdd = onAdd || (() => {});
+    this.sessionName = sessionName || (() => "");
+    this.open = open || (() => {});
+    this.kept = [];
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(EVENTS_KEY) || "[]");
+      if (Array.isArray(kept)) this.kept = kept.filter((k) => k && typeof k.event === "object" && k.event);
+    } catch {
+      this.kept = [];
+    }
+    this.kept = this.kept.slice(-MAX_EVENTS);
+  }
+
+  /** The chats' names on the lines, again (the list of chats was loaded, or a chat renamed). */
+  relabel() {
+    for (const link of this.list.querySelectorAll(".event-session")) {
+      const name = this.sessionName(link.title);
+      if (name && link.textContent !== name) link.textContent = name;
+    }
+  }
+
+  /** Draw the kept events again (after a reload; once the session names are known). */
+  restore() {
+    this.list.replaceChildren(...this.kept.map(({ event, at }) => this.row(event, at)).reverse());
+    this.empty.hidden = this.kept.length > 0;
   }
 
   add(event) {
-    const type = event && typeof event === "object" && typeof event.type === "string" ? event.type : "event";
-    const item = el(
-      "li",
-      { class: "event", "data-type": type },
-      el("div", { class: "event-head" }, el("span", { class: "badge" }, type), el("time", {}, timeLabel())),
-      el("pre", {}, JSON.stringify(event, null, 2)),
-    );
-    this.list.prepend(item);
+    if (!event || typeof event !== "object" || Array.isArray(event)) event = { value: event };
+    const at = Date.now();
+    this.kept.push({ event, at });
+    if (this.kept.length > MAX_EVENTS) this.kept.splice(0, this.kept.length - MAX_EVENTS);
+    this.save();
+    this.list.prepend(this.row(event, at));
     while (this.list.childElementCount > MAX_EVENTS) this.list.lastElementChild.remove();
     this.empty.hidden = true;
     this.onAdd(event);
   }
 
+  row(event, at) {
+    const [icon, word, kind, what] = describe(event);
+    const id = typeof event.session_id === "string" ? event.session_id : "";
+    let session = null;
+    if (id) {
+      const name = this.sessionName(id) || `Chat ${id.slice(0, 8)}`;
+      session = el("a", { class: "event-session", href: `${location.pathname}?session=${encodeURIComponent(id)}`, title: id }, name);
+      session.addEventListener("click", (e) => {
+        if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+        e.preventDefault();
+        this.open(id);
+      });
+    }
+    return el(
+      "li",
+      { class: "event", "data-type": typeof event.type === "string" ? event.type : "event", "data-kind": kind },
+      el("div", { class: "event-head" },
+        el("span", { class: "event-icon", "aria-hidden": "true" }, icon),
+        el("strong", { class: "event-word" }, word),
+        session,
+        el("time", { datetime: new Date(at).toISOString() }, stamp(at))),
+      el("p", { class: "event-what" }, what),
+      el("details", { class: "event-raw" }, el("summary", {}, "Details"), el("pre", {}, JSON.stringify(event, null, 2))),
+    );
+  }
+
+  save() {
+    try {
+      sessionStorage.setItem(EVENTS_KEY, JSON.stringify(this.kept));
+    } catch {
+      // No storage: the events last as long as the page.
+    }
+  }
+
   clear() {
+    this.kept = [];
+    try {
+      sessionStorage.removeItem(EVENTS_KEY);
+    } catch {
+      // nothing kept
+    }
     this.list.replaceChildren();
     this.empty.hidden = false;
   }
@@ -132,7 +245,8 @@ export class EventLog {
 
 /** The panel beside the conversation: which tab shows, and how many events arrived unseen. */
 export class SidePanel {
-  constructor() {
+  /** `hooks`: sessionName(id) -> a session's name for an event's line, or ""; open(id). */
+  constructor(hooks = {}) {
     this.app = $("app");
     this.panel = $("sidepanel");
     this.canvasPanel = $("canvas-panel");
@@ -159,6 +273,8 @@ export class SidePanel {
     this.events = new EventLog({
       list: $("event-list"),
       empty: $("events-empty"),
+      sessionName: hooks.sessionName,
+      open: hooks.open,
       onAdd: () => {
         if (this.showing("events")) return;
         this.unseenEvents += 1;

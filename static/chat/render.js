@@ -222,9 +222,22 @@ class MarkdownSegment {
 
 // --- Messages -------------------------------------------------------------------------
 
+/** The time of a message; with its date when it is not today (the year too when not this year). */
 function timeLabel(date) {
   const when = date ? new Date(date) : new Date();
-  return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const now = new Date();
+  const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (when.toDateString() === now.toDateString()) return time;
+  const day = when.toLocaleDateString([], {
+    day: "numeric", month: "short", year: when.getFullYear() === now.getFullYear() ? undefined : "numeric",
+  });
+  return `${day}, ${time}`;
+}
+
+/** A <time> element for a message: its label, the exact moment in datetime and on hover. */
+function timeElement(date) {
+  const when = date ? new Date(date) : new Date();
+  return el("time", { datetime: when.toISOString(), title: when.toLocaleString() }, timeLabel(date));
 }
 
 /** A message the person wrote; `setStatus` shows queued / sending / failed. */
@@ -233,7 +246,7 @@ export function userMessage(content, { createdAt = null, status = "", attachment
   body.set(content);
   const statusEl = el("span", { class: "msg-status" });
   const copy = copyButton(() => String(content ?? ""), { name: "Copy message" });
-  const meta = el("div", { class: "meta" }, el("span", { class: "who" }, "You"), el("time", {}, timeLabel(createdAt)), statusEl, copy);
+  const meta = el("div", { class: "meta" }, el("span", { class: "who" }, "You"), timeElement(createdAt), statusEl, copy);
   const article = el("article", { class: "msg user" }, meta, attachmentList(attachments), body.el);
   collapsible(article, body.el);
   const view = {
@@ -385,7 +398,7 @@ export class TurnView {
       "article",
       { class: "msg assistant", "data-turn": turnId || "", "aria-busy": live ? "true" : "false" },
       el("div", { class: "meta" }, el("span", { class: "who" }, "Construct"), this.modelName,
-        el("time", {}, timeLabel(createdAt)),
+        timeElement(createdAt),
         copyButton(() => this.streamedText(), { name: "Copy answer" })),
       this.body,
       live ? this.typing : null,

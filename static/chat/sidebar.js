@@ -19,6 +19,25 @@ function whenLabel(iso) {
   return new Date(iso).toLocaleDateString();
 }
 
+const DAY_MS = 86400000;
+
+/** The group of a session by its last activity, in the browser's time zone. */
+export function dateGroup(iso, now = new Date()) {
+  const when = new Date(iso || 0);
+  const startOfToday = new Date(now.getFullYear(), now.getMonth(), now.getDate()).getTime();
+  const time = when.getTime();
+  if (time >= startOfToday) return "Today";
+  // Calendar days, not 24-hour steps: a daylight-saving change must not move a chat.
+  const startOfYesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1).getTime();
+  if (time >= startOfYesterday) return "Yesterday";
+  const weekAgo = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 7).getTime();
+  return time >= weekAgo && Number.isFinite(time) ? "Previous 7 days" : "Older";
+}
+
+function countLabel(n) {
+  return n === 1 ? "1 message" : `${n} messages`;
+}
+
 export function sessionUrl(id) {
   return `${location.pathname}?session=${encodeURIComponent(id)}`;
 }
@@ -27,7 +46,7 @@ export class Sidebar {
   /**
    * `hooks`: current() -> the open session id; open(id); create() for a new chat;
    * deleted(id); named(id, name) after a rename or a refresh of the open one;
-   * authFailed(); error(code, text).
+   * authFailed(); error(code, text); listed() after the list is (re)loaded.
    */
   constructor(hooks) {
     this.nav = $("sidebar");
@@ -41,7 +60,9 @@ export class Sidebar {
     this.pending = new Map(); // session id -> approvals waiting (pending.js)
     this.next = null;
     this.editing = false; // a rename or a delete confirm is open: keep the list still
-    this.loads = 0;
+    this.loads = 0; // every load asked for, numbered
+    this.drawn = 0; // the number of the load on screen: an older answer is not drawn over it
+    this.epoch = 0; // bumped by new search words and by clear(): answers from before are dropped
     this.timer = null;
     this.more.addEventListener("click", () => this.loadMore());
     $("new-session").addEventListener("click", () => this.hooks.create());
@@ -49,7 +70,7 @@ export class Sidebar {
     let searchTimer = null;
     this.query = ""; // the words the list on screen answers
     this.search.addEventListener("input", () => {
-      this.loads += 1; // a list asked for before these words must not be drawn under them
+      this.epoch += 1; // a list asked for before these words must not be drawn under them
       clearTimeout(searchTimer);
       searchTimer = setTimeout(() => this.load(), 250);
     });
@@ -80,7 +101,7 @@ export class Sidebar {
 
   /** Signed out: no line of that user's list stays on the page, and no late answer draws one. */
   clear() {
-    this.loads += 1;
+    this.epoch += 1;
     clearTimeout(this.timer);
     this.sessions = [];
     this.next = null;
@@ -91,16 +112,21 @@ export class Sidebar {
 
   async load() {
     const ticket = ++this.loads;
+    const { epoch } = this;
     const query = this.search.value.trim();
     try {
       const page = await api.sessions({ search: query });
-      if (ticket !== this.loads) return; // a newer search answered first, or the list was cleared
+      // Other words were typed since, or the list was cleared, or a newer load is on screen
+      // already; an older load that answers first is drawn until the newer one answers.
+      if (epoch !== this.epoch || ticket < this.drawn) return;
+      this.drawn = ticket;
       this.query = query;
       this.sessions = page.results || [];
       this.next = page.next || null;
       this.draw();
+      this.hooks.listed?.();
     } catch (error) {
-      if (ticket === this.loads && error instanceof AuthError) this.hooks.authFailed();
+      if (epoch === this.epoch && error instanceof AuthError) this.hooks.authFailed();
     }
   }
 
@@ -116,19 +142,9 @@ export class Sidebar {
     }
   }
 
-  /** A session nobody named yet is named after the first question asked in it. */
-  async nameAfter(id, question) {
-    const session = this.sessions.find((s) => s.id === id);
-    if (session && session.name) return;
-    const words = question.replace(/\s+/g, " ").trim();
-    const name = words.length > 60 ? `${words.slice(0, 57).trimEnd()}…` : words;
-    try {
-      const updated = await api.rename(id, name);
-      this.hooks.named(id, updated.name);
-      this.refresh();
-    } catch (error) {
-      if (error instanceof AuthError) this.hooks.authFailed();
-    }
+  /** The name of a listed session ("" when it is not listed or has none). */
+  nameOf(id) {
+    return this.sessions.find((s) => s.id === id)?.name || "";
   }
 
   draw({ force = false } = {}) {
@@ -140,7 +156,19 @@ export class Sidebar {
     const shown = this.sessions.filter(
       (s) => searching || s.message_count > 0 || s.id === currentId || this.pending.has(s.id),
     );
-    this.list.replaceChildren(...shown.map((s) => this.item(s, s.id === currentId)));
+    // Newest first, under Today / Yesterday / Previous 7 days / Older (while searching too).
+    const rows = [];
+    let group = null;
+    for (const session of shown) {
+      const name = dateGroup(session.last_activity);
+      if (name !== group) {
+        group = name;
+        rows.push(el("li", { class: "session-group" },
+          el("h2", { class: "session-group-title" }, name)));
+      }
+      rows.push(this.item(session, session.id === currentId));
+    }
+    this.list.replaceChildren(...rows);
     this.empty.hidden = shown.length > 0;
     this.empty.textContent = searching ? "No session matches." : "No sessions yet.";
     this.more.hidden = !this.next;
@@ -164,8 +192,10 @@ export class Sidebar {
           : el("span", { class: `badge state-${session.state}`, title: `State: ${session.state}` }, session.state),
         waiting ? el("span", { class: "badge approval-pending", title: `${waitingText}: open the chat to answer` },
           `${waiting} to approve`, el("span", { class: "visually-hidden" }, ` (${waitingText})`)) : null,
-        el("span", {}, `${session.message_count} msg`),
-        el("time", { datetime: session.last_activity }, whenLabel(session.last_activity)),
+        // Questions and answers only (tool rows are the agent's own); older servers: every row.
+        el("span", { class: "session-count" }, countLabel(session.chat_message_count ?? session.message_count)),
+        el("time", { datetime: session.last_activity, title: new Date(session.last_activity).toLocaleString() },
+          whenLabel(session.last_activity)),
       ),
     );
     link.addEventListener("click", (event) => {

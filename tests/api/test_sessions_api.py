@@ -89,7 +89,7 @@ def test_a_browser_gets_json_too(anonymous_client, api):
 
 def test_without_pairing_the_api_is_open(anonymous_client, settings):
     settings.CONSTRUCT_REQUIRE_PAIRING = False
-    make_session(session_id="s1")
+    make_session(session_id="s1", message_count=1)
 
     response = anonymous_client.get("/api/sessions/")
 
@@ -115,8 +115,8 @@ def test_list_items_newest_activity_first_with_their_fields(api):
     assert body["count"] == 2 and body["next"] is None and body["previous"] is None
     assert [item["id"] for item in body["results"]] == ["new", "old"]
     first, second = body["results"]
-    assert set(first) == {"id", "name", "state", "message_count", "created_at", "last_activity",
-                          "turn_id", "cost_usd", "model"}
+    assert set(first) == {"id", "name", "state", "message_count", "chat_message_count", "created_at",
+                          "last_activity", "turn_id", "cost_usd", "model"}
     assert (first["name"], first["state"], first["turn_id"], first["cost_usd"]) == (
         "New one", "running", "t-1", 0.75)
     assert (second["message_count"], second["cost_usd"], second["turn_id"]) == (1, 0.0, None)
@@ -124,7 +124,8 @@ def test_list_items_newest_activity_first_with_their_fields(api):
 
 def test_pagination_of_sixty_sessions(api):
     base = timezone.now()
-    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}", user=default_owner()) for n in range(60))
+    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}", user=default_owner(), message_count=1)
+                                for n in range(60))
     for n in range(60):  # s000 is the newest
         ChatSession.objects.filter(pk=f"s{n:03d}").update(last_activity=base - timedelta(seconds=n))
 
@@ -140,7 +141,8 @@ def test_pagination_of_sixty_sessions(api):
 
 
 def test_page_size_is_capped_at_200(api):
-    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}", user=default_owner()) for n in range(205))
+    ChatSession.objects.bulk_create(ChatSession(id=f"s{n:03d}", user=default_owner(), message_count=1)
+                                for n in range(205))
 
     body = api.get("/api/sessions/?page_size=1000").json()
 
@@ -176,9 +178,9 @@ def test_a_page_past_the_end_is_a_json_404(api):
 
 
 def test_filter_by_state(api):
-    make_session(session_id="a", state=ChatSession.State.IDLE)
-    make_session(session_id="b", state=ChatSession.State.ERROR)
-    make_session(session_id="c", state=ChatSession.State.ERROR)
+    make_session(session_id="a", state=ChatSession.State.IDLE, message_count=1)
+    make_session(session_id="b", state=ChatSession.State.ERROR, message_count=1)
+    make_session(session_id="c", state=ChatSession.State.ERROR, message_count=1)
 
     body = api.get("/api/sessions/?state=error").json()
 
@@ -212,12 +214,41 @@ def test_search_covers_names_and_message_text_once_per_session(api):
 
 
 def test_search_and_state_combine(api):
-    make_session(session_id="a", name="report", state=ChatSession.State.IDLE)
-    make_session(session_id="b", name="report", state=ChatSession.State.ERROR)
+    make_session(session_id="a", name="report", state=ChatSession.State.IDLE, message_count=1)
+    make_session(session_id="b", name="report", state=ChatSession.State.ERROR, message_count=1)
 
     body = api.get("/api/sessions/", {"search": "REPORT", "state": "error"}).json()
 
     assert [item["id"] for item in body["results"]] == ["b"]
+
+
+def test_a_session_without_messages_is_not_listed_but_still_answers(api):
+    used = make_session(session_id="used", name="report")
+    make_message(session=used, content="a report")
+    make_session(session_id="empty", name="report")  # an upload never sent, a refused first message
+    make_session(session_id="starting", name="report", state=ChatSession.State.RUNNING, turn_id="t")
+
+    listed = api.get("/api/sessions/").json()
+    searched = api.get("/api/sessions/", {"search": "report"}).json()
+
+    assert sorted(item["id"] for item in listed["results"]) == ["starting", "used"]
+    assert listed["count"] == 2
+    assert sorted(item["id"] for item in searched["results"]) == ["starting", "used"]
+    assert api.get("/api/sessions/empty/").status_code == 200
+
+
+def test_counts_name_questions_and_answers_not_tool_rows(api):
+    session = make_session(session_id="tools", name="with tools")
+    make_message(session=session, role=Message.Role.USER, content="list the files")
+    make_message(session=session, role=Message.Role.ASSISTANT, content="",
+                 data={"tool_calls": [{"id": "c1", "name": "file_list", "arguments": "{}"}]})
+    make_message(session=session, role=Message.Role.TOOL, content="a.txt", data={"tool_call_id": "c1"})
+    make_message(session=session, role=Message.Role.ASSISTANT, content="There is a.txt.")
+
+    item = api.get("/api/sessions/").json()["results"][0]
+
+    assert (item["message_count"], item["chat_message_count"]) == (4, 2)
+    assert api.get("/api/sessions/tools/").json()["chat_message_count"] == 2
 
 
 # --- one session -----------------------------------------------------------------

@@ -89,11 +89,31 @@ async def test_new_session_gets_an_id_and_keeps_its_name(gateway, token):
     assert start["resumed"] is False and start["message_count"] == 0
     assert start["name"] == "My Session"
     assert len(start["session_id"]) == 36
+    # Nothing is stored until the first message is: a page opened and left leaves no session.
+    assert await database_sync_to_async(ChatSession.objects.filter(pk=start["session_id"]).exists)() is False
+    await send(comm, type="message", content="hello there")
+    await frames_until(comm)
     await comm.disconnect()
     # Reconnect without a name: the stored one comes back.
     comm, again = await open_socket(token, query=f"session_id={start['session_id']}")
-    assert again["name"] == "My Session"
+    assert again["name"] == "My Session" and again["resumed"] is True
     await comm.disconnect()
+
+
+async def test_a_session_is_stored_with_its_first_message_only(gateway, token):
+    for _ in range(3):
+        comm, start = await open_socket(token, query="session_id=never-used")
+        assert start == {"type": "session_start", "session_id": "never-used", "resumed": False,
+                         "message_count": 0, "state": "idle", "model": start["model"]}
+        await comm.disconnect()
+    assert await database_sync_to_async(ChatSession.objects.filter(pk="never-used").exists)() is False
+    comm, _ = await open_socket(token, query="session_id=never-used")
+    await send(comm, type="message", content="hello there", client_id="c1")
+    assert (await next_frame(comm))["type"] == "ack"
+    await frames_until(comm)
+    await comm.disconnect()
+    row = await session_row("never-used")
+    assert row.message_count == 2
 
 
 async def test_resume_reports_the_message_count(gateway, token):

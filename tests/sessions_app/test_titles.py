@@ -1,0 +1,45 @@
+"""A chat's title from its first message: cleaned of Markdown, cut to a short line at a word."""
+
+import pytest
+
+from sessions_app import services
+from sessions_app.models import ChatSession
+from sessions_app.services import TITLE_MAX_CHARS, title_of
+from tests.factories import make_session
+
+
+@pytest.mark.parametrize("text, title", [
+    ("  # Hello   **world**\n\nhow are _you_?", "Hello world how are you?"),
+    ("What does this [code](https://example.com/x) do?", "What does this code do?"),
+    ("```python\nprint(1)\n```\nexplain", "print(1) explain"),
+    ("- item one\n- item two", "item one item two"),
+    ("> quoted `inline` text", "quoted inline text"),
+    ("3 * 4 = 12", "3 * 4 = 12"),
+    ("", ""),
+])
+def test_markdown_and_whitespace_are_taken_out(text, title):
+    assert title_of(text) == title
+
+
+def test_a_long_message_is_cut_at_a_word():
+    text = "Please summarise " + "the quarterly report " * 10
+    title = title_of(text)
+    assert len(title) <= TITLE_MAX_CHARS and title.endswith("…")
+    assert text.startswith(title[:-1]) and text[len(title) - 1] == " "
+    assert title_of("x" * 100) == "x" * (TITLE_MAX_CHARS - 1) + "…"
+
+
+@pytest.mark.django_db
+def test_the_first_user_message_names_an_unnamed_chat_once():
+    make_session(session_id="s")
+    services.message_append(session_id="s", role="user", content="## Plan a **trip** to Lisbon")
+    services.message_append(session_id="s", role="assistant", content="Sure.")
+    services.message_append(session_id="s", role="user", content="second question")
+    assert ChatSession.objects.get(pk="s").name == "Plan a trip to Lisbon"
+
+
+@pytest.mark.django_db
+def test_a_named_chat_keeps_its_name():
+    make_session(session_id="s", name="Mine")
+    services.message_append(session_id="s", role="user", content="hello")
+    assert ChatSession.objects.get(pk="s").name == "Mine"
