@@ -26,6 +26,8 @@ def test_turns_and_errors_are_readable_lines_kept_across_a_reload(chat_server, t
 
     page.click("#toggle-events")
     wait_for(lambda: len(rows(page)) >= 5)
+    # A line names its chat once the list of chats (reloaded after the turn) knows the title.
+    wait_for(lambda: {e["session"] for e in rows(page)[1:5]} == {"Plan the garden party"})
     events = rows(page)  # newest first
     assert [e["type"] for e in events[:5]] == ["deploy", "error", "agent_start", "agent_end", "agent_start"]
     deploy, error, _, end, start = events[:5]
