@@ -43,6 +43,7 @@ class SessionLock:
         self._running: dict[str, RunningTurn] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._renewer: asyncio.Task | None = None
+        self._starting = 0  # messages between their acceptance and their turn's start
 
     async def acquire(self, session_id: str, user_id: int, turn_id: str, on_queued) -> dict | None:
         """Take the session, queueing behind its running turn; raise SessionBusy.
@@ -57,6 +58,7 @@ class SessionLock:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiter_id = None
+        self._starting += 1
         try:
             while True:
                 if draining():
@@ -67,6 +69,10 @@ class SessionLock:
                     lease_seconds=lease, waiter_id=waiter_id,
                 )
                 if started:
+                    # Counted as running from now on, before the turn itself begins: a
+                    # drain that starts meanwhile waits for it.
+                    self._running[session_id] = RunningTurn(turn_id=turn_id,
+                                                            task=asyncio.current_task())
                     if taken_over:
                         logger.warning("session %s: took over turn %s of a process that stopped",
                                        session_id, taken_over["turn_id"])
@@ -89,6 +95,7 @@ class SessionLock:
                 # A turn ending here wakes us at once; one on another process is seen by polling.
                 await self._wait_turn_end(session_id, min(remaining, POLL_INTERVAL))
         finally:
+            self._starting -= 1
             if waiter_id is not None:
                 await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
 
@@ -119,8 +126,8 @@ class SessionLock:
         return self._running.get(session_id)
 
     def count(self) -> int:
-        """How many turns run here."""
-        return len(self._running)
+        """How many turns run here, or are about to (their message is taking the session)."""
+        return len(self._running) + self._starting
 
     def interrupt_all(self) -> int:
         """Cancel every turn here that streams, to end as interrupted; how many were."""

@@ -18,7 +18,7 @@ from sessions_app import events
 from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
 from chat.agent.loop import unanswered_calls
 from chat.agent.prompts import page_context_hint
-from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, ServerRestarting
 from chat.turns import setup
 from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
@@ -56,6 +56,11 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
     except GatewayError as exc:
         if client_id is not None:
             await _client_id_forget(session_id, client_id)
+        if isinstance(exc, ServerRestarting) and client_id is not None and engine.bus is not None:
+            # Accepted, then the process began to drain: the client sends it again (same
+            # client_id, forgotten here) to the process its socket goes to now.
+            await engine.send_away(session_id)
+            return
         await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code,
                                      **exc.details})
         return
