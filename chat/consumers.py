@@ -111,6 +111,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         await super().send(text_data, bytes_data, close)
 
+    async def send_json(self, content, close=False):
+        if self._closing:
+            return
+        await super().send_json(content, close)
+
     async def _connect(self):
         params = protocol.query_params(self.scope)
         self.client = client_from_scope(self.scope)

@@ -91,7 +91,7 @@ class Engine:
         if self.bus is None:
             return  # no other process: they stay until the drain ends
         for session in [session_id] if session_id is not None else self.fanout.sessions():
-            if self.lock.running(session) is not None:
+            if self.lock.busy(session):
                 continue
             for subscriber in self.fanout.subscribers(session):
                 if not subscriber.closed:

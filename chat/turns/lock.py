@@ -43,7 +43,8 @@ class SessionLock:
         self._running: dict[str, RunningTurn] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._renewer: asyncio.Task | None = None
-        self._starting = 0  # messages between their acceptance and their turn's start
+        # Sessions with a message between its acceptance and its turn's start, and how many.
+        self._starting: dict[str, int] = {}
 
     async def acquire(self, session_id: str, user_id: int, turn_id: str, on_queued) -> dict | None:
         """Take the session, queueing behind its running turn; raise SessionBusy.
@@ -58,7 +59,7 @@ class SessionLock:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiter_id = None
-        self._starting += 1
+        self._starting[session_id] = self._starting.get(session_id, 0) + 1
         try:
             while True:
                 if draining():
@@ -95,7 +96,9 @@ class SessionLock:
                 # A turn ending here wakes us at once; one on another process is seen by polling.
                 await self._wait_turn_end(session_id, min(remaining, POLL_INTERVAL))
         finally:
-            self._starting -= 1
+            left = self._starting.pop(session_id) - 1
+            if left:
+                self._starting[session_id] = left
             if waiter_id is not None:
                 await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
 
@@ -127,7 +130,11 @@ class SessionLock:
 
     def count(self) -> int:
         """How many turns run here, or are about to (their message is taking the session)."""
-        return len(self._running) + self._starting
+        return len(self._running) + sum(self._starting.values())
+
+    def busy(self, session_id: str) -> bool:
+        """Whether a turn of the session runs here, or a message here is taking the session."""
+        return session_id in self._running or session_id in self._starting
 
     def interrupt_all(self) -> int:
         """Cancel every turn here that streams, to end as interrupted; how many were."""
