@@ -124,18 +124,27 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
     """
     if draining():
         raise ServerRestarting(**({"client_id": client_id} if client_id is not None else {}))
-    if model is not None:
-        check_agent(catalogue.model_get(model_id=model))
-    if ask is not PLAIN:
-        await database_sync_to_async(ask_target)(subscriber.session_id, ask)
-    if client_id is not None:
-        fresh = await database_sync_to_async(services.client_id_claim)(
-            session_id=subscriber.session_id, client_id=client_id
-        )
-        await subscriber.send_frame({"type": "ack", "client_id": client_id, "duplicate": not fresh})
-        if not fresh:
-            return
     engine = get_engine()
+    # From here until its turn holds the session (message_run), a drain neither sends this
+    # socket away nor exits: an acknowledged message is either run here or forgotten first.
+    engine.lock.starting_begin(subscriber.session_id)
+    try:
+        if model is not None:
+            check_agent(catalogue.model_get(model_id=model))
+        if ask is not PLAIN:
+            await database_sync_to_async(ask_target)(subscriber.session_id, ask)
+        if client_id is not None:
+            fresh = await database_sync_to_async(services.client_id_claim)(
+                session_id=subscriber.session_id, client_id=client_id
+            )
+            await subscriber.send_frame({"type": "ack", "client_id": client_id,
+                                         "duplicate": not fresh})
+            if not fresh:
+                engine.lock.starting_end(subscriber.session_id)
+                return
+    except BaseException:
+        engine.lock.starting_end(subscriber.session_id)
+        raise
     engine.spawn(message_run(engine, subscriber, content=content, page_context=page_context,
                              client_id=client_id, attachments=attachments, ask=ask, model=model,
                              reasoning=reasoning))

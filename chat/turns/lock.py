@@ -59,7 +59,6 @@ class SessionLock:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiter_id = None
-        self._starting[session_id] = self._starting.get(session_id, 0) + 1
         try:
             while True:
                 if draining():
@@ -96,9 +95,6 @@ class SessionLock:
                 # A turn ending here wakes us at once; one on another process is seen by polling.
                 await self._wait_turn_end(session_id, min(remaining, POLL_INTERVAL))
         finally:
-            left = self._starting.pop(session_id) - 1
-            if left:
-                self._starting[session_id] = left
             if waiter_id is not None:
                 await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
 
@@ -127,6 +123,17 @@ class SessionLock:
 
     def running(self, session_id: str) -> RunningTurn | None:
         return self._running.get(session_id)
+
+    def starting_begin(self, session_id: str) -> None:
+        """A message of the session is accepted here: until `starting_end`, the session counts
+        as busy (a drain waits for it, and keeps its sockets)."""
+        self._starting[session_id] = self._starting.get(session_id, 0) + 1
+
+    def starting_end(self, session_id: str) -> None:
+        """The message has taken the session (it runs now: `running`), or was refused."""
+        left = self._starting.pop(session_id, 0) - 1
+        if left > 0:
+            self._starting[session_id] = left
 
     def count(self) -> int:
         """How many turns run here, or are about to (their message is taking the session)."""

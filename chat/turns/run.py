@@ -43,16 +43,20 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
     session_id = subscriber.session_id
     turn_id = uuid.uuid4().hex
     try:
-        await _budget_check(subscriber)
-        await engine.ready()
+        try:
+            await _budget_check(subscriber)
+            await engine.ready()
 
-        async def queued():
-            await subscriber.send_frame({
-                "type": "operator_status", "phase": "queued",
-                "detail": "Waiting for the session's running turn to finish",
-            })
+            async def queued():
+                await subscriber.send_frame({
+                    "type": "operator_status", "phase": "queued",
+                    "detail": "Waiting for the session's running turn to finish",
+                })
 
-        taken_over = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued)
+            taken_over = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued)
+        finally:
+            # Begun by message_submit; once taken, the session counts as running (acquire).
+            engine.lock.starting_end(session_id)
     except GatewayError as exc:
         if client_id is not None:
             await _client_id_forget(session_id, client_id)
