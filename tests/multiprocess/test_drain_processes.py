@@ -2,7 +2,6 @@
 and a socket that reconnects (to the other process) resumes the running turn from its last seq."""
 
 import asyncio
-import json
 import signal
 
 import pytest
