@@ -55,6 +55,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     _slot_held = False
     _revoked = False
     _accepted = False
+    _closing = False
     _layer_down = False
 
     async def connect(self):
@@ -101,6 +102,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._accepted = True
         metrics.OPEN_SOCKETS.inc()
         await super().accept(subprotocol, headers)
+
+    async def close(self, code=None, reason=None):
+        self._closing = True
+        await super().close(code, reason)
+
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        # Closed by this side (a drain sends sockets away): an operator event that comes
+        # before the transport is gone would only raise inside daphne.
+        if self._closing:
+            return
+        await super().send(text_data, bytes_data, close)
+
+    async def send_json(self, content, close=False):
+        if self._closing:
+            return
+        await super().send_json(content, close)
 
     async def _connect(self):
         params = protocol.query_params(self.scope)
@@ -203,10 +220,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except FrameError as exc:
             await self.send_json(error_frame(exc.code, exc.message))
         except ServerRestarting as exc:
-            await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
+            # Behind Redis other processes serve this session: the socket goes to one now (a
+            # running turn follows it through Redis). A message with a client_id was not
+            # acknowledged, so the client sends it again there (the page does, from its
+            # outbox): no error to show. One without is refused in words.
+            if not (settings.REDIS_URL and exc.details.get("client_id")):
+                await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
             if settings.REDIS_URL:
-                # Other processes serve this session: go to one now (the page reconnects at once
-                # on 1012 and sends the message again); a running turn follows through Redis.
                 await self.close(code=CLOSE_SERVICE_RESTART)
         except GatewayError as exc:  # a refusal with details (an approval's id)
             await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})

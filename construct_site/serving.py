@@ -134,6 +134,8 @@ async def _drain_then_exit(seconds: float) -> None:
         deadline = loop.time() + CLOSE_GRACE_SECONDS
         while daphne_compat.websockets_open() and loop.time() < deadline:
             await asyncio.sleep(0.05)
+            # A socket whose handshake was under way when the drain began is open by now.
+            daphne_compat.websockets_close(daphne_compat.CLOSE_SERVICE_RESTART)
     except Exception:
         logger.exception("drain failed; exiting")
     reactor.stop()

@@ -126,25 +126,34 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
     kept. `reasoning` is the turn's level (None: the default).
     """
     if draining():
-        raise ServerRestarting()
-    if model is not None:
-        check_agent(catalogue.model_get(model_id=model))
-    if ask is not PLAIN:
-        await database_sync_to_async(ask_target)(subscriber.session_id, ask)
-    if not subscriber.stored:
-        # The session's first message: now the session is stored (with the socket's ?name=).
-        await database_sync_to_async(services.session_open)(
-            session_id=subscriber.session_id, user_id=subscriber.user_id, name=subscriber.new_name
-        )
-        subscriber.stored = True
-    if client_id is not None:
-        fresh = await database_sync_to_async(services.client_id_claim)(
-            session_id=subscriber.session_id, client_id=client_id
-        )
-        await subscriber.send_frame({"type": "ack", "client_id": client_id, "duplicate": not fresh})
-        if not fresh:
-            return
+        raise ServerRestarting(**({"client_id": client_id} if client_id is not None else {}))
     engine = get_engine()
+    # From here until its turn holds the session (message_run), a drain neither sends this
+    # socket away nor exits: an acknowledged message is either run here or forgotten first.
+    engine.lock.starting_begin(subscriber.session_id)
+    try:
+        if model is not None:
+            check_agent(catalogue.model_get(model_id=model))
+        if ask is not PLAIN:
+            await database_sync_to_async(ask_target)(subscriber.session_id, ask)
+        if not subscriber.stored:
+            # The session's first message: now the session is stored (with the socket's ?name=).
+            await database_sync_to_async(services.session_open)(
+                session_id=subscriber.session_id, user_id=subscriber.user_id, name=subscriber.new_name
+            )
+            subscriber.stored = True
+        if client_id is not None:
+            fresh = await database_sync_to_async(services.client_id_claim)(
+                session_id=subscriber.session_id, client_id=client_id
+            )
+            await subscriber.send_frame({"type": "ack", "client_id": client_id,
+                                         "duplicate": not fresh})
+            if not fresh:
+                engine.lock.starting_end(subscriber.session_id)
+                return
+    except BaseException:
+        engine.lock.starting_end(subscriber.session_id)
+        raise
     engine.spawn(message_run(engine, subscriber, content=content, page_context=page_context,
                              client_id=client_id, attachments=attachments, ask=ask, model=model,
                              reasoning=reasoning))
@@ -230,8 +239,6 @@ async def engine_start() -> None:
 
 # How long turns cut at the drain's deadline get to save what they streamed and say so.
 INTERRUPT_GRACE_SECONDS = 5.0
-# "Service restart": reconnect now (to another process) and resume from the last seq.
-CLOSE_SERVICE_RESTART = 1012
 
 
 async def engine_drain(*, seconds: float) -> int:
@@ -243,10 +250,10 @@ async def engine_drain(*, seconds: float) -> int:
     engine = get_engine()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    await _send_away(engine)
+    await engine.send_away()
     while engine.lock.count() and loop.time() < deadline:
         await asyncio.sleep(0.1)
-        await _send_away(engine)
+        await engine.send_away()
     cut = engine.lock.interrupt_all()
     deadline = loop.time() + INTERRUPT_GRACE_SECONDS
     while engine.lock.count() and loop.time() < deadline:
@@ -254,20 +261,3 @@ async def engine_drain(*, seconds: float) -> int:
     await engine.fanout.flush()
     return cut
 
-
-async def _send_away(engine) -> None:
-    """Behind Redis, close with 1012 the sockets here of sessions whose turn does not run here
-    (none, or one on another process): another process serves them at once, and their next
-    message is not refused here. A session's sockets go once its turn here has ended."""
-    if engine.bus is None:
-        return  # no other process: they stay until the drain ends
-    for session_id in engine.fanout.sessions():
-        if engine.lock.running(session_id) is not None:
-            continue
-        for subscriber in engine.fanout.subscribers(session_id):
-            if not subscriber.closed:
-                subscriber.closed = True
-                try:
-                    await subscriber.sink.close(code=CLOSE_SERVICE_RESTART)
-                except Exception as exc:
-                    logger.debug("could not close a socket of session %s: %r", session_id, exc)

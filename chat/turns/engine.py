@@ -15,9 +15,13 @@ from chat.turns.fanout import Fanout
 from chat.turns.lock import RunningTurn, SessionLock
 from chat.turns.remote import RemoteTurns
 from chat.turns.run import turn_resume
+from construct_core.drain import draining
 from construct_core.loops import per_loop
 
 logger = logging.getLogger(__name__)
+
+# "Service restart": reconnect now (to another process) and resume from the last seq.
+CLOSE_SERVICE_RESTART = 1012
 
 
 class Engine:
@@ -77,6 +81,25 @@ class Engine:
         self.lock.end(session_id, turn_id)
         if self.bus is not None:
             self.bus.turn_done(turn_id)
+            if draining():  # its sockets go now, before they send their next message here
+                await self.send_away(session_id)
+
+    async def send_away(self, session_id: str | None = None) -> None:
+        """While draining behind Redis, close with 1012 the sockets here of sessions whose turn
+        does not run here (none, or one on another process), or of `session_id` alone: another
+        process serves them at once, and their next message is not refused here."""
+        if self.bus is None:
+            return  # no other process: they stay until the drain ends
+        for session in [session_id] if session_id is not None else self.fanout.sessions():
+            if self.lock.busy(session):
+                continue
+            for subscriber in self.fanout.subscribers(session):
+                if not subscriber.closed:
+                    subscriber.closed = True
+                    try:
+                        await subscriber.sink.close(code=CLOSE_SERVICE_RESTART)
+                    except Exception as exc:
+                        logger.debug("could not close a socket of session %s: %r", session, exc)
 
     async def _on_batch(self, session_id: str, batch: list[dict]) -> None:
         await self.remote.on_batch(session_id, batch)

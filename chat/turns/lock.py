@@ -44,6 +44,8 @@ class SessionLock:
         self._running: dict[str, RunningTurn] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._renewer: asyncio.Task | None = None
+        # Sessions with a message between its acceptance and its turn's start, and how many.
+        self._starting: dict[str, int] = {}
 
     async def acquire(self, session_id: str, user_id: int, turn_id: str, on_queued) -> dict | None:
         """Take the session, queueing behind its running turn; raise SessionBusy.
@@ -68,6 +70,10 @@ class SessionLock:
                     lease_seconds=lease, waiter_id=waiter_id,
                 )
                 if started:
+                    # Counted as running from now on, before the turn itself begins: a
+                    # drain that starts meanwhile waits for it.
+                    self._running[session_id] = RunningTurn(turn_id=turn_id,
+                                                            task=asyncio.current_task())
                     if taken_over:
                         logger.warning("session %s: took over turn %s of a process that stopped",
                                        session_id, taken_over["turn_id"])
@@ -121,9 +127,24 @@ class SessionLock:
     def running(self, session_id: str) -> RunningTurn | None:
         return self._running.get(session_id)
 
+    def starting_begin(self, session_id: str) -> None:
+        """A message of the session is accepted here: until `starting_end`, the session counts
+        as busy (a drain waits for it, and keeps its sockets)."""
+        self._starting[session_id] = self._starting.get(session_id, 0) + 1
+
+    def starting_end(self, session_id: str) -> None:
+        """The message has taken the session (it runs now: `running`), or was refused."""
+        left = self._starting.pop(session_id, 0) - 1
+        if left > 0:
+            self._starting[session_id] = left
+
     def count(self) -> int:
-        """How many turns run here."""
-        return len(self._running)
+        """How many turns run here, or are about to (their message is taking the session)."""
+        return len(self._running) + sum(self._starting.values())
+
+    def busy(self, session_id: str) -> bool:
+        """Whether a turn of the session runs here, or a message here is taking the session."""
+        return session_id in self._running or session_id in self._starting
 
     def interrupt_all(self) -> int:
         """Cancel every turn here that streams, to end as interrupted; how many were."""

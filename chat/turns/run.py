@@ -20,7 +20,7 @@ from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall,
 from chat.agent.loop import unanswered_calls
 from chat.agent.prompts import page_context_hint
 from construct_core import metrics, tracing
-from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, ServerRestarting
 from construct_core.logs import log_context
 from chat.turns import setup
 from chat.turns.approvals import Gate
@@ -46,19 +46,28 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
     session_id = subscriber.session_id
     turn_id = uuid.uuid4().hex
     try:
-        await _budget_check(subscriber)
-        await engine.ready()
+        try:
+            await _budget_check(subscriber)
+            await engine.ready()
 
-        async def queued():
-            await subscriber.send_frame({
-                "type": "operator_status", "phase": "queued",
-                "detail": "Waiting for the session's running turn to finish",
-            })
+            async def queued():
+                await subscriber.send_frame({
+                    "type": "operator_status", "phase": "queued",
+                    "detail": "Waiting for the session's running turn to finish",
+                })
 
-        taken_over = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued)
+            taken_over = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued)
+        finally:
+            # Begun by message_submit; once taken, the session counts as running (acquire).
+            engine.lock.starting_end(session_id)
     except GatewayError as exc:
         if client_id is not None:
             await _client_id_forget(session_id, client_id)
+        if isinstance(exc, ServerRestarting) and client_id is not None and engine.bus is not None:
+            # Accepted, then the process began to drain: the client sends it again (same
+            # client_id, forgotten here) to the process its socket goes to now.
+            await engine.send_away(session_id)
+            return
         await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code,
                                      **exc.details})
         return

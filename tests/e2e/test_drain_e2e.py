@@ -83,7 +83,7 @@ async def test_sigterm_lets_the_running_turn_finish_then_closes_with_1012(daphne
         await idle.send(json.dumps({"type": "message", "content": "hello", "client_id": "c-1"}))
         refusal = await recv(idle)
         assert refusal["type"] == "error" and refusal["code"] == "SESSION_BUSY"
-        assert refusal["restarting"] is True
+        assert refusal["restarting"] is True and refusal["client_id"] == "c-1"
 
         rest = await until(ws, ("done", "error", "stopped"))
         frames = first + rest

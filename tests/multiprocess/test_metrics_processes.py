@@ -64,7 +64,7 @@ async def test_two_processes_show_the_sum_and_a_dead_one_leaves_the_gauges(tmp_p
         sockets = []
         try:
             a, b = Port(base), Port(base + 1)
-            await asyncio.to_thread(wait_until, lambda: health(base) == health(base + 1) == "ok", 60)
+            await asyncio.to_thread(wait_until, lambda: health(base) == health(base + 1) == "ok", 150)
             directory = multiproc_dir(pid_on(base))
             assert directory == multiproc_dir(pid_on(base + 1)) and directory.is_dir()
 
@@ -80,7 +80,7 @@ async def test_two_processes_show_the_sum_and_a_dead_one_leaves_the_gauges(tmp_p
             first = pid_on(base)
             os.kill(first, signal.SIGKILL)
             await asyncio.to_thread(
-                wait_until, lambda: pid_on(base) not in (None, first) and health(base) == "ok", 30)
+                wait_until, lambda: pid_on(base) not in (None, first) and health(base) == "ok", 60)
             # The dead process's socket is gone from the sum; its turn still counts.
             for port in (a, b):
                 samples = await asyncio.to_thread(scrape, port)
