@@ -1,0 +1,78 @@
+"""The chat page's finish in Chromium: highlighted code, accessibility, the keyboard, a phone."""
+
+from tests.browser.helpers import last_answer, open_paired, screenshot, send, wait_turn_end
+
+PYTHON = 'import os\n\ndef greet(name):\n    # say hello\n    return f"hello {name}" + str(42)\n'
+
+HOSTILE = (
+    "[[echo_prompt]]\n\n"
+    '```"><script>window.pwned = "fence"</script>\n'
+    '<img src=x onerror="window.pwned = \'img\'">\n'
+    "```\n\n"
+    "```python\n"
+    '<img src=x onerror="window.pwned = \'py\'">\n'
+    'print("</code></pre><img src=x onerror=window.pwned=1>")\n'
+    "```\n"
+)
+
+
+def colour(locator):
+    return locator.evaluate("e => getComputedStyle(e).color")
+
+
+def test_a_python_code_block_is_highlighted_with_its_label_in_light_and_dark(chat_server, token, page):
+    page.set_viewport_size({"width": 1366, "height": 860})
+    open_paired(page, chat_server, token)
+    send(page, f"[[echo_prompt]]\n\n```python\n{PYTHON}```\n\n```\nno language here\n```\n")
+    wait_turn_end(page, 1, "done")
+    answer = last_answer(page)
+    block = answer.locator(".code-block").first
+    assert block.locator(".code-lang").inner_text() == "python"
+    code = block.locator("pre code")
+    assert "hljs" in code.get_attribute("class").split()
+    # highlight.js's spans, over exactly the text that was written.
+    assert code.locator(".hljs-keyword").count() >= 3  # import, def, return
+    assert code.locator(".hljs-comment").inner_text() == "# say hello"
+    assert code.locator(".hljs-string").count() >= 1 and code.locator(".hljs-number").count() >= 1
+    assert code.inner_text().rstrip("\n") == PYTHON.rstrip("\n")
+    # A block without a language stays plain text, labelled "code".
+    plain = answer.locator(".code-block").nth(1)
+    assert plain.locator(".code-lang").inner_text() == "code"
+    assert plain.locator("pre code span").count() == 0
+
+    keyword = code.locator(".hljs-keyword").first
+    colours = {}
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        colours[scheme] = colour(keyword)
+        assert colours[scheme] != colour(code)  # a keyword stands out from the plain text
+        screenshot(page, f"chat-code-highlighted-{scheme}")
+    assert colours["light"] != colours["dark"]  # each scheme has its own theme
+
+
+def test_hostile_code_blocks_run_nothing_and_break_nothing(chat_server, token, page):
+    open_paired(page, chat_server, token)
+    send(page, HOSTILE)
+    wait_turn_end(page, 1, "done")
+    answer = last_answer(page)
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#messages img, #messages script").count() == 0
+    blocks = answer.locator(".code-block")
+    assert blocks.count() == 2
+    # The odd fence name is shown as the text it is, and highlights nothing.
+    assert blocks.nth(0).locator(".code-lang").inner_text() == '"><script>window.pwned'
+    assert blocks.nth(0).locator("pre code").inner_text().strip() == '<img src=x onerror="window.pwned = \'img\'">'
+    assert blocks.nth(0).locator("pre code span").count() == 0
+    # The Python block is highlighted, and its markup-looking text stays text.
+    python = blocks.nth(1).locator("pre code")
+    assert python.locator("span").count() >= 1
+    assert python.inner_text().rstrip("\n") == (
+        '<img src=x onerror="window.pwned = \'py\'">\n'
+        'print("</code></pre><img src=x onerror=window.pwned=1>")'
+    )
+    assert python.locator("span:not([class^='hljs-'])").count() == 0
+    # The page still works: the next turn renders after it.
+    send(page, "still here")
+    wait_turn_end(page, 2, "done")
+    assert page.evaluate("window.pwned") is None
+    screenshot(page, "chat-code-hostile")
