@@ -15,7 +15,7 @@ MARKED_INTEGRITY=sha512-ii4bxCTCqqwpT86XZWgJNs+ZnAIZksmLGYMViWA7PDIXYIeNo1x6cDdX
 DOMPURIFY_VERSION=3.4.18
 DOMPURIFY_INTEGRITY=sha512-ofe3wI/uNm68HInABYFJYqQxRw1EaKAjNdrFVKqjUY+UZurvNd2L/HuQe097s/4RivWiZyP6tT7aoT8atjfhwg==
 # highlight.js's browser build (the npm package "highlight.js" ships none since
-# v11): its common languages, and the GitHub themes for light and dark.
+# v11): its common languages, and its a11y themes for light and dark (WCAG AA contrast).
 HLJS_VERSION=11.12.0
 HLJS_INTEGRITY=sha512-KvOKXODaiFmId9xaq3xc5xCL66wVLUuOngDbO9B/kewbFTqdGbn2nJxNhN3H5R1cgDTVj6R8vH0zgiNDEGjpDw==
 # axe-core: the accessibility checks of the browser tests only.
@@ -62,7 +62,7 @@ fi
 
 HLJS="$WORK/highlightjs-cdn-assets/package"
 cp "$HLJS/highlight.min.js" "$HLJS/LICENSE" "$DEST/highlight/"
-cp "$HLJS/styles/github.min.css" "$HLJS/styles/github-dark.min.css" "$DEST/highlight/"
+cp "$HLJS/styles/a11y-light.min.css" "$HLJS/styles/a11y-dark.min.css" "$DEST/highlight/"
 cp "$WORK/axe-core/package/axe.min.js" "$WORK/axe-core/package/LICENSE" "$TEST_DEST/axe-core/"
 if [ -f "$WORK/axe-core/package/LICENSE-3RD-PARTY.txt" ]; then
     cp "$WORK/axe-core/package/LICENSE-3RD-PARTY.txt" "$TEST_DEST/axe-core/"

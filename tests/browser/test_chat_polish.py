@@ -1,6 +1,7 @@
 """The chat page's finish in Chromium: highlighted code, accessibility, the keyboard, a phone."""
 
 from tests.browser.helpers import last_answer, open_paired, screenshot, send, wait_turn_end
+from tests.support.daphne import REPO_ROOT
 
 PYTHON = 'import os\n\ndef greet(name):\n    # say hello\n    return f"hello {name}" + str(42)\n'
 
@@ -76,3 +77,47 @@ def test_hostile_code_blocks_run_nothing_and_break_nothing(chat_server, token, p
     wait_turn_end(page, 2, "done")
     assert page.evaluate("window.pwned") is None
     screenshot(page, "chat-code-hostile")
+
+
+# --- Accessibility -----------------------------------------------------------------------
+
+AXE = REPO_ROOT / "tests" / "browser" / "vendor" / "axe-core" / "axe.min.js"
+
+
+def axe_violations(page, impacts=("serious", "critical")):
+    """axe-core's violations of the page as it is, those of the given impacts."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        # Evaluated through the debugging protocol: the page's policy (rightly) refuses an
+        # injected <script> tag, and the test must not loosen that policy to check the page.
+        page.evaluate(AXE.read_text() + "\n;undefined")
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        {"id": v["id"], "impact": v["impact"], "help": v["help"],
+         "nodes": [n["target"] for n in v["nodes"]][:5], "summary": v["nodes"][0].get("failureSummary")}
+        for v in result["violations"] if v["impact"] in impacts
+    ]
+
+
+def test_axe_finds_nothing_serious_on_the_chat_page_in_light_and_dark(chat_server, token, page):
+    page.set_viewport_size({"width": 1366, "height": 860})
+    open_paired(page, chat_server, token)
+    send(page, '[[tool:shell {"command": "echo hi"}]] ran it')
+    wait_turn_end(page, 1, "done")
+    send(page, f"[[echo_prompt]]\n\nSome `inline` code and a block:\n\n```python\n{PYTHON}```\n")
+    wait_turn_end(page, 2, "done")
+    assert page.locator(".tool-card").count() == 1 and page.locator(".code-block").count() >= 1
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        violations = axe_violations(page)
+        assert violations == [], (scheme, violations)
+        screenshot(page, f"chat-axe-{scheme}")
+
+
+def test_axe_finds_nothing_serious_on_the_pairing_card_in_light_and_dark(chat_server, page):
+    page.goto(chat_server.url + "/")
+    page.locator("#pairing-code").wait_for()
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        violations = axe_violations(page)
+        assert violations == [], (scheme, violations)
+        screenshot(page, f"pairing-axe-{scheme}")

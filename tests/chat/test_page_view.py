@@ -17,7 +17,7 @@ def test_the_page_needs_no_token_and_sets_a_strict_policy():
     assert "frame-ancestors 'none'" in policy
     html = response.content.decode()
     for asset in ("vendor/marked/marked.umd.js", "vendor/dompurify/purify.min.js", "vendor/highlight/highlight.min.js",
-                  "vendor/highlight/github.min.css", "vendor/highlight/github-dark.min.css",
+                  "vendor/highlight/a11y-light.min.css", "vendor/highlight/a11y-dark.min.css",
                   "chat/main.js", "chat/chat.css"):
         assert f"/static/{asset}" in html
     # Every page context the socket accepts can be chosen, plus plain chat.
