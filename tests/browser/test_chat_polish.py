@@ -121,3 +121,59 @@ def test_axe_finds_nothing_serious_on_the_pairing_card_in_light_and_dark(chat_se
         violations = axe_violations(page)
         assert violations == [], (scheme, violations)
         screenshot(page, f"pairing-axe-{scheme}")
+
+
+# --- The keyboard --------------------------------------------------------------------------
+
+FOCUSED = """(() => {
+  const e = document.activeElement;
+  const where = e.closest('header') ? 'header' : e.closest('nav') ? 'sessions'
+    : e.closest('#messages') && e.id !== 'messages' ? 'in-messages' : e.closest('#composer') ? 'composer' : 'page';
+  return [e.id || e.getAttribute('aria-label') || e.tagName, where];
+})()"""
+
+
+def tab_sequence(page, presses):
+    """The focused element after each Tab from the top of the page."""
+    page.evaluate("(() => { const b = document.body; b.tabIndex = -1; b.focus(); b.removeAttribute('tabindex'); })()")
+    sequence = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        sequence.append(tuple(page.evaluate(FOCUSED)))
+    return sequence
+
+
+def test_tab_goes_header_then_sessions_then_messages_then_the_composer_and_send(chat_server, token, page):
+    page.set_viewport_size({"width": 1366, "height": 860})
+    open_paired(page, chat_server, token)
+    send(page, "[[echo_prompt]] hello\n\n```python\nx = 1\n```")
+    wait_turn_end(page, 1, "done")
+    # The first stop is a way past everything, in sight while it has the focus (only then).
+    assert tab_sequence(page, 1) == [("skip-to-input", "page")]
+    assert page.locator("#skip-to-input").bounding_box()["y"] >= 0
+    screenshot(page, "chat-keyboard-skip-link")
+    page.keyboard.press("Tab")
+    assert page.locator("#skip-to-input").bounding_box()["y"] < 0
+
+    sequence = tab_sequence(page, 40)
+    ids = [name for name, _ in sequence]
+    places = [where for _, where in sequence]
+
+    # After the skip link, the header's controls.
+    assert ids[0] == "skip-to-input"
+    assert ids[1:4] == ["page-context", "toggle-canvas", "toggle-events"]
+    # Then the sessions, then the messages region itself (labelled), then what is in it.
+    messages = ids.index("messages")
+    assert set(places[4:messages]) == {"sessions"} and ids[4] == "new-session"
+    assert page.locator("#messages").get_attribute("aria-label") == "Messages"
+    send_at = ids.index("send")
+    assert ids[messages + 1:send_at][-2:] == ["input", "attach"]
+    assert set(places[messages + 1:send_at - 2]) == {"in-messages"}
+    # Send is the page's last stop: then out of the page (the browser's own bar) and round again.
+    assert ids[send_at + 1:send_at + 3] == ["BODY", "skip-to-input"]
+
+    # The skip link goes straight to the message box.
+    tab_sequence(page, 1)
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "input"
+
