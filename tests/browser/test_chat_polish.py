@@ -177,3 +177,55 @@ def test_tab_goes_header_then_sessions_then_messages_then_the_composer_and_send(
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "input"
 
+
+# --- A phone ---------------------------------------------------------------------------------
+
+def box(page, selector):
+    return page.locator(selector).bounding_box()
+
+
+def test_a_phone_keeps_the_title_and_state_a_one_line_box_and_a_drawer_with_a_backdrop(chat_server, token, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_paired(page, chat_server, token)
+    send(page, "A rather long first question about the weather in the mountains this weekend")
+    wait_turn_end(page, 1, "done")
+    title = page.locator("#session-title")
+    page.wait_for_function("() => document.querySelector('#session-title').textContent.startsWith('A rather long')")
+    # The header: the title, cut with an ellipsis on one line, and the connection state.
+    assert title.is_visible()
+    assert title.evaluate("e => getComputedStyle(e).textOverflow") == "ellipsis"
+    assert box(page, "#session-title")["height"] < 30 and box(page, "#session-title")["width"] >= 80
+    assert page.locator("#conn .dot").is_visible()
+    assert page.locator("#conn").get_attribute("data-state") == "online"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    header = box(page, ".topbar")
+    for control in ("#menu-toggle", "#session-title", "#conn", "#page-context", "#toggle-canvas", "#toggle-events"):
+        b = box(page, control)
+        assert b["x"] >= 0 and b["x"] + b["width"] <= 390 and header["y"] <= b["y"] < header["y"] + header["height"], control
+
+    # During a turn the message box keeps its placeholder on one line beside Stop and Queue.
+    send(page, "[[chunks=40]] [[delay_ms=100]] a slow answer")
+    page.locator("#stop").wait_for()
+    assert page.locator("#send").inner_text() == "Queue"
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        screenshot(page, f"chat-phone-turn-{scheme}")
+    line = page.locator("#input").evaluate("e => parseFloat(getComputedStyle(e).lineHeight)")
+    assert box(page, "#input")["height"] < 2 * line
+    assert page.locator("#input").evaluate("e => e.scrollHeight <= e.clientHeight + 1")
+    assert abs(box(page, "#stop")["y"] - box(page, "#send")["y"]) < 4
+    page.locator("#stop").click()
+    wait_turn_end(page, 2)
+
+    # The drawer lies over a backdrop; a tap on the backdrop closes it.
+    page.click("#menu-toggle")
+    backdrop = page.locator("#drawer-backdrop")
+    backdrop.wait_for()
+    page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().left >= 0")
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        screenshot(page, f"chat-phone-drawer-{scheme}")
+    page.mouse.click(370, 400)  # on the conversation's side, outside the drawer
+    assert page.locator("#menu-toggle").get_attribute("aria-expanded") == "false"
+    assert backdrop.is_hidden()
+    assert page.evaluate("document.querySelector('#sidebar').classList.contains('open')") is False
