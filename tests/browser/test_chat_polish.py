@@ -84,13 +84,13 @@ def test_hostile_code_blocks_run_nothing_and_break_nothing(chat_server, token, p
 AXE = REPO_ROOT / "tests" / "browser" / "vendor" / "axe-core" / "axe.min.js"
 
 
-def axe_violations(page, impacts=("serious", "critical")):
-    """axe-core's violations of the page as it is, those of the given impacts."""
+def axe_violations(page, impacts=("serious", "critical"), context="document"):
+    """axe-core's violations of the page as it is (or of the `context` selector's part)."""
     if not page.evaluate("typeof window.axe === 'object'"):
         # Evaluated through the debugging protocol: the page's policy (rightly) refuses an
         # injected <script> tag, and the test must not loosen that policy to check the page.
         page.evaluate(AXE.read_text() + "\n;undefined")
-    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    result = page.evaluate(f"axe.run({context}, {{resultTypes: ['violations']}})")
     return [
         {"id": v["id"], "impact": v["impact"], "help": v["help"],
          "nodes": [n["target"] for n in v["nodes"]][:5], "summary": v["nodes"][0].get("failureSummary")}
