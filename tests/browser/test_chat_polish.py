@@ -86,6 +86,9 @@ AXE = REPO_ROOT / "tests" / "browser" / "vendor" / "axe-core" / "axe.min.js"
 
 def axe_violations(page, impacts=("serious", "critical"), context="document"):
     """axe-core's violations of the page as it is (or of the `context` selector's part)."""
+    # Colours change with short transitions (the admin's links: 0.15 s) after a switch of
+    # scheme: let them end, or axe measures a colour half-way.
+    page.wait_for_timeout(400)
     if not page.evaluate("typeof window.axe === 'object'"):
         # Evaluated through the debugging protocol: the page's policy (rightly) refuses an
         # injected <script> tag, and the test must not loosen that policy to check the page.
@@ -111,6 +114,14 @@ def test_axe_finds_nothing_serious_on_the_chat_page_in_light_and_dark(chat_serve
         violations = axe_violations(page)
         assert violations == [], (scheme, violations)
         screenshot(page, f"chat-axe-{scheme}")
+    # With the side panel open (its tabs, the canvas and the events list) too.
+    page.click("#toggle-events")
+    page.locator("#events-panel").wait_for()
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        violations = axe_violations(page)
+        assert violations == [], (scheme, "panel", violations)
+        screenshot(page, f"chat-axe-panel-{scheme}")
 
 
 def test_axe_finds_nothing_serious_on_the_pairing_card_in_light_and_dark(chat_server, page):
@@ -210,6 +221,8 @@ def test_a_phone_keeps_the_title_and_state_a_one_line_box_and_a_drawer_with_a_ba
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
         screenshot(page, f"chat-phone-turn-{scheme}")
+        violations = axe_violations(page)
+        assert violations == [], (scheme, violations)
     line = page.locator("#input").evaluate("e => parseFloat(getComputedStyle(e).lineHeight)")
     assert box(page, "#input")["height"] < 2 * line
     assert page.locator("#input").evaluate("e => e.scrollHeight <= e.clientHeight + 1")
@@ -224,6 +237,8 @@ def test_a_phone_keeps_the_title_and_state_a_one_line_box_and_a_drawer_with_a_ba
     page.wait_for_function("() => document.querySelector('#sidebar').getBoundingClientRect().left >= 0")
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
+        violations = axe_violations(page)
+        assert violations == [], (scheme, violations)
         screenshot(page, f"chat-phone-drawer-{scheme}")
     page.mouse.click(370, 400)  # on the conversation's side, outside the drawer
     assert page.locator("#menu-toggle").get_attribute("aria-expanded") == "false"
