@@ -2,8 +2,9 @@
 
 import secrets
 
-from tests.browser.helpers import create_user, open_paired, screenshot, send, session_id_of, wait_turn_end
-from tests.browser.test_chat_polish import axe_violations
+from tests.browser.helpers import (
+    axe_violations, create_user, open_paired, screenshot, send, session_id_of, wait_turn_end,
+)
 
 WIDTH = 1366
 LONG_WORD = "https://example.com/" + "x" * 1500  # no space to break at

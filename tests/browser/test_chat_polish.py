@@ -1,7 +1,6 @@
 """The chat page's finish in Chromium: highlighted code, accessibility, the keyboard, a phone."""
 
-from tests.browser.helpers import last_answer, open_paired, screenshot, send, wait_turn_end
-from tests.support.daphne import REPO_ROOT
+from tests.browser.helpers import axe_violations, last_answer, open_paired, screenshot, send, wait_turn_end
 
 PYTHON = 'import os\n\ndef greet(name):\n    # say hello\n    return f"hello {name}" + str(42)\n'
 
@@ -80,26 +79,6 @@ def test_hostile_code_blocks_run_nothing_and_break_nothing(chat_server, token, p
 
 
 # --- Accessibility -----------------------------------------------------------------------
-
-AXE = REPO_ROOT / "tests" / "browser" / "vendor" / "axe-core" / "axe.min.js"
-
-
-def axe_violations(page, impacts=("serious", "critical"), context="document"):
-    """axe-core's violations of the page as it is (or of the `context` selector's part)."""
-    # Colours change with short transitions (the admin's links: 0.15 s) after a switch of
-    # scheme: let them end, or axe measures a colour half-way.
-    page.wait_for_timeout(400)
-    if not page.evaluate("typeof window.axe === 'object'"):
-        # Evaluated through the debugging protocol: the page's policy (rightly) refuses an
-        # injected <script> tag, and the test must not loosen that policy to check the page.
-        page.evaluate(AXE.read_text() + "\n;undefined")
-    result = page.evaluate(f"axe.run({context}, {{resultTypes: ['violations']}})")
-    return [
-        {"id": v["id"], "impact": v["impact"], "help": v["help"],
-         "nodes": [n["target"] for n in v["nodes"]][:5], "summary": v["nodes"][0].get("failureSummary")}
-        for v in result["violations"] if v["impact"] in impacts
-    ]
-
 
 def test_axe_finds_nothing_serious_on_the_chat_page_in_light_and_dark(chat_server, token, page):
     page.set_viewport_size({"width": 1366, "height": 860})
