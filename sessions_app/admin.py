@@ -41,6 +41,8 @@ from sessions_app.models import (
 from sessions_app.pairing import CODE_TTL_SECONDS, device_revoke, pairing_code_issue
 
 PREVIEW_CHARS = 80
+# A message longer than this shows its beginning on the session's page, the rest a click away.
+FOLD_CHARS = 1500
 
 
 def _preview(text: str) -> str:
@@ -91,8 +93,16 @@ class MessageInline(admin.TabularInline):
 
     @admin.display(description="content")
     def text(self, message):
-        return format_html('<div style="white-space: pre-wrap; max-width: 70em">{}</div>',
-                           message.content)
+        # Spans, not divs: the admin puts a read-only value in a <p>, which a <div> would
+        # break into empty paragraphs (tall empty rows).
+        content = message.content or ""
+        if len(content) <= FOLD_CHARS:
+            return format_html('<span class="message-text">{}</span>', content)
+        return format_html(
+            '<span class="message-text content-preview">{}…</span>'
+            '<details class="long-content"><summary>Show all {} characters</summary>'
+            '<span class="message-text">{}</span></details>',
+            content[:FOLD_CHARS], f"{len(content):,}", content)
 
     @admin.display(description="tool calls, results, thinking")
     def details(self, message):
@@ -117,7 +127,8 @@ class MessageInline(admin.TabularInline):
         for ref in data.get("attachments") or ():
             if isinstance(ref, dict):
                 lines.append(("attached", f"{ref.get('name')} ({ref.get('size')} bytes, {ref.get('mime')})"))
-        return format_html_join("", "<div><strong>{}</strong> <code>{}</code></div>", lines)
+        return format_html('<span class="message-details">{}</span>', format_html_join(
+            "", '<span class="detail"><strong>{}</strong> <code>{}</code></span>', lines))
 
 
 def _conversation_tree(session: ChatSession) -> str:

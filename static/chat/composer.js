@@ -21,6 +21,8 @@ export class Composer {
     this.context = $("page-context");
 
     this.input.addEventListener("input", () => this.autosize());
+    // The page's first stop for Tab, shown only when focused: past the header and the sessions.
+    $("skip-to-input").addEventListener("click", () => this.input.focus());
     this.input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();

@@ -361,6 +361,9 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+// A tap beside the open sessions drawer (on its backdrop) closes it.
+$("drawer-backdrop").addEventListener("click", () => sidebar.setOpen(false));
+
 window.addEventListener("popstate", () => {
   const id = sessionFromUrl();
   if (id && id !== state.sessionId) switchSession(id, { push: false });

@@ -1,11 +1,11 @@
-// What the conversation looks like: Markdown made safe (code blocks with their language and a
-// Copy button), messages (long ones folded), a turn as it streams, tool cards. Nothing here
+// What the conversation looks like: Markdown made safe (code blocks highlighted, with their
+// language and a Copy button), messages (long ones folded), a turn as it streams, tool cards. Nothing here
 // talks to the network (a message's attached files are files.js's).
 
 import { attachmentList } from "./files.js";
 import { el } from "./util.js";
 
-const { marked, DOMPurify } = window;
+const { marked, DOMPurify, hljs } = window;
 
 // --- Markdown, sanitised --------------------------------------------------------------
 
@@ -113,15 +113,36 @@ export function copyButton(source, { label = "Copy", name = "Copy" } = {}) {
   return button;
 }
 
+// Highlighted code is markup again: only highlight.js's own class'd spans may come out of it.
+const HIGHLIGHT_PURIFY = { ALLOWED_TAGS: ["span"], ALLOWED_ATTR: ["class"] };
+
+/**
+ * Colour `code` (already sanitised text) when its fence names a language highlight.js knows.
+ * highlight.js escapes the text itself; its output goes through DOMPurify once more anyway.
+ * An unknown or missing language (or a failure) leaves the plain text as it was.
+ */
+function highlightCode(code, language) {
+  if (!hljs || !language || !hljs.getLanguage(language)) return;
+  try {
+    const { value } = hljs.highlight(code.textContent, { language, ignoreIllegals: true });
+    code.innerHTML = DOMPurify.sanitize(value, HIGHLIGHT_PURIFY);
+    code.classList.add("hljs");
+  } catch {
+    // leave the block as plain text
+  }
+}
+
 /**
  * Each code block of rendered Markdown gets a head: its language (the fence's info string,
- * which marked gives as class="language-…") and a Copy button for the exact code.
+ * which marked gives as class="language-…") and a Copy button for the exact code; its code is
+ * highlighted when the language is one highlight.js knows.
  */
 function decorateCodeBlocks(root) {
   for (const pre of root.querySelectorAll("pre")) {
     const code = pre.querySelector(":scope > code");
     if (!code || pre.parentElement.classList.contains("code-block")) continue;
     const language = [...code.classList].find((c) => c.startsWith("language-"))?.slice("language-".length) || "";
+    highlightCode(code, language);
     // marked ends a block's code with the fence's line break; the code itself does not have it.
     const source = () => code.textContent.replace(/\n$/, "");
     const head = el("div", { class: "code-head" },

@@ -10,6 +10,7 @@ import urllib.request
 from tests.support.daphne import REPO_ROOT, server_env
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "browser"
+AXE = REPO_ROOT / "tests" / "browser" / "vendor" / "axe-core" / "axe.min.js"
 TOKEN_KEY = "construct.token"
 
 
@@ -134,3 +135,23 @@ def sign_in(page, username, password):
     page.locator("#login-username").fill(username)
     page.locator("#login-password").fill(password)
     page.locator("#login-submit").click()
+
+
+def axe_violations(page, impacts=("serious", "critical"), context="document"):
+    """axe-core's serious and critical violations (`impacts`) of the page as it is now.
+
+    `context` is a JavaScript expression for what to check: the whole document unless told.
+    """
+    # Colours change with short transitions (the admin's links: 0.15 s) after a switch of
+    # scheme: let them end, or axe measures a colour half-way.
+    page.wait_for_timeout(400)
+    if not page.evaluate("typeof window.axe === 'object'"):
+        # Evaluated through the debugging protocol: the page's policy (rightly) refuses an
+        # injected <script> tag, and the test must not loosen that policy to check the page.
+        page.evaluate(AXE.read_text() + "\n;undefined")
+    result = page.evaluate(f"axe.run({context}, {{resultTypes: ['violations']}})")
+    return [
+        {"id": v["id"], "impact": v["impact"], "help": v["help"],
+         "nodes": [n["target"] for n in v["nodes"]][:5], "summary": v["nodes"][0].get("failureSummary")}
+        for v in result["violations"] if v["impact"] in impacts
+    ]
