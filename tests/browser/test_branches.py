@@ -6,10 +6,7 @@ follows every switch live.
 from playwright.sync_api import expect
 
 from tests.browser.conftest import PageErrors
-from tests.browser.helpers import api, open_paired, send
-
-SESSION = "branches-in-the-browser"
-
+from tests.browser.helpers import api, open_paired, send, session_id_of
 
 def question(page):
     return page.locator("article.msg.user").last
@@ -27,13 +24,14 @@ def answer_is(page, text):
 def test_edit_regenerate_and_step_between_versions_in_two_tabs(context, chat_server, token):
     one = context.new_page()
     errors_one = PageErrors(one)
-    open_paired(one, chat_server, token, f"/?session={SESSION}")
+    open_paired(one, chat_server, token)  # a new chat: stored with its first message
     send(one, "first question")
+    session = session_id_of(one)
     answer_is(one, "Echo: first question")
 
     two = context.new_page()
     errors_two = PageErrors(two)
-    open_paired(two, chat_server, token, f"/?session={SESSION}")
+    open_paired(two, chat_server, token, f"/?session={session}")
     answer_is(two, "Echo: first question")
 
     # Edit the question in place: Save & send makes a second version of it.
@@ -49,12 +47,12 @@ def test_edit_regenerate_and_step_between_versions_in_two_tabs(context, chat_ser
     expect(two.locator("article.msg.user")).to_have_count(1)
 
     # Regenerate the answer: two versions of it, the new one shown.
-    status, body = api(chat_server, token, "GET", f"/api/sessions/{SESSION}/messages/")
+    status, body = api(chat_server, token, "GET", f"/api/sessions/{session}/messages/")
     first_answer = body["messages"][-1]["id"]
     answer(one).locator(".regen-btn").click()
     expect(answer(one).locator(".branch-pos")).to_have_text("2/2", timeout=20_000)
     expect(answer(two).locator(".branch-pos")).to_have_text("2/2", timeout=20_000)
-    status, body = api(chat_server, token, "GET", f"/api/sessions/{SESSION}/messages/")
+    status, body = api(chat_server, token, "GET", f"/api/sessions/{session}/messages/")
     assert status == 200 and body["messages"][-1]["id"] != first_answer
     assert body["messages"][-1]["sibling_ids"] == [first_answer, body["messages"][-1]["id"]]
 
@@ -63,7 +61,7 @@ def test_edit_regenerate_and_step_between_versions_in_two_tabs(context, chat_ser
     for page in (one, two):
         expect(answer(page).locator(".branch-pos")).to_have_text("1/2")
         answer_is(page, "Echo: second question")
-    status, body = api(chat_server, token, "GET", f"/api/sessions/{SESSION}/messages/")
+    status, body = api(chat_server, token, "GET", f"/api/sessions/{session}/messages/")
     assert body["messages"][-1]["id"] == first_answer
 
     # ◀ on the question: the first question and its answer, in both tabs; ▶ from the other tab.
@@ -89,6 +87,6 @@ def test_edit_regenerate_and_step_between_versions_in_two_tabs(context, chat_ser
     # And a plain message continues the branch on the page.
     send(one, "third question")
     answer_is(one, "Echo: third question")
-    status, body = api(chat_server, token, "GET", f"/api/sessions/{SESSION}/messages/")
+    status, body = api(chat_server, token, "GET", f"/api/sessions/{session}/messages/")
     assert [m["content"] for m in body["messages"]][::2] == ["second question", "third question"]
     assert errors_one.errors == [] and errors_two.errors == []
