@@ -71,7 +71,7 @@ async def test_an_unknown_model_is_refused_and_nothing_runs_or_is_kept(two_model
     assert "no-such-model" in frame["message"]
     assert await nothing_more(comm)  # no ack, no turn
     assert await message_count() == 0
-    assert (await session_row()).model is None
+    assert await session_row() is None  # not even the session: it is stored with its first message
     assert mock_llm.requests() == []
     # The client id was not taken: the same message with a listed model runs.
     frames, _ = await turn(comm, content="hello", model=CLAUDE, client_id="c-1")
@@ -245,6 +245,6 @@ async def test_a_model_whose_provider_cannot_be_set_up_is_refused_before_anythin
     frame = await comm.receive_json_from(timeout=10)
     assert frame["type"] == "error" and frame["code"] == "AGENT_INIT_FAILED"
     assert await nothing_more(comm)
-    assert await message_count() == 0 and (await session_row()).model is None
+    assert await message_count() == 0 and await session_row() is None
     assert mock_llm.requests() == []
     await comm.disconnect()
