@@ -19,6 +19,14 @@ TRACE_SOCKETS = """
     }
   }
   window.WebSocket = Traced;
+  // Every state the connection indicator shows, in order.
+  window.__conn = [];
+  document.addEventListener("DOMContentLoaded", () => {
+    const conn = document.getElementById("conn");
+    const seen = () => window.__conn.push(`${conn.dataset.state}: ${conn.textContent.trim()}`);
+    new MutationObserver(seen).observe(conn, { subtree: true, childList: true,
+                                               characterData: true, attributes: true });
+  });
 })();
 """
 
@@ -47,6 +55,7 @@ def test_a_1012_close_reconnects_at_once_and_resumes_the_turn(chat_server, token
     wait_for(lambda: len(answer_text(page)) >= 8)
 
     restart_at = page.evaluate("performance.now()")
+    shown_before = page.evaluate("window.__conn.length")
     proxy.restart()
     wait_turn_end(page, 1, "done", timeout=30_000)
     assert answer_text(page) == TOKENS(60)
@@ -55,7 +64,11 @@ def test_a_1012_close_reconnects_at_once_and_resumes_the_turn(chat_server, token
     sockets = page.evaluate("window.__sockets")
     after = [s for s in sockets if s["opened"] >= restart_at]
     assert len(sockets) == 2 and len(after) == 1, sockets
-    # The backoff's shortest wait is 400 ms; a restart is answered at once.
-    assert after[0]["opened"] - restart_at < 250, (restart_at, sockets)
+    # Reopened at once, not after the backoff: the indicator went straight from connected to
+    # connecting (a first attempt), never "Disconnected" or a "Reconnecting in N s" countdown.
+    # No timing here: on a busy machine the proxy's close itself may take a while.
+    shown = page.evaluate("window.__conn")[shown_before:]
+    assert shown and shown[0].startswith("connecting:"), shown
+    assert not any("Reconnecting" in text or "Disconnected" in text for text in shown), shown
     assert "turn_id=" in after[0]["url"] and "last_seq=" in after[0]["url"]
     wait_for(lambda: page.locator("#conn[data-state=online]").count() == 1, page=page)
