@@ -108,6 +108,10 @@ class Record:
     message: dict
     data: dict = field(default_factory=dict)
 
+    def tool_outcome(self) -> str:
+        """A tool result's outcome, as traces and metrics name it: "denied", "error" or "ok"."""
+        return "denied" if self.data.get("denied") else "error" if self.data.get("is_error") else "ok"
+
 
 # What a provider's stream yields, and what the agent's run yields.
 StreamEvent = Chunk | Thinking | ProviderBlocks | ToolCallRequest | UsageInfo | Finish

@@ -234,8 +234,7 @@ class Agent:
         try:
             async for event in self._resolve(call, ctx, gate, messages):
                 if event.__class__ is Record:  # the call's result, as the history keeps it
-                    outcome = ("denied" if event.data.get("denied")
-                               else "error" if event.data.get("is_error") else "ok")
+                    outcome = event.tool_outcome()
                 yield event
         except Exception as exc:
             outcome, error = "error", type(exc).__name__

@@ -462,10 +462,8 @@ class Turn:
 
 def _tool_counted(record: Record, tools: frozenset[str]) -> None:
     """Count a tool call by its result's record; a name the model made up counts as unknown."""
-    data = record.data
-    outcome = "denied" if data.get("denied") else "error" if data.get("is_error") else "ok"
     name = record.message.get("name")
-    metrics.TOOL_CALLS.labels(name if name in tools else metrics.UNKNOWN_TOOL, outcome).inc()
+    metrics.TOOL_CALLS.labels(name if name in tools else metrics.UNKNOWN_TOOL, record.tool_outcome()).inc()
 
 
 async def turn_resume(engine, session_id: str, turn_id: str) -> None:
