@@ -139,9 +139,9 @@ class Turn:
         self.choice: ModelChoice | None = None  # the model that answers, once the turn runs
         self.reasoning = REASONING_OFF
         self.counted = False  # its end is in the metrics
-        self.started = 0.0  # time.monotonic() as it started running here
+        self.started = 0.0  # time.monotonic() as it started running here (_observed)
         self.first_chunk = True
-        self.outcome = "error"  # how it ended: done, stopped, error or interrupted
+        self.outcome = "error"  # how it ended: done, stopped, error or interrupted (_count_end)
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -158,10 +158,8 @@ class Turn:
 
     async def _run(self, content, page_context, client_id, attachments, ask, *, model, reasoning):
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
-        started = self.started = time.monotonic()
         state = ChatSession.State.IDLE
         user_saved = False
-        metrics.RUNNING_TURNS.inc()
         try:
             await self._choose(model, reasoning)
             # Found again now the turn holds the session: the branch may have grown meanwhile.
@@ -193,14 +191,13 @@ class Turn:
                 "type": "agent_start", "provider": self.choice.provider, "model": self.choice.id,
                 "reasoning": self.reasoning, "session_id": self.session_id, "turn_id": self.turn_id,
             }, user_id=self.user_id)
-            state = await self._through(self._stream(page_context), started)
+            state = await self._through(self._stream(page_context))
         except Exception as exc:  # the database failed outside the agent's stream
             state = ChatSession.State.ERROR
             if not user_saved and client_id is not None:
                 await _client_id_forget(self.session_id, client_id)  # so a resend runs
             await self._fail(exc)
         finally:
-            self._count_end()
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
@@ -218,39 +215,41 @@ class Turn:
 
     async def _resume(self, logged: list[dict]) -> None:
         self.running = self.engine.turn_begin(self.session_id, self.turn_id, replay=logged)
-        started = self.started = time.monotonic()
         state = ChatSession.State.ERROR
-        metrics.RUNNING_TURNS.inc()
         try:
             # The session's model; the level asked for died with the process: the default's.
             await self._choose(None, None)
-            state = await self._through(self._stream(None, logged=logged), started)
+            state = await self._through(self._stream(None, logged=logged))
         except Exception as exc:
             state = ChatSession.State.ERROR
             await self._fail(exc)
         finally:
-            self._count_end()
             await self._release(state)
             await self.engine.turn_end(self.session_id, self.turn_id)
 
     def _count_end(self, outcome: str | None = None) -> None:
-        """Count the turn's end, once: with its outcome just before its last frame goes out (so
+        """The turn's end, once: its outcome, counted just before its last frame goes out (so
         a client that reads /metrics on that frame finds it counted), or none at all.
 
         A turn cut off with no end of its own (its task cancelled as the process
         stops) is counted where it is found interrupted (remote.py).
         """
+        if outcome is not None:
+            self.outcome = outcome  # the last one said, for the span and the end line
         if self.counted:
             return
         self.counted = True
         metrics.RUNNING_TURNS.dec()
         if outcome is not None:
             metrics.turn_ended(outcome, time.monotonic() - self.started)
+
     @contextlib.contextmanager
     def _observed(self, *, resumed: bool = False):
         """The turn's session and turn ids on every line it logs, its trace span, and its
-        start and end lines (who, which model, how it ended, how long it took)."""
-        started = time.monotonic()
+        start and end lines (who, which model, how it ended, how long it took), and its place
+        among the running turns of the metrics."""
+        self.started = time.monotonic()
+        metrics.RUNNING_TURNS.inc()
         with log_context(session_id=self.session_id, turn_id=self.turn_id), tracing.span("turn", {
             "gen_ai.conversation.id": self.session_id,
             "construct.session_id": self.session_id,
@@ -261,8 +260,9 @@ class Turn:
             try:
                 yield
             finally:
+                self._count_end()  # if it ended with no outcome of its own
                 model = self.choice.id if self.choice is not None else None
-                duration_ms = round((time.monotonic() - started) * 1000)
+                duration_ms = round((time.monotonic() - self.started) * 1000)
                 tracing.set_attributes({"construct.model": model,
                                         "construct.turn.outcome": self.outcome},
                                        failed=self.outcome == "error")
@@ -281,7 +281,7 @@ class Turn:
                     self.session_id, self.user_id, self.choice.id,
                     extra={"user_id": self.user_id, "model": self.choice.id})
 
-    async def _through(self, stream, started: float) -> str:
+    async def _through(self, stream) -> str:
         """Run the agent's stream to `done`, `stopped` or `error`; the state the session ends in."""
         running = self.running
         try:
@@ -292,7 +292,6 @@ class Turn:
             asyncio.current_task().uncancel()
             if running.interrupted:
                 return await self._interrupted()
-            self.outcome = "stopped"
             await self._save_partial({"stopped": True})
             await self._release(ChatSession.State.IDLE)
             self._count_end("stopped")
@@ -303,7 +302,6 @@ class Turn:
             await self._fail(exc)
             return ChatSession.State.ERROR
         running.cancellable = False
-        self.outcome = "done"
         # The session is free before `done` goes out: a client that sends
         # its next message on `done` finds it idle, not queued.
         await self._release(ChatSession.State.IDLE)
@@ -314,7 +312,7 @@ class Turn:
         await events.publish_operator_event({
             "type": "agent_end", "provider": self.choice.provider, "model": self.choice.id,
             "session_id": self.session_id, "turn_id": self.turn_id,
-            "duration_ms": round((time.monotonic() - started) * 1000),
+            "duration_ms": round((time.monotonic() - self.started) * 1000),
             **self._usage(),
         }, user_id=self.user_id)
         return ChatSession.State.IDLE
@@ -322,7 +320,6 @@ class Turn:
     async def _interrupted(self) -> str:
         """End the turn as if its process had died (it drained past CONSTRUCT_DRAIN_SECONDS):
         what it streamed is kept, and every socket is told, as remote.interrupted does."""
-        self.outcome = "interrupted"
         await self._save_partial({"interrupted": True})
         await self._release(ChatSession.State.INTERRUPTED)
         self._count_end("interrupted")
@@ -435,7 +432,6 @@ class Turn:
                 "cost_usd": round(self.cost_usd, 8)}
 
     async def _fail(self, exc: Exception) -> None:
-        self.outcome = "error"
         if isinstance(exc, GatewayError):
             code, message = exc.code, sanitize(str(exc))
             logger.warning("turn %s of session %s failed: %s", self.turn_id, self.session_id, message)
