@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
+from construct_core.probes import redis_ping
+
 logger = logging.getLogger(__name__)
 
 REDIS_CONNECT_TIMEOUT = 3.0
@@ -158,29 +160,17 @@ def check_redis(url: str) -> None:
     Without this a wrong REDIS_URL shows up only at the first socket, as a
     channel-layer traceback; failing at start is what the contract asks.
     """
-    import redis
-
     password = None
     try:
         password = urlsplit(url).password
     except ValueError:
         pass
-    client = None
-    try:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_CONNECT_TIMEOUT
-        )
-        client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
+    exc = redis_ping(url, REDIS_CONNECT_TIMEOUT)
+    if exc is not None:
         reason = str(exc) or type(exc).__name__
         if password:
             reason = reason.replace(password, "***")
-        raise ImproperlyConfigured(
-            f"REDIS_URL {redact_url(url)} is unreachable: {reason}"
-        ) from None
-    finally:
-        if client is not None:
-            client.close()
+        raise ImproperlyConfigured(f"REDIS_URL {redact_url(url)} is unreachable: {reason}")
     logger.info("Redis at %s answers", redact_url(url))
 
 

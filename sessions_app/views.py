@@ -14,6 +14,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from construct_core.drain import draining
+from construct_core.probes import redis_ping
 from sessions_app.clients import client_from_request
 from sessions_app.pairing import (
     InvalidCredentials, InvalidPairingCode, PairingLocked, device_pair, device_sign_in, pairing_required,
@@ -175,17 +176,8 @@ def _database_answers() -> bool:
 
 
 def _redis_answers(url: str) -> bool:
-    import redis
-
-    client = None
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=READY_REDIS_TIMEOUT,
-                                      socket_timeout=READY_REDIS_TIMEOUT)
-        client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
+    exc = redis_ping(url, READY_REDIS_TIMEOUT)
+    if exc is not None:
         logger.warning("/ready: Redis does not answer: %s", type(exc).__name__)
         return False
-    finally:
-        if client is not None:
-            client.close()
     return True
