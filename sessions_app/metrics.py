@@ -12,9 +12,12 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 
+from rest_framework.exceptions import AuthenticationFailed
+
 from construct_core.metrics import exposition
+from sessions_app.api.auth import BearerTokenAuthentication
 from sessions_app.clients import address_in, client_ip, networks_parse
-from sessions_app.pairing import device_authenticate, pairing_required
+from sessions_app.pairing import pairing_required
 
 REFUSED_MESSAGE = (
     "Metrics are for this host, CONSTRUCT_METRICS_ALLOWED addresses and staff: "
@@ -30,15 +33,12 @@ def metrics_allowed(request) -> bool:
         return True
     if not pairing_required():
         return True
-    return _staff_token(request.headers.get("Authorization", ""))
-
-
-def _staff_token(header: str) -> bool:
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    # A staff user's token, checked as the REST API checks it.
+    try:
+        authenticated = BearerTokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
         return False
-    device = device_authenticate(token=token.strip())
-    return device is not None and device.user.is_staff
+    return authenticated is not None and authenticated[0].is_staff
 
 
 @require_safe
