@@ -5,7 +5,6 @@ safe for one person on a laptop: SQLite, the in-process channel layer, pairing
 required. A malformed value stops start-up with a message naming the variable.
 """
 
-import ipaddress
 import json
 import os
 import zoneinfo
@@ -17,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from construct_core.approvals import BadRules, rules_parse
 from construct_core.logs import log_format_parse
+from construct_core.networks import networks_parse
 from construct_core.model_choices import BadModelList, models_parse, reasoning_parse
 from construct_site.secret_key import secret_key_load
 
@@ -393,13 +393,10 @@ CONSTRUCT_CONTEXT_TOKENS = _env_number("CONSTRUCT_CONTEXT_TOKENS", 128_000, mini
 CONSTRUCT_TRUSTED_PROXIES = _env_list("CONSTRUCT_TRUSTED_PROXIES", [])
 # Who may read GET /metrics besides loopback clients and staff tokens: addresses or networks.
 CONSTRUCT_METRICS_ALLOWED = _env_list("CONSTRUCT_METRICS_ALLOWED", [])
-for _entry in CONSTRUCT_METRICS_ALLOWED:
-    try:
-        ipaddress.ip_network(_entry, strict=False)
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"CONSTRUCT_METRICS_ALLOWED: {_entry!r} is not an IP address or network"
-        ) from None
+try:
+    networks_parse(CONSTRUCT_METRICS_ALLOWED)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"CONSTRUCT_METRICS_ALLOWED: {exc}") from None
 CONSTRUCT_MAX_FRAME_BYTES = _env_number("CONSTRUCT_MAX_FRAME_BYTES", 1_048_576, minimum=1024)
 # Origins allowed to open the chat socket, besides the page's own host.
 CONSTRUCT_ALLOWED_ORIGINS = _env_list("CONSTRUCT_ALLOWED_ORIGINS", [])

@@ -12,13 +12,13 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from construct_core.networks import Network, networks_parse as core_networks_parse
 from construct_core.redaction import scrub
 
 # PairingThrottle.client and AuditEvent.client hold at most this many characters.
 MAX_CLIENT_CHARS = 64
 UNKNOWN_CLIENT = "unknown"
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -26,15 +26,10 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 def networks_parse(variable: str, entries: tuple[str, ...]) -> tuple[Network, ...]:
     """The addresses and networks of a setting; ImproperlyConfigured naming `variable` for a bad one."""
     # Keyed on the setting's value, so override_settings in tests just works.
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"{variable}: {entry!r} is not an IP address or network"
-            ) from None
-    return tuple(networks)
+    try:
+        return core_networks_parse(entries)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{variable}: {exc}") from None
 
 
 def address_in(address: Address | None, networks: tuple[Network, ...]) -> bool:
