@@ -296,10 +296,10 @@ export class Conversation {
    * decorate(), which matches the page's answers to the saved ones.
    */
   drawFailed(messages, lastTurn, sessionState) {
-    const questions = messages.filter((m) => m.role === "user");
-    if (!questions.length) return;
-    const ends = messages.filter((m) => m.role === "assistant").map((m) => (m.data && typeof m.data === "object" ? m.data : {}));
-    const data = lastTurn ? ends[ends.length - 1] || {} : {};
+    const question = messages.findLast((m) => m.role === "user");
+    if (!question) return;
+    const answer = lastTurn ? messages.findLast((m) => m.role === "assistant") : null;
+    const data = answer && answer.data && typeof answer.data === "object" ? answer.data : {};
     let text;
     if (sessionState === "interrupted" || data.interrupted) {
       text = "Interrupted: the server restarted while this answer ran. Try again.";
@@ -308,13 +308,12 @@ export class Conversation {
     }
     let view = lastTurn;
     if (!view) {
-      const question = questions[questions.length - 1];
       view = new TurnView(typeof question.turn_id === "string" ? question.turn_id : null,
         { live: false, createdAt: question.created_at });
       this.append(view.el);
     }
     view.finish("error", null, text);
-    view.question = questions[questions.length - 1].content;
+    view.question = question.content;
     view.offerRetry(() => this.retry(view));
   }
 

@@ -151,6 +151,10 @@ def test_axe_finds_nothing_serious_on_the_sessions_state_badges_in_light_and_dar
         violations = axe_violations(page, context="document.querySelector('#sidebar')")
         assert violations == [], (scheme, violations)
         screenshot(page, f"sessions-interrupted-axe-{scheme}")
+    # Opened, its last answer says it was interrupted and offers Retry, as it did live.
+    page.locator(f'.session-item[data-session-id="{interrupted}"] .session-link').click()
+    last_answer(page).locator("button.retry").wait_for()
+    assert last_answer(page).locator(".turn-note").inner_text().startswith("Interrupted: the server restarted")
 
 
 # --- The keyboard --------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def test_a_failed_turn_keeps_its_retry_after_a_reload(chat_server, token, page):
     send(page, f"[[reset_once=2]] [[chunks=4]] break once {uuid.uuid4().hex}")
     wait_turn_end(page, 1, "error")
     # The partial answer was kept with its error's code: the reloaded page words that code.
-    retry_after_reload(page, "The model could not answer this time. Try again.", "error-retry-after-reload-partial")
+    retry_after_reload(page, "The model could not answer this time. Try again.",
+                       "error-retry-after-reload-partial")
     assert last_answer(page).locator(".answer").inner_text().split() == ["tok1", "tok2", "tok3", "tok4"]
     # Answered: a reload now shows no Retry.
     page.reload()
@@ -86,7 +87,8 @@ def test_a_turn_that_failed_before_any_text_offers_retry_after_a_reload(chat_ser
     send(page, f"[[fail_once=400]] [[chunks=3]] refused once {uuid.uuid4().hex}")
     wait_turn_end(page, 1, "error")
     # Nothing of the answer was saved: the reloaded page draws the failed turn under its question.
-    retry_after_reload(page, "Something went wrong while answering. Try again.", "error-retry-after-reload-no-text")
+    retry_after_reload(page, "Something went wrong while answering. Try again.",
+                       "error-retry-after-reload-no-text")
     assert last_answer(page).locator(".answer").inner_text().split() == ["tok1", "tok2", "tok3"]
 
 
