@@ -23,7 +23,8 @@ from construct_core.redaction import scrub, scrub_value
 from sessions_app.audit import audit_record
 from sessions_app.branches import newest_leaf_under
 from sessions_app.models import (
-    ChatSession, ClientMessageId, MemoryNote, Message, ToolApproval, TurnWaiter, UsageRecord,
+    ChatSession, ClientMessageId, MemoryNote, Message, OperatorEvent, ToolApproval, TurnWaiter,
+    UsageRecord,
 )
 
 State = ChatSession.State
@@ -489,6 +490,33 @@ def usage_record(*, session_id: str | None, user_id: int | None, turn_id: str, m
         output_tokens=max(int(output_tokens), 0),
         cost_usd=cost,
     )
+
+
+# --- Operator events -------------------------------------------------------------
+
+# Kept per user (and for everyone): a page shows the last 100 its user may see, and the
+# last 100 of broadcast and own events together are always among these.
+OPERATOR_EVENTS_KEPT = 100
+# An event larger than this (as JSON) is kept as its type alone: the page shows a line, not a dump.
+OPERATOR_EVENT_MAX_CHARS = 16_384
+
+
+def operator_event_record(*, event, user_id: int | None, session_id: str = "") -> OperatorEvent:
+    """Keep an operator event (scrubbed) for `user_id`, or for everyone (None); the oldest past
+    OPERATOR_EVENTS_KEPT of that user's (or everyone's) go."""
+    event = scrub_value(event if isinstance(event, dict) else {"value": event})
+    if not rules.json_storable(event) or len(json.dumps(event, ensure_ascii=False)) > OPERATOR_EVENT_MAX_CHARS:
+        kind = event.get("type")
+        event = {"type": _clean_text(kind, 100) if isinstance(kind, str) else "event", "truncated": True}
+    if not isinstance(session_id, str):
+        session_id = ""
+    row = OperatorEvent.objects.create(user_id=user_id, session_id=_clean_text(session_id, 128),
+                                       event=event)
+    mine = OperatorEvent.objects.filter(user_id=user_id) if user_id is not None else \
+        OperatorEvent.objects.filter(user__isnull=True)
+    oldest_kept = mine.order_by("-id").values_list("id", flat=True)[OPERATOR_EVENTS_KEPT - 1:OPERATOR_EVENTS_KEPT]
+    mine.filter(id__lt=Subquery(oldest_kept)).delete()
+    return row
 
 
 # --- Memory notes ----------------------------------------------------------------

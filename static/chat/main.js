@@ -51,6 +51,7 @@ const pairing = new Pairing({
     state.sessionId = null;
     switchSession(id, { push: false });
     panels.events.restore();
+    panels.events.load(() => api.operatorEvents());
     sidebar.load();
     pending.load();
     picker.load();
