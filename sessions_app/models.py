@@ -21,6 +21,9 @@ class ChatSession(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="chat_sessions")
     name = models.CharField(max_length=200, blank=True, default="")
+    # The name is the gateway's (from the first message, or the title the model proposed), not
+    # a person's: the model's title may replace it, and a rename ends that for good.
+    auto_named = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IDLE)
     turn_id = models.CharField(max_length=64, null=True, blank=True)
     turn_started_at = models.DateTimeField(null=True, blank=True)

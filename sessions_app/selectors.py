@@ -33,6 +33,11 @@ def session_get(*, session_id: str, user_id: int | None = None) -> ChatSession |
     return sessions.first()
 
 
+def session_auto_named(*, session_id: str) -> bool:
+    """Whether the session's name is still the gateway's own (no person named it)."""
+    return ChatSession.objects.filter(pk=session_id, auto_named=True).exists()
+
+
 def session_owner_id(*, session_id: str) -> int | None:
     """Whose session this id is, or None when there is no such session."""
     return ChatSession.objects.filter(pk=session_id).values_list("user_id", flat=True).first()

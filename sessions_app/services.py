@@ -114,8 +114,9 @@ def session_open(*, session_id: str, user_id: int, name: str | None = None) -> C
     if session.user_id != user_id:
         raise SessionOfAnotherUser(session_id)
     if name and not created and session.name != name:
-        ChatSession.objects.filter(pk=session_id).update(name=name)
-        session.name = name
+        # A name the client chose: a person's, which no title the model proposes replaces.
+        ChatSession.objects.filter(pk=session_id).update(name=name, auto_named=False)
+        session.name, session.auto_named = name, False
     return session
 
 
@@ -167,7 +168,37 @@ def session_peek(*, session_id: str, user_id: int, name: str | None = None) -> C
 
 
 def session_rename(*, session_id: str, name: str) -> int:
-    return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200])
+    """A person's name for the session: from now on no title the model proposes replaces it."""
+    return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200],
+                                                            auto_named=False)
+
+
+_TITLE_LABEL_RE = re.compile(r"^\s*(title|chat title|subject)\s*[:\-–—]\s*", re.IGNORECASE)
+_TITLE_QUOTES = "\"'`“”‘’«»„"
+
+
+def title_clean(text: str) -> str:
+    """A title a model proposed, as a session's name: its first line, without a "Title:"
+    label, quotes, Markdown or a closing full stop, cut like `title_of`; "" when nothing is left."""
+    line = next((line for line in (text or "").splitlines() if line.strip()), "")
+    line = _TITLE_LABEL_RE.sub("", line)
+    line = title_of(line.strip().strip(_TITLE_QUOTES).strip())
+    line = line.strip(_TITLE_QUOTES + " ").rstrip(".:;,").strip(_TITLE_QUOTES + " ")
+    return scrub(line)[:200]
+
+
+def session_title_set(*, session_id: str, title: str) -> str | None:
+    """Name the session with the title its model proposed, unless a person named it meanwhile
+    (or it is gone). Returns the name given, or None when nothing changed.
+
+    One conditional update: a rename (`session_rename`) that comes first wins,
+    and one that comes later replaces the title.
+    """
+    name = title_clean(title)
+    if not name:
+        return None
+    named = ChatSession.objects.filter(pk=session_id, auto_named=True).exclude(name=name).update(name=name)
+    return name if named else None
 
 
 def session_model_set(*, session_id: str, model: str) -> int:
@@ -241,8 +272,9 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
                 row.parent_id = before.pk
         named = {}
         if not session.name and first == 1 and rows[0].role == Message.Role.USER:
-            # A chat nobody named is named after its first message (renamable like any name).
-            named["name"] = title_of(rows[0].content)[:200]
+            # A chat nobody named is named after its first message (renamable like any name),
+            # until its model proposes a title (chat/turns/titles.py).
+            named.update(name=title_of(rows[0].content)[:200], auto_named=True)
         ChatSession.objects.filter(pk=session_id).update(
             last_seq=first + len(rows) - 1, message_count=rows[-1].depth, active_leaf_id=rows[-1].pk,
             last_activity=timezone.now(), **named,
