@@ -85,3 +85,11 @@ def test_a_chat_named_by_its_client_gets_no_title_from_the_model():
 
     assert services.session_title_set(session_id="s", title="Trip planning") is None
     assert ChatSession.objects.get(pk="s").name == "Given"
+
+
+def test_a_proposed_title_never_holds_a_registered_secret():
+    from construct_core.redaction import register_secret
+
+    key = "sk-unit-TITLE-Jq8Ww2Pz5"
+    register_secret(key)
+    assert key not in services.title_clean(f"Title: {key} leak")
