@@ -1,6 +1,6 @@
 """Upgrading a database that still holds the empty sessions opening a chat used to store.
 
-The test database is migrated back to 0006, filled through the historical
+The test database is migrated back to 0008, filled through the historical
 models, then migrated forward again: only the sessions with nothing in them go.
 """
 
@@ -12,8 +12,8 @@ from sessions_app.services import default_owner
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("sessions_app", "0006_session_model")]
-AFTER = [("sessions_app", "0007_delete_empty_sessions")]
+BEFORE = [("sessions_app", "0008_session_auto_named")]
+AFTER = [("sessions_app", "0009_delete_empty_sessions")]
 
 
 def migrate(targets):

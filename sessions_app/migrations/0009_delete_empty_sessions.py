@@ -25,7 +25,7 @@ def empty_sessions_delete(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("sessions_app", "0006_session_model"),
+        ("sessions_app", "0008_session_auto_named"),
     ]
 
     operations = [
