@@ -294,7 +294,7 @@ def session_list(*, user_id: int | None, state: str | None = None,
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
     if not with_empty:
-        sessions = sessions.filter(Q(message_count__gt=0) | Q(state=ChatSession.State.RUNNING))
+        sessions = sessions_with_messages(sessions)
     if state:
         sessions = sessions.filter(state=state)
     if search:
@@ -302,6 +302,12 @@ def session_list(*, user_id: int | None, state: str | None = None,
         matching = Message.objects.filter(content__icontains=search).values("session_id")
         sessions = sessions.filter(Q(name__icontains=search) | Q(pk__in=matching))
     return sessions.order_by("-last_activity", "-created_at", "-pk")
+
+
+def sessions_with_messages(sessions: QuerySet[ChatSession]) -> QuerySet[ChatSession]:
+    """Those of `sessions` that hold a conversation: a message, or a first turn that holds the
+    session before its message is saved. Left out: an upload never sent, a first message refused."""
+    return sessions.filter(Q(message_count__gt=0) | Q(state=ChatSession.State.RUNNING))
 
 
 def sessions_running(*, user_id: int | None) -> QuerySet[ChatSession]:
