@@ -7,7 +7,11 @@ alike. A turn's streamed events do not: the turn engine sends them itself.
 
 import logging
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+
+from construct_core.redaction import scrub_value
+from sessions_app import services
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +44,23 @@ async def _group_send(group: str, message: dict) -> None:
         logger.warning("could not send to group %s", group, exc_info=True)
 
 
+async def _keep(event, *, user_id: int | None) -> None:
+    """Keep the event (scrubbed) for pages opened later (GET /api/channel-events/); one that
+    cannot be kept is still sent."""
+    try:
+        session_id = event.get("session_id", "") if isinstance(event, dict) else ""
+        await database_sync_to_async(services.operator_event_record)(
+            event=event, user_id=user_id, session_id=session_id)
+    except Exception as exc:
+        logger.warning("could not keep an operator event: %s", type(exc).__name__)
+
+
 async def publish_channel_event(event, *, user_id: int | None = None) -> None:
     """Relay an event to every connected chat socket (a staff operator's, `user_id` None),
-    or to one user's sockets only."""
+    or to one user's sockets only; it is kept for them, and relayed, with no registered secret."""
+    await _keep(event, user_id=user_id)
     group = SOCKETS_GROUP if user_id is None else user_group(user_id)
-    await _group_send(group, {"type": "channel.event", "event": event})
+    await _group_send(group, {"type": "channel.event", "event": scrub_value(event)})
 
 
 async def publish_device_revoked(device_id: int) -> None:
@@ -53,10 +69,11 @@ async def publish_device_revoked(device_id: int) -> None:
 
 
 async def publish_operator_event(event: dict, *, user_id: int) -> None:
-    """A turn's start, end or error: to its user's sockets and to staff only."""
+    """A turn's start, end or error: to its user's sockets and to staff only; kept for that user."""
     message = {"type": "operator.event", "event": event}
     await _group_send(user_group(user_id), message)
     await _group_send(OPERATORS_GROUP, message)
+    await _keep(event, user_id=user_id)
 
 
 def approval_decided_message(approval) -> dict:

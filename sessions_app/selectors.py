@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from sessions_app.attachments import attachments_tokens
 from sessions_app.branches import branch_up, newest_leaf_under, up_to_role  # noqa: F401  (a read)
-from sessions_app.models import AuditEvent, ChatSession, MemoryNote, Message, ToolApproval, UsageRecord
+from sessions_app.models import (
+    AuditEvent, ChatSession, MemoryNote, Message, OperatorEvent, ToolApproval, UsageRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ def session_get(*, session_id: str, user_id: int | None = None) -> ChatSession |
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
     return sessions.first()
+
+
+def session_auto_named(*, session_id: str) -> bool:
+    """Whether the session's name is still the gateway's own (no person named it)."""
+    return ChatSession.objects.filter(pk=session_id, auto_named=True).exists()
 
 
 def session_owner_id(*, session_id: str) -> int | None:
@@ -481,3 +488,14 @@ def approvals_pending_of_turn(*, session_id: str, turn_id: str) -> list[str]:
     return list(ToolApproval.objects.filter(
         session_id=session_id, turn_id=turn_id, state=ToolApproval.State.PENDING
     ).values_list("pk", flat=True))
+
+
+def operator_events(*, user_id: int | None, limit: int = 100) -> list[OperatorEvent]:
+    """The last `limit` operator events a user may see, oldest first: those for everyone and
+    their own (their turns', the ones they posted); every user's for `user_id` None (staff)."""
+    events = OperatorEvent.objects.all()
+    if user_id is not None:
+        events = events.filter(Q(user__isnull=True) | Q(user_id=user_id))
+    newest = list(events.order_by("-id")[:limit])
+    newest.reverse()
+    return newest

@@ -22,7 +22,7 @@ from chat.agent.prompts import page_context_hint
 from construct_core import metrics, tracing
 from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, ServerRestarting
 from construct_core.logs import log_context
-from chat.turns import setup
+from chat.turns import setup, titles
 from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
 from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
@@ -146,6 +146,7 @@ class Turn:
         self.started = 0.0  # time.monotonic() as it started running here (_observed)
         self.first_chunk = True
         self.outcome = "error"  # how it ended: done, stopped, error or interrupted (_count_end)
+        self.first_question: str | None = None  # the session's first message, if this turn answers it
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -190,10 +191,12 @@ class Turn:
                     data["attachments"] = refs
                 # An edit is a new question beside the one edited; a message continues the branch.
                 parent = {"parent_id": target.parent_id} if ask.kind == EDIT else {}
-                await database_sync_to_async(services.message_append)(
+                question = await database_sync_to_async(services.message_append)(
                     session_id=self.session_id, role="user", content=content, data=data,
                     turn_id=self.turn_id, **parent,
                 )
+                if ask.kind == MESSAGE and question.seq == 1:
+                    self.first_question = content
             user_saved = True
             if ask.kind != MESSAGE:
                 # The active branch changed: every socket redraws it before the turn's first event.
@@ -327,6 +330,11 @@ class Turn:
         await self.emit("chunk_reset")
         await self.emit("done", full_response="".join(self.text), usage=self._usage(),
                         model=self.choice.id)
+        if self.first_question is not None and titles.wanted():
+            # The chat's first answer: its model proposes a title, in the background.
+            self.engine.spawn(titles.title_propose(
+                self.fanout, session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id,
+                choice=self.choice, question=self.first_question, answer="".join(self.text)))
         await events.publish_operator_event({
             "type": "agent_end", "provider": self.choice.provider, "model": self.choice.id,
             "session_id": self.session_id, "turn_id": self.turn_id,
