@@ -536,19 +536,30 @@ OPERATOR_EVENT_MAX_CHARS = 16_384
 def operator_event_record(*, event, user_id: int | None, session_id: str = "") -> OperatorEvent:
     """Keep an operator event (scrubbed) for `user_id`, or for everyone (None); the oldest past
     OPERATOR_EVENTS_KEPT of that user's (or everyone's) go."""
-    event = scrub_value(event if isinstance(event, dict) else {"value": event})
-    if not rules.json_storable(event) or len(json.dumps(event, ensure_ascii=False)) > OPERATOR_EVENT_MAX_CHARS:
-        kind = event.get("type")
-        event = {"type": _clean_text(kind, 100) if isinstance(kind, str) else "event", "truncated": True}
-    if not isinstance(session_id, str):
-        session_id = ""
-    row = OperatorEvent.objects.create(user_id=user_id, session_id=_clean_text(session_id, 128),
-                                       event=event)
-    mine = OperatorEvent.objects.filter(user_id=user_id) if user_id is not None else \
-        OperatorEvent.objects.filter(user__isnull=True)
-    oldest_kept = mine.order_by("-id").values_list("id", flat=True)[OPERATOR_EVENTS_KEPT - 1:OPERATOR_EVENTS_KEPT]
-    mine.filter(id__lt=Subquery(oldest_kept)).delete()
-    return row
+    return operator_events_record(events=[(event, user_id, session_id)])[0]
+
+
+def operator_events_record(*, events: list[tuple]) -> list[OperatorEvent]:
+    """Keep several operator events, each (event, user_id, session_id), in order, in one
+    transaction, trimming each user's (and everyone's) to the last OPERATOR_EVENTS_KEPT once."""
+    rows = []
+    for event, user_id, session_id in events:
+        event = scrub_value(event if isinstance(event, dict) else {"value": event})
+        if not rules.json_storable(event) or len(json.dumps(event, ensure_ascii=False)) > OPERATOR_EVENT_MAX_CHARS:
+            kind = event.get("type")
+            event = {"type": _clean_text(kind, 100) if isinstance(kind, str) else "event", "truncated": True}
+        if not isinstance(session_id, str):
+            session_id = ""
+        rows.append(OperatorEvent(user_id=user_id, session_id=_clean_text(session_id, 128), event=event))
+    with transaction.atomic():
+        OperatorEvent.objects.bulk_create(rows)
+        for user_id in {row.user_id for row in rows}:
+            mine = OperatorEvent.objects.filter(user_id=user_id) if user_id is not None else \
+                OperatorEvent.objects.filter(user__isnull=True)
+            oldest_kept = mine.order_by("-id").values_list("id", flat=True)[
+                OPERATOR_EVENTS_KEPT - 1:OPERATOR_EVENTS_KEPT]
+            mine.filter(id__lt=Subquery(oldest_kept)).delete()
+    return rows
 
 
 # --- Memory notes ----------------------------------------------------------------

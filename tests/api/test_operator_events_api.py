@@ -28,8 +28,12 @@ def _client_of(user) -> SchemaCheckingClient:
 
 def _turn_event(kind, *, user, session_id, turn_id="t1", **fields):
     """A turn's event as the turn engine publishes it."""
-    async_to_sync(events.publish_operator_event)(
-        {"type": kind, "session_id": session_id, "turn_id": turn_id, **fields}, user_id=user.pk)
+    async def publish():
+        await events.publish_operator_event(
+            {"type": kind, "session_id": session_id, "turn_id": turn_id, **fields}, user_id=user.pk)
+        await events.operator_events_kept()  # kept by a task of their own, in batches
+
+    async_to_sync(publish)()
 
 
 def _listed(client, query=""):
