@@ -16,11 +16,20 @@ from construct_core.drain import drain_begin, drain_reset
 from sessions_app import services
 from sessions_app.models import ChatSession, ClientMessageId, Message, QueuedMessage
 from tests.chat.conftest import wait_for
-from tests.chat.test_turn_engine import Sink, owner_id
+from tests.chat.test_turn_engine import Sink as FrameSink, owner_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TERMINAL = ("done", "error", "stopped")
+
+
+class Sink(FrameSink):
+    """A socket that also records how the engine closed it (1012: behind Redis, go elsewhere)."""
+
+    closed_with = None
+
+    async def close(self, code):
+        self.closed_with = code
 
 
 @pytest.fixture
@@ -64,11 +73,14 @@ async def test_a_draining_process_keeps_the_message_and_a_second_process_runs_it
         {"type": "operator_status", "phase": "queued",
          "detail": "The server is restarting: the message is kept and runs after the restart"},
     ]
+    # Behind Redis the socket goes to a process that serves on at once; alone, it stays.
+    assert watcher.sink.closed_with == (1012 if get_engine().bus is not None else None)
     # A resend is known: not kept twice.
-    await turns.message_submit(watcher, content="[[chunks=5]] after the restart", client_id="c-1")
-    await frames_until(watcher.sink, lambda f: f.get("duplicate") is True)
+    again = await turns.session_join(session_id="handoff", user_id=user, sink=Sink())
+    await turns.message_submit(again, content="[[chunks=5]] after the restart", client_id="c-1")
+    await frames_until(again.sink, lambda f: f.get("duplicate") is True)
     await asyncio.sleep(0.3)
-    assert "chunk" not in watcher.sink.types()  # nothing runs on the draining process
+    assert "chunk" not in watcher.sink.types() + again.sink.types()  # nothing runs here
     rows = await database_sync_to_async(queued_rows)("handoff")
     assert rows == [{"content": "[[chunks=5]] after the restart", "client_id": "c-1",
                      "options": {"page_context": "canvas"}, "turn_id": ""}]
@@ -100,6 +112,7 @@ async def test_a_draining_process_keeps_the_message_and_a_second_process_runs_it
     assert await database_sync_to_async(
         ClientMessageId.objects.filter(session_id="handoff", client_id="c-1").exists)()
     await turns.session_leave(watcher)
+    await turns.session_leave(again)
 
 
 async def test_after_the_restart_a_socket_that_joins_sees_the_handed_on_message_run(gateway, drain):
@@ -124,7 +137,7 @@ async def test_after_the_restart_a_socket_that_joins_sees_the_handed_on_message_
 async def test_messages_waiting_for_the_lock_when_the_drain_starts_are_handed_on_in_order(gateway, drain):
     user = await owner_id()
     watcher = await turns.session_join(session_id="handoff-wait", user_id=user, sink=Sink())
-    await turns.message_submit(watcher, content="[[chunks=30]] [[delay_ms=40]] first")
+    await turns.message_submit(watcher, content="[[chunks=40]] [[delay_ms=50]] first")
     await frames_until(watcher.sink, lambda f: f["type"] == "chunk")
     await turns.message_submit(watcher, content="[[chunks=2]] second", client_id="c-2")
     await turns.message_submit(watcher, content="[[chunks=3]] third", client_id="c-3")
@@ -135,7 +148,7 @@ async def test_messages_waiting_for_the_lock_when_the_drain_starts_are_handed_on
     await frames_until(watcher.sink, lambda f: waiting() == 2)
     drain()
     frames = await frames_until(watcher.sink, lambda f: f["type"] in TERMINAL)
-    assert frames[-1]["type"] == "done" and frames[-1]["full_response"] == tokens(30)
+    assert frames[-1]["type"] == "done" and frames[-1]["full_response"] == tokens(40)
     await frames_until(watcher.sink, lambda f: sum(
         1 for g in watcher.sink.frames if g.get("detail", "").startswith("The server is restarting")) == 2)
     rows = await database_sync_to_async(queued_rows)("handoff-wait")
@@ -152,9 +165,9 @@ async def test_messages_waiting_for_the_lock_when_the_drain_starts_are_handed_on
 
     await wait_for(both, timeout=20)  # the second's end starts the third
     assert [m["content"] for m in await database_sync_to_async(saved)("handoff-wait", "user")] == [
-        "[[chunks=30]] [[delay_ms=40]] first", "[[chunks=2]] second", "[[chunks=3]] third"]
+        "[[chunks=40]] [[delay_ms=50]] first", "[[chunks=2]] second", "[[chunks=3]] third"]
     assert [m["content"] for m in await database_sync_to_async(saved)("handoff-wait", "assistant")] == [
-        tokens(30), tokens(2), tokens(3)]
+        tokens(40), tokens(2), tokens(3)]
     await turns.session_leave(watcher)
 
 
