@@ -11,9 +11,11 @@ While they do, supervise gets SIGHUP and replaces its processes one at a time.
 Each client goes on until the restart is over and its last turn has ended.
 
 A client reconnects at once when its socket closes (a draining process closes
-with 1012), asking for the running turn after the last `seq` it saw; a message
-refused by a draining process (`SESSION_BUSY` with `"restarting": true`) is
-sent again, with the same `client_id`, once the socket is back. Every turn must
+with 1012), asking for the running turn after the last `seq` it saw. A draining
+process keeps a message it accepts and another process runs it; a message the
+client saw no turn of is sent again, with the same `client_id`, once the socket
+is back (answered as a duplicate if it was kept). A refusal (`SESSION_BUSY` with
+`"restarting": true`, as older gateways sent) is counted and sent again too. Every turn must
 end with `done`, its text whole and in order (`tok1 ` .. `tokN `, seqs without
 a gap, `full_response` equal to what arrived); any other error frame, or a turn
 that never ends, is a failure. Figures: turns, turns that spanned a reconnect,
