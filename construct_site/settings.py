@@ -427,6 +427,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 CONSTRUCT_BWRAP = _env("CONSTRUCT_BWRAP", "bwrap")
 CONSTRUCT_TURN_LEASE_SECONDS = _env_number("CONSTRUCT_TURN_LEASE_SECONDS", 10.0, kind=float)
 CONSTRUCT_CONNECT_FRAME_TIMEOUT = 5.0
+# After a chat's first answer its model proposes a short title, in the background (one more,
+# small, provider call per chat); `false` keeps the title made from the first message.
+CONSTRUCT_AUTO_TITLE = _env_bool("CONSTRUCT_AUTO_TITLE", True)
 # Hostile-input limits (see SECURITY.md), per device, or per client address when
 # pairing is off: messages and new sockets as COUNT/SECONDS, open sockets as a cap.
 CONSTRUCT_MESSAGE_RATE = _env_rate("CONSTRUCT_MESSAGE_RATE", (20, 10.0))

@@ -214,7 +214,13 @@ class ChatSessionAdmin(admin.ModelAdmin):
     actions = ["export_markdown", "reset_to_idle"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(cost_usd=selectors.session_cost_expression())
+        sessions = super().get_queryset(request).annotate(cost_usd=selectors.session_cost_expression())
+        match = request.resolver_match
+        if match is not None and match.url_name == "sessions_app_chatsession_changelist":
+            # The list shows conversations, as the chat's own list does; a session without a
+            # message (an upload never sent) still opens by its address, from its files' page.
+            sessions = selectors.sessions_with_messages(sessions)
+        return sessions
 
     def has_add_permission(self, request):
         return False  # sessions begin on the chat socket

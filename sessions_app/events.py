@@ -5,9 +5,15 @@ through the channel layer, from the REST API, the admin and the turn engine
 alike. A turn's streamed events do not: the turn engine sends them itself.
 """
 
+import asyncio
 import logging
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+
+from construct_core.loops import per_loop
+from construct_core.redaction import scrub_value
+from sessions_app import services
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +46,63 @@ async def _group_send(group: str, message: dict) -> None:
         logger.warning("could not send to group %s", group, exc_info=True)
 
 
+async def _keep(event, *, user_id: int | None) -> None:
+    """Keep the event (scrubbed) for pages opened later (GET /api/channel-events/); one that
+    cannot be kept is still sent."""
+    try:
+        await database_sync_to_async(services.operator_event_record)(
+            event=event, user_id=user_id, session_id=_session_of(event))
+    except Exception as exc:
+        logger.warning("could not keep an operator event: %s", type(exc).__name__)
+
+
+def _session_of(event) -> str:
+    return event.get("session_id", "") if isinstance(event, dict) else ""
+
+
+class _Keeper:
+    """The turns' events waiting to be kept, and the task that keeps them.
+
+    A turn's start and end each made a database call of their own, queued on the
+    one database thread with every turn's work. Now they wait here, and one call
+    keeps all that came meanwhile: one at a time when the gateway is quiet (at
+    once, no timer), in batches under load.
+    """
+
+    def __init__(self):
+        self.waiting: list[tuple] = []
+        self.task: asyncio.Task | None = None
+
+    def add(self, event, user_id: int | None) -> None:
+        self.waiting.append((event, user_id, _session_of(event)))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._keep_all())
+
+    async def _keep_all(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting, []
+            try:
+                await database_sync_to_async(services.operator_events_record)(events=batch)
+            except Exception as exc:
+                logger.warning("could not keep %d operator events: %s", len(batch), type(exc).__name__)
+
+
+_keeper = per_loop(_Keeper)
+
+
+async def operator_events_kept() -> None:
+    """Return once the turns' events published so far are kept (a draining process, tests)."""
+    keeper = _keeper()
+    while keeper.task is not None and not keeper.task.done():
+        await asyncio.shield(keeper.task)
+
+
 async def publish_channel_event(event, *, user_id: int | None = None) -> None:
     """Relay an event to every connected chat socket (a staff operator's, `user_id` None),
-    or to one user's sockets only."""
+    or to one user's sockets only; it is kept for them, and relayed, with no registered secret."""
+    await _keep(event, user_id=user_id)
     group = SOCKETS_GROUP if user_id is None else user_group(user_id)
-    await _group_send(group, {"type": "channel.event", "event": event})
+    await _group_send(group, {"type": "channel.event", "event": scrub_value(event)})
 
 
 async def publish_device_revoked(device_id: int) -> None:
@@ -53,10 +111,11 @@ async def publish_device_revoked(device_id: int) -> None:
 
 
 async def publish_operator_event(event: dict, *, user_id: int) -> None:
-    """A turn's start, end or error: to its user's sockets and to staff only."""
+    """A turn's start, end or error: to its user's sockets and to staff only; kept for that user."""
     message = {"type": "operator.event", "event": event}
     await _group_send(user_group(user_id), message)
     await _group_send(OPERATORS_GROUP, message)
+    _keeper().add(event, user_id)
 
 
 def approval_decided_message(approval) -> dict:

@@ -22,6 +22,9 @@ class ChatSession(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="chat_sessions")
     name = models.CharField(max_length=200, blank=True, default="")
+    # The name is the gateway's (from the first message, or the title the model proposed), not
+    # a person's: the model's title may replace it, and a rename ends that for good.
+    auto_named = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.IDLE)
     turn_id = models.CharField(max_length=64, null=True, blank=True)
     turn_started_at = models.DateTimeField(null=True, blank=True)
@@ -88,6 +91,27 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.role} #{self.seq}"
+
+
+class OperatorEvent(models.Model):
+    """An operator event as the chat sockets heard it, kept so a page opened later shows it.
+
+    `user` None: a staff operator's channel event, for everyone; otherwise the
+    event of that user's turn (its start, end, error, approvals) or a channel
+    event that user posted. Only the last few per user are kept.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="+")
+    # Not a foreign key: the event stays true after its session is deleted.
+    session_id = models.CharField(max_length=128, blank=True, default="")
+    event = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "operator event"
+        indexes = [models.Index(fields=["user", "id"], name="operator_event_user_id")]
 
 
 class ClientMessageId(models.Model):

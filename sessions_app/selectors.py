@@ -12,7 +12,8 @@ from django.utils import timezone
 from sessions_app.attachments import attachments_tokens
 from sessions_app.branches import branch_up, newest_leaf_under, up_to_role  # noqa: F401  (a read)
 from sessions_app.models import (
-    AuditEvent, ChatSession, MemoryNote, Message, QueuedMessage, ToolApproval, UsageRecord,
+    AuditEvent, ChatSession, MemoryNote, Message, OperatorEvent, QueuedMessage, ToolApproval,
+    UsageRecord,
 )
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ def session_get(*, session_id: str, user_id: int | None = None) -> ChatSession |
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
     return sessions.first()
+
+
+def session_auto_named(*, session_id: str) -> bool:
+    """Whether the session's name is still the gateway's own (no person named it)."""
+    return ChatSession.objects.filter(pk=session_id, auto_named=True).exists()
 
 
 def session_owner_id(*, session_id: str) -> int | None:
@@ -289,7 +295,7 @@ def session_list(*, user_id: int | None, state: str | None = None,
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
     if not with_empty:
-        sessions = sessions.filter(Q(message_count__gt=0) | Q(state=ChatSession.State.RUNNING))
+        sessions = sessions_with_messages(sessions)
     if state:
         sessions = sessions.filter(state=state)
     if search:
@@ -297,6 +303,12 @@ def session_list(*, user_id: int | None, state: str | None = None,
         matching = Message.objects.filter(content__icontains=search).values("session_id")
         sessions = sessions.filter(Q(name__icontains=search) | Q(pk__in=matching))
     return sessions.order_by("-last_activity", "-created_at", "-pk")
+
+
+def sessions_with_messages(sessions: QuerySet[ChatSession]) -> QuerySet[ChatSession]:
+    """Those of `sessions` that hold a conversation: a message, or a first turn that holds the
+    session before its message is saved. Left out: an upload never sent, a first message refused."""
+    return sessions.filter(Q(message_count__gt=0) | Q(state=ChatSession.State.RUNNING))
 
 
 def sessions_running(*, user_id: int | None) -> QuerySet[ChatSession]:
@@ -501,3 +513,14 @@ def approvals_pending_of_turn(*, session_id: str, turn_id: str) -> list[str]:
     return list(ToolApproval.objects.filter(
         session_id=session_id, turn_id=turn_id, state=ToolApproval.State.PENDING
     ).values_list("pk", flat=True))
+
+
+def operator_events(*, user_id: int | None, limit: int = 100) -> list[OperatorEvent]:
+    """The last `limit` operator events a user may see, oldest first: those for everyone and
+    their own (their turns', the ones they posted); every user's for `user_id` None (staff)."""
+    events = OperatorEvent.objects.all()
+    if user_id is not None:
+        events = events.filter(Q(user__isnull=True) | Q(user_id=user_id))
+    newest = list(events.order_by("-id")[:limit])
+    newest.reverse()
+    return newest

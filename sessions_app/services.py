@@ -23,7 +23,8 @@ from construct_core.redaction import scrub, scrub_value
 from sessions_app.audit import audit_record
 from sessions_app.branches import newest_leaf_under
 from sessions_app.models import (
-    ChatSession, ClientMessageId, MemoryNote, Message, QueuedMessage, ToolApproval, TurnWaiter,
+    ChatSession, ClientMessageId, MemoryNote, Message, OperatorEvent, QueuedMessage, ToolApproval,
+    TurnWaiter,
     UsageRecord,
 )
 
@@ -114,8 +115,9 @@ def session_open(*, session_id: str, user_id: int, name: str | None = None) -> C
     if session.user_id != user_id:
         raise SessionOfAnotherUser(session_id)
     if name and not created and session.name != name:
-        ChatSession.objects.filter(pk=session_id).update(name=name)
-        session.name = name
+        # A name the client chose: a person's, which no title the model proposes replaces.
+        ChatSession.objects.filter(pk=session_id).update(name=name, auto_named=False)
+        session.name, session.auto_named = name, False
     return session
 
 
@@ -167,7 +169,37 @@ def session_peek(*, session_id: str, user_id: int, name: str | None = None) -> C
 
 
 def session_rename(*, session_id: str, name: str) -> int:
-    return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200])
+    """A person's name for the session: from now on no title the model proposes replaces it."""
+    return ChatSession.objects.filter(pk=session_id).update(name=scrub(name.strip())[:200],
+                                                            auto_named=False)
+
+
+_TITLE_LABEL_RE = re.compile(r"^\s*(title|chat title|subject)\s*[:\-–—]\s*", re.IGNORECASE)
+_TITLE_QUOTES = "\"'`“”‘’«»„"
+
+
+def title_clean(text: str) -> str:
+    """A title a model proposed, as a session's name: its first line, without a "Title:"
+    label, quotes, Markdown or a closing full stop, cut like `title_of`; "" when nothing is left."""
+    line = next((line for line in (text or "").splitlines() if line.strip()), "")
+    line = _TITLE_LABEL_RE.sub("", line)
+    line = title_of(line.strip().strip(_TITLE_QUOTES).strip())
+    line = line.strip(_TITLE_QUOTES + " ").rstrip(".:;,").strip(_TITLE_QUOTES + " ")
+    return scrub(line)[:200]
+
+
+def session_title_set(*, session_id: str, title: str) -> str | None:
+    """Name the session with the title its model proposed, unless a person named it meanwhile
+    (or it is gone). Returns the name given, or None when nothing changed.
+
+    One conditional update: a rename (`session_rename`) that comes first wins,
+    and one that comes later replaces the title.
+    """
+    name = title_clean(title)
+    if not name:
+        return None
+    named = ChatSession.objects.filter(pk=session_id, auto_named=True).exclude(name=name).update(name=name)
+    return name if named else None
 
 
 def session_model_set(*, session_id: str, model: str) -> int:
@@ -241,8 +273,9 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
                 row.parent_id = before.pk
         named = {}
         if not session.name and first == 1 and rows[0].role == Message.Role.USER:
-            # A chat nobody named is named after its first message (renamable like any name).
-            named["name"] = title_of(rows[0].content)[:200]
+            # A chat nobody named is named after its first message (renamable like any name),
+            # until its model proposes a title (chat/turns/titles.py).
+            named.update(name=title_of(rows[0].content)[:200], auto_named=True)
         ChatSession.objects.filter(pk=session_id).update(
             last_seq=first + len(rows) - 1, message_count=rows[-1].depth, active_leaf_id=rows[-1].pk,
             last_activity=timezone.now(), **named,
@@ -571,6 +604,44 @@ def usage_record(*, session_id: str | None, user_id: int | None, turn_id: str, m
         output_tokens=max(int(output_tokens), 0),
         cost_usd=cost,
     )
+
+
+# --- Operator events -------------------------------------------------------------
+
+# Kept per user (and for everyone): a page shows the last 100 its user may see, and the
+# last 100 of broadcast and own events together are always among these.
+OPERATOR_EVENTS_KEPT = 100
+# An event larger than this (as JSON) is kept as its type alone: the page shows a line, not a dump.
+OPERATOR_EVENT_MAX_CHARS = 16_384
+
+
+def operator_event_record(*, event, user_id: int | None, session_id: str = "") -> OperatorEvent:
+    """Keep an operator event (scrubbed) for `user_id`, or for everyone (None); the oldest past
+    OPERATOR_EVENTS_KEPT of that user's (or everyone's) go."""
+    return operator_events_record(events=[(event, user_id, session_id)])[0]
+
+
+def operator_events_record(*, events: list[tuple]) -> list[OperatorEvent]:
+    """Keep several operator events, each (event, user_id, session_id), in order, in one
+    transaction, trimming each user's (and everyone's) to the last OPERATOR_EVENTS_KEPT once."""
+    rows = []
+    for event, user_id, session_id in events:
+        event = scrub_value(event if isinstance(event, dict) else {"value": event})
+        if not rules.json_storable(event) or len(json.dumps(event, ensure_ascii=False)) > OPERATOR_EVENT_MAX_CHARS:
+            kind = event.get("type")
+            event = {"type": _clean_text(kind, 100) if isinstance(kind, str) else "event", "truncated": True}
+        if not isinstance(session_id, str):
+            session_id = ""
+        rows.append(OperatorEvent(user_id=user_id, session_id=_clean_text(session_id, 128), event=event))
+    with transaction.atomic():
+        OperatorEvent.objects.bulk_create(rows)
+        for user_id in {row.user_id for row in rows}:
+            mine = OperatorEvent.objects.filter(user_id=user_id) if user_id is not None else \
+                OperatorEvent.objects.filter(user__isnull=True)
+            oldest_kept = mine.order_by("-id").values_list("id", flat=True)[
+                OPERATOR_EVENTS_KEPT - 1:OPERATOR_EVENTS_KEPT]
+            mine.filter(id__lt=Subquery(oldest_kept)).delete()
+    return rows
 
 
 # --- Memory notes ----------------------------------------------------------------

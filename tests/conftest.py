@@ -94,6 +94,29 @@ def asgi_application_loaded():
     import construct_site.routing  # noqa: F401
 
 
+# --- titles from the model ----------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_model_titles():
+    """No title call after a chat's first answer, unless a test asks for one
+    (CONSTRUCT_AUTO_TITLE): other tests count and read the provider's requests, and
+    check the names chats get from their first message.
+
+    Servers the tests start inherit it through the environment.
+    """
+    from django.conf import settings
+
+    before = os.environ.get("CONSTRUCT_AUTO_TITLE")
+    os.environ["CONSTRUCT_AUTO_TITLE"] = "false"
+    settings.CONSTRUCT_AUTO_TITLE = False
+    yield
+    if before is None:
+        os.environ.pop("CONSTRUCT_AUTO_TITLE", None)
+    else:
+        os.environ["CONSTRUCT_AUTO_TITLE"] = before
+
+
 # --- attachments --------------------------------------------------------------
 
 

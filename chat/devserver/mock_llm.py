@@ -27,6 +27,9 @@ message (see `parse_script`):
     [[malformed]]       send one data line that is not JSON mid-stream
     [[hang]]            send one chunk, then go quiet until the client leaves
     [[silent]]          answer 200 and then send nothing at all until the client leaves
+    [[side_reply=TEXT]] answer a request that offers no tools (a side call, such as a chat's
+                        title) with TEXT; a request that offers tools answers as usual
+    [[side_fail=CODE]]  answer HTTP CODE to a request that offers no tools only
     [[redacted_think]]  (Anthropic) start the reply with a redacted_thinking block
     [[replay=NAME]]     (Anthropic) stream one of the documented "Streaming Messages"
                         event sequences as it is (`REPLAYS`: text, thinking_tool,
@@ -80,7 +83,9 @@ _dumps = json.dumps
 
 # --- Directives -----------------------------------------------------------------
 
-_NUMBER_DIRECTIVE = re.compile(r"\[\[(chunks|delay_ms|fail|fail_once|reset_after|reset_once)=(\d+)\]\]")
+_NUMBER_DIRECTIVE = re.compile(
+    r"\[\[(chunks|delay_ms|fail|fail_once|reset_after|reset_once|side_fail)=(\d+)\]\]")
+_SIDE_REPLY_DIRECTIVE = re.compile(r"\[\[side_reply=([^\]]*)\]\]")
 _FLAG_DIRECTIVE = re.compile(
     r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|silent|redacted_think)\]\]")
 _REPLAY_DIRECTIVE = re.compile(r"\[\[replay=([a-z_]+)\]\]")
@@ -111,7 +116,10 @@ class Script:
     fail_once: int | None = None
     reset_after: int | None = None
     reset_once: int | None = None
+    side_fail: int | None = None
+    side_reply: str | None = None
     tools: list[tuple[str, str]] = field(default_factory=list)
+    side_call: bool = False  # the request offers no tools
     key: str = ""  # the API key the request carried, for the directives that leak it
 
 
@@ -146,6 +154,9 @@ def parse_script(raw):
         setattr(script, name, True)
     for name in _REPLAY_DIRECTIVE.findall(text):
         script.replay = name
+    for reply in _SIDE_REPLY_DIRECTIVE.findall(text):
+        script.side_reply = reply
+    text = _SIDE_REPLY_DIRECTIVE.sub("", text)
     text = _REPLAY_DIRECTIVE.sub("", _FLAG_DIRECTIVE.sub("", _NUMBER_DIRECTIVE.sub("", text)))
     script.text = " ".join(text.split())
     return script
@@ -247,6 +258,8 @@ def make_plan(script, tool_results, ends_with_tool, prompt_chars, id_prefix):
     if tool_results:
         reply = "Tool said: " + tool_results[-1]
         plan.text = _pieces(reply)
+    elif script.side_reply is not None and script.side_call:
+        plan.text = _pieces(script.side_reply)
     elif script.echo_prompt:
         plan.text = _pieces(script.raw)
     elif script.chunks is not None:
@@ -779,6 +792,8 @@ class _State:
     def should_fail(self, script, body_bytes):
         if script.fail:
             return script.fail
+        if script.side_fail and script.side_call:
+            return script.side_fail
         if script.fail_once:
             digest = hashlib.sha256(body_bytes).digest()
             if digest not in self.failed_once:
@@ -822,6 +837,7 @@ def create_app():
             return _openai_error(400, "")
         raw, results, ends_with_tool = _openai_turn(body["messages"])
         script = parse_script(raw)
+        script.side_call = not body.get("tools")
         script.key = _bearer_key(request)
         failure = state.should_fail(script, body_bytes)
         if failure:
@@ -842,6 +858,7 @@ def create_app():
             return _anthropic_error(400, "")
         raw, results, ends_with_tool = _anthropic_turn(body["messages"])
         script = parse_script(raw)
+        script.side_call = not body.get("tools")
         # The SDK sends its key as x-api-key or, lately, as a bearer token.
         script.key = request.headers.get("x-api-key") or _bearer_key(request)
         failure = state.should_fail(script, body_bytes)

@@ -33,6 +33,7 @@ from chat.turns.run import message_run
 from chat.turns.setup import check_agent
 from construct_core.errors import ApprovalInvalid
 from sessions_app import catalogue, selectors, services
+from sessions_app.events import operator_events_kept
 from sessions_app.models import ChatSession
 
 __all__ = ["Ask", "Sink", "Subscriber", "approval_decide", "branch_switch", "check_agent",
@@ -264,5 +265,6 @@ async def engine_drain(*, seconds: float) -> int:
     while engine.lock.count() and loop.time() < deadline:
         await asyncio.sleep(0.05)
     await engine.fanout.flush()
+    await operator_events_kept()
     return cut
 

@@ -16,7 +16,8 @@ from django.conf import settings
 from construct_core import metrics
 from construct_core.drain import draining
 from construct_core.errors import ServerRestarting, SessionBusy
-from sessions_app import services
+from sessions_app import services, turn_db
+from sessions_app.turn_db import TurnOpened
 
 logger = logging.getLogger(__name__)
 
@@ -47,34 +48,46 @@ class SessionLock:
         # Sessions with a message between its acceptance and its turn's start, and how many.
         self._starting: dict[str, int] = {}
 
-    async def acquire(self, session_id: str, user_id: int, turn_id: str, on_queued) -> dict | None:
+    async def acquire(self, session_id: str, user_id: int, turn_id: str, on_queued,
+                      on_warnings=None, **opening) -> TurnOpened:
         """Take the session, queueing behind its running turn; raise SessionBusy.
 
-        `on_queued()` is awaited once if the message has to wait. Returns the
-        turn this took over from a dead process ({"turn_id", "owner"}), if any.
+        Each try is one database call (sessions_app.turn_db.turn_open): the
+        first also checks the budgets (`on_warnings(warnings)` is awaited with
+        what it says from 80 %), and the one that takes the session also does
+        the turn's first steps, as `opening` asks (model, question, token_budget).
+        `on_queued()` is awaited once if the message has to wait. Returns what
+        turn_open did, with the turn this took over from a dead process
+        ({"turn_id", "owner"}), if any.
         """
         timeout = settings.CONSTRUCT_SESSION_QUEUE_TIMEOUT
         depth = settings.CONSTRUCT_SESSION_QUEUE_DEPTH
         lease = settings.CONSTRUCT_TURN_LEASE_SECONDS
-        try_start = database_sync_to_async(services.turn_try_start)
+        try_open = database_sync_to_async(turn_db.turn_open)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiter_id = None
+        first = True
         try:
             while True:
                 if draining():
                     # Not started here: the caller hands it on to a process that serves on.
                     raise ServerRestarting()
-                started, taken_over = await try_start(
+                opened = await try_open(
                     session_id=session_id, user_id=user_id, turn_id=turn_id, owner=self.process_id,
-                    lease_seconds=lease, waiter_id=waiter_id,
+                    lease_seconds=lease, waiter_id=waiter_id, budget_first=first, **opening,
                 )
-                if started:
+                if first:
+                    first = False
+                    if opened.warnings and on_warnings is not None:
+                        await on_warnings(opened.warnings)
+                taken_over = opened.taken_over
+                if opened.started:
                     self.taken(session_id, turn_id)
                     if taken_over:
                         logger.warning("session %s: took over turn %s of a process that stopped",
                                        session_id, taken_over["turn_id"])
-                    return taken_over
+                    return opened
                 if waiter_id is None:
                     waiter_id = await database_sync_to_async(services.waiter_add)(
                         session_id=session_id, depth=depth, timeout=timeout

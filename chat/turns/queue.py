@@ -31,27 +31,36 @@ class HandedOn:
 
     def __init__(self, engine):
         self.engine = engine
+        # Whether handed-on messages may wait: found as the process started, or heard of
+        # since, until a watchdog round finds none. While not, a socket's join and a turn's
+        # end look for none (a database call each, on every turn, for nothing).
+        self.maybe_waiting = False
 
     async def start(self) -> None:
         """As the process starts: messages wait (from before a restart)? Run them."""
         if await database_sync_to_async(selectors.queued_count)():
+            self.maybe_waiting = True
             self.engine.approvals.watch()
 
     def heard(self) -> None:
         """A message was handed on (on some process): the watchdog runs it once it can."""
+        self.maybe_waiting = True
         if not draining():
             self.engine.approvals.watch()
 
     def soon(self, session_id: str) -> None:
-        """Run the session's handed-on messages, if any, as soon as it is free."""
-        if not draining():
+        """Run the session's handed-on messages, if any may wait, as soon as it is free."""
+        if self.maybe_waiting and not draining():
             self.engine.spawn(self.pickup(session_id))
 
     async def sweep(self) -> None:
         """The watchdog's round: every session with handed-on messages that no turn holds."""
         if draining():
             return
-        for session_id in await database_sync_to_async(selectors.queued_sessions)():
+        sessions = await database_sync_to_async(selectors.queued_sessions)()
+        if not sessions:
+            self.maybe_waiting = False
+        for session_id in sessions:
             await self.pickup(session_id)
 
     async def pickup(self, session_id: str) -> bool:
@@ -77,6 +86,7 @@ class HandedOn:
             if claimed is not None:  # some wait, behind a turn elsewhere: the watchdog comes back
                 engine.approvals.watch()
             return False
+        self.maybe_waiting = True  # one waited: more may, run after its turn's end
         engine.spawn(self._run(session_id, turn_id, *claimed))
         return True
 

@@ -26,7 +26,7 @@ from construct_core.errors import (
     DATABASE_UNAVAILABLE, AgentError, GatewayError, ServerRestarting, SessionBusy,
 )
 from construct_core.logs import log_context
-from chat.turns import setup
+from chat.turns import setup, titles
 from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
 from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
@@ -34,7 +34,8 @@ from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from chat.turns.remote import INTERRUPTED_MESSAGE
 from construct_core.model_choices import REASONING_OFF, ModelChoice
 from construct_core.redaction import sanitize, scrub_fields
-from sessions_app import budget, catalogue, selectors, services
+from sessions_app import budget, selectors, services, turn_db
+from sessions_app.turn_db import TurnOpened
 from sessions_app.models import ChatSession
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,16 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
     turn_id = uuid.uuid4().hex
     accepted_at = timezone.now()
     handed_on = False
+    # What the call that takes the session also does: a plain message is stored and
+    # the history read with it (sessions_app.turn_db); an edit's or a regenerate's
+    # branch is found first, once the turn holds the session (Turn._run).
+    opening = {"model": model}
+    if ask.kind == MESSAGE:
+        data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
+        opening.update(question={"content": content, "data": data, "attachments": list(attachments)},
+                       token_budget=setup.history_budget())
     try:
         try:
-            await _budget_check(subscriber)
             await engine.ready()
 
             async def queued():
@@ -64,12 +72,19 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
                     "detail": "Waiting for the session's running turn to finish",
                 })
 
+            async def warn(warnings):
+                for warning in warnings:
+                    await subscriber.send_frame({"type": "operator_status", "phase": "budget",
+                                                 "detail": warning})
+
             try:
-                taken_over = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued)
+                opened = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued,
+                                                   warn, **opening)
             except ServerRestarting:
                 await _hand_on(subscriber, content=content, page_context=page_context,
                                client_id=client_id, attachments=attachments, ask=ask, model=model,
                                reasoning=reasoning, accepted_at=accepted_at)
+                engine.handed_on.heard()  # this process too, once it serves again
                 handed_on = True
         finally:
             # Begun by message_submit; once taken, the session counts as running (acquire).
@@ -92,13 +107,15 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
         # sees the message run; one process alone keeps it until the drain ends.
         await engine.send_away(session_id)
         return
+    taken_over = opened.taken_over
     if taken_over is not None:
         try:
             await engine.remote.interrupted(session_id=session_id, turn_id=taken_over["turn_id"])
         except Exception:  # the new message runs whatever became of the old turn
             logger.exception("could not keep what turn %s streamed", taken_over["turn_id"])
     await Turn(engine, session_id, subscriber.user_id, turn_id).run(
-        content, page_context, client_id, attachments, ask, model=model, reasoning=reasoning)
+        content, page_context, client_id, attachments, ask, model=model, reasoning=reasoning,
+        opened=opened)
 
 
 HANDED_ON_DETAIL = "The server is restarting: the message is kept and runs after the restart"
@@ -108,7 +125,9 @@ async def _hand_on(subscriber: Subscriber, *, content: str, page_context: str | 
                    client_id: str | None, attachments, ask: Ask, model: str | None,
                    reasoning: str | None, accepted_at) -> None:
     """Keep an accepted message in the database for a process that serves on (this one drains),
-    and tell its socket so. Raises SessionBusy when too many wait already."""
+    and tell its socket so. Raises BudgetExceeded when a budget is spent (checked here, as
+    the process that runs it takes it as accepted), SessionBusy when too many wait already."""
+    await _budget_check(subscriber)
     options = {key: value for key, value in (
         ("page_context", page_context), ("attachments", list(attachments)), ("model", model),
         ("reasoning", reasoning)) if value}
@@ -159,15 +178,6 @@ async def _queued_forget(queued_id: int, turn_id: str) -> None:
         logger.warning("could not forget handed-on message %s: %s", queued_id, exc)
 
 
-def _turn_model(session_id: str, model: str | None) -> ModelChoice:
-    """The model a turn runs: `model`, which becomes the session's from now on, else the session's."""
-    if model is not None:
-        choice = catalogue.model_get(model_id=model)
-        services.session_model_set(session_id=session_id, model=choice.id)
-        return choice
-    return catalogue.session_model(session_id=session_id)
-
-
 class Turn:
     """One run of the agent for one message, numbering its events."""
 
@@ -186,7 +196,11 @@ class Turn:
         self.pending: list[str] = []  # streamed since the last saved message
         self.input_tokens = 0
         self.output_tokens = 0
-        self.cost_usd = 0.0
+        self.cost_usd = 0.0  # of the usage recorded so far
+        # Held back for the turn's next database write (_write): the usage of its provider
+        # calls (input, output tokens), and its last message, stored as the turn ends.
+        self.usages: list[tuple[int, int]] = []
+        self.held: list[dict] = []
         self.released = False
         self.running = None  # the lock's RunningTurn, once the turn runs
         self.choice: ModelChoice | None = None  # the model that answers, once the turn runs
@@ -195,6 +209,7 @@ class Turn:
         self.started = 0.0  # time.monotonic() as it started running here (_observed)
         self.first_chunk = True
         self.outcome = "error"  # how it ended: done, stopped, error or interrupted (_count_end)
+        self.first_question: str | None = None  # the session's first message, if this turn answers it
 
     async def emit(self, type_: str, **fields) -> None:
         self.seq += 1
@@ -204,17 +219,26 @@ class Turn:
 
     async def run(self, content: str, page_context: str | None, client_id: str | None,
                   attachments: list[str] | tuple = (), ask: Ask = PLAIN, *, model: str | None = None,
-                  reasoning: str | None = None) -> None:
+                  reasoning: str | None = None, opened: TurnOpened | None = None) -> None:
         with self._observed():
             await self._run(content, page_context, client_id, attachments, ask, model=model,
-                            reasoning=reasoning)
+                            reasoning=reasoning, opened=opened)
 
-    async def _run(self, content, page_context, client_id, attachments, ask, *, model, reasoning):
+    async def _run(self, content, page_context, client_id, attachments, ask, *, model, reasoning,
+                   opened):
+        """The turn, from the session taken to its end. `opened` says which first steps the call
+        that took the session did (turn_db.turn_open); the others are done here."""
         self.running = self.engine.turn_begin(self.session_id, self.turn_id)
         state = ChatSession.State.IDLE
-        user_saved = False
+        opened = opened or TurnOpened(started=True)
+        user_saved = opened.message_saved
+        if opened.first_question:
+            self.first_question = content  # its answer's turn proposes a title (titles.py)
+        history = opened.history
         try:
-            await self._choose(model, reasoning)
+            if opened.failure is not None:
+                raise opened.failure
+            await self._choose(model, reasoning, opened.choice)
             # Found again now the turn holds the session: the branch may have grown meanwhile.
             target = None if ask.kind == MESSAGE else await database_sync_to_async(ask_target)(
                 self.session_id, ask)
@@ -228,7 +252,7 @@ class Turn:
                     await database_sync_to_async(services.queued_done)(
                         queued_id=self.queued_id, turn_id=self.turn_id)
                 page_context = (target.data or {}).get("page_context")
-            else:
+            elif not user_saved:  # else stored as the turn took the session
                 data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
                 refs = await attachment_refs(session_id=self.session_id, ids=list(attachments))
                 if refs:
@@ -239,10 +263,12 @@ class Turn:
                     parent["queued_id"] = self.queued_id
                 append = services.message_append if self.queued_id is None else \
                     services.queued_message_append
-                await database_sync_to_async(append)(
+                question = await database_sync_to_async(append)(
                     session_id=self.session_id, role="user", content=content, data=data,
                     turn_id=self.turn_id, **parent,
                 )
+                if ask.kind == MESSAGE and question.seq == 1:
+                    self.first_question = content
             user_saved = True
             if ask.kind != MESSAGE:
                 # The active branch changed: every socket redraws it before the turn's first event.
@@ -251,7 +277,7 @@ class Turn:
                 "type": "agent_start", "provider": self.choice.provider, "model": self.choice.id,
                 "reasoning": self.reasoning, "session_id": self.session_id, "turn_id": self.turn_id,
             }, user_id=self.user_id)
-            state = await self._through(self._stream(page_context))
+            state = await self._through(self._stream(page_context, history=history))
         except Exception as exc:  # the database failed outside the agent's stream
             state = ChatSession.State.ERROR
             if not user_saved and client_id is not None:
@@ -333,9 +359,13 @@ class Turn:
                             model, extra={"user_id": self.user_id, "model": model,
                                           "outcome": self.outcome, "duration_ms": duration_ms})
 
-    async def _choose(self, model: str | None, reasoning: str | None) -> None:
-        """The model and reasoning level of this turn (`model` becomes the session's)."""
-        self.choice = await database_sync_to_async(_turn_model)(self.session_id, model)
+    async def _choose(self, model: str | None, reasoning: str | None,
+                      choice: ModelChoice | None = None) -> None:
+        """The model and reasoning level of this turn (`model` becomes the session's), unless
+        the call that took the session chose it (`choice`)."""
+        if choice is None:
+            choice = await database_sync_to_async(turn_db.turn_model)(self.session_id, model)
+        self.choice = choice
         self.reasoning = setup.reasoning_for(self.choice, reasoning)
         tracing.set_attributes({"construct.model": self.choice.id})
         # The turn's start line, once it holds the session and knows its model.
@@ -366,11 +396,19 @@ class Turn:
         running.cancellable = False
         # The session is free before `done` goes out: a client that sends
         # its next message on `done` finds it idle, not queued.
-        await self._release(ChatSession.State.IDLE)
+        failure = await self._release(ChatSession.State.IDLE)
+        if failure is not None:  # the reply could not be stored: the turn fails as a save does
+            await self._fail(failure)
+            return ChatSession.State.ERROR
         self._count_end("done")
         await self.emit("chunk_reset")
         await self.emit("done", full_response="".join(self.text), usage=self._usage(),
                         model=self.choice.id)
+        if self.first_question is not None and titles.wanted():
+            # The chat's first answer: its model proposes a title, in the background.
+            self.engine.spawn(titles.title_propose(
+                self.fanout, session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id,
+                choice=self.choice, question=self.first_question, answer="".join(self.text)))
         await events.publish_operator_event({
             "type": "agent_end", "provider": self.choice.provider, "model": self.choice.id,
             "session_id": self.session_id, "turn_id": self.turn_id,
@@ -390,19 +428,54 @@ class Turn:
         await self.emit("error", message=INTERRUPTED_MESSAGE, code=AgentError.code, interrupted=True)
         return ChatSession.State.INTERRUPTED
 
-    async def _release(self, state: str) -> None:
-        """Free the session (once) in the state the turn ended in."""
-        if not self.released:
-            self.released = True
-            await self.engine.lock.release(self.session_id, self.turn_id, state)
+    async def _release(self, state: str) -> Exception | None:
+        """Free the session (once) in the state the turn ended in, storing with it what the
+        turn held back (its last message, usage not yet recorded): one database call.
 
-    async def _stream(self, page_context: str | None, logged: list[dict] | None = None) -> None:
-        """The agent's events as frames; with `logged`, a continued turn (see `resume`)."""
-        agent = await setup.prepare_agent(self.choice)
-        history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
-            session_id=self.session_id, token_budget=setup.history_budget(),
-            open_tail=logged is not None,
+        Never raises: returns why the held back part could not be stored (the session
+        is then left in the error state, or its lease runs out).
+        """
+        if self.released:
+            return None
+        self.released = True
+        if not self.held and not self.usages:
+            await self.engine.lock.release(self.session_id, self.turn_id, state)
+            return None
+        try:
+            await self._write([], finish_state=state)
+        except Exception as exc:
+            logger.warning("turn %s could not store its reply and free session %s: %s",
+                           self.turn_id, self.session_id, exc)
+            return exc
+        return None
+
+    async def _write(self, messages: list[dict], finish_state: str | None = None) -> None:
+        """Store the messages held back and `messages` after them, with the usage not yet
+        recorded, in one database call (turn_db.turn_save); with `finish_state`, free the
+        session too."""
+        messages = self.held + messages
+        usages, self.usages, self.held = self.usages, [], []
+        new_in, new_out = sum(u[0] for u in usages), sum(u[1] for u in usages)
+        saved = await database_sync_to_async(turn_db.turn_save)(
+            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id,
+            model=self.choice.id if self.choice is not None else "", usages=usages,
+            messages=messages, finish_state=finish_state,
+            usage_so_far=(self.input_tokens - new_in, self.output_tokens - new_out, self.cost_usd),
         )
+        self.cost_usd += saved.cost_usd
+        for (input_tokens, output_tokens), cost in zip(usages, saved.usage_costs):
+            metrics.tokens_used(self.choice.id, input_tokens, output_tokens, cost)
+
+    async def _stream(self, page_context: str | None, logged: list[dict] | None = None,
+                      history: list[dict] | None = None) -> None:
+        """The agent's events as frames; with `logged`, a continued turn (see `resume`);
+        `history` when it is read already (turn_db.turn_open)."""
+        agent = await setup.prepare_agent(self.choice)
+        if history is None:
+            history, _dropped = await database_sync_to_async(selectors.history_for_provider)(
+                session_id=self.session_id, token_budget=setup.history_budget(),
+                open_tail=logged is not None,
+            )
         hint = page_context_hint(page_context)
         if hint and history and history[-1]["role"] == "user":
             history[-1] = {**history[-1], "content": hint + history[-1]["content"]}
@@ -435,7 +508,7 @@ class Turn:
             elif kind is OperatorStatus:
                 await emit("operator_status", phase=event.phase, detail=event.detail)
             elif kind is UsageInfo:
-                await self._record_usage(event)
+                self._usage_add(event)
             elif kind is Record:
                 if event.message["role"] == "tool":
                     _tool_counted(event, tools)
@@ -452,33 +525,27 @@ class Turn:
             self.pending = []
             data.update(self._answered_by())
             if not message.get("tool_calls"):
-                # The turn's last message: the usage of all its provider calls is in.
-                data["usage"] = self._usage()
-        await database_sync_to_async(services.message_append)(
-            session_id=self.session_id, role=message["role"], content=message.get("content") or "",
-            data=data, turn_id=self.turn_id,
-        )
+                # The turn's last message: stored as the turn ends, in the call that frees
+                # the session, with the usage of all its provider calls (turn_db.turn_save).
+                self.held.append({"role": message["role"], "content": message.get("content") or "",
+                                  "data": data, "with_usage": True})
+                return
+        await self._write([{"role": message["role"], "content": message.get("content") or "",
+                            "data": data}])
 
     async def _save_partial(self, data: dict) -> None:
         """Keep what was streamed since the last saved message, marked as cut short."""
         if self.pending:
-            await database_sync_to_async(services.message_append)(
-                session_id=self.session_id, role="assistant", content="".join(self.pending),
-                data={**data, **self._answered_by()}, turn_id=self.turn_id,
-            )
+            await self._write([{"role": "assistant", "content": "".join(self.pending),
+                                "data": {**data, **self._answered_by()}}])
             self.pending = []
 
-    async def _record_usage(self, usage: UsageInfo) -> None:
+    def _usage_add(self, usage: UsageInfo) -> None:
+        """A provider call's usage: counted now, recorded (priced under the listed id people
+        configure prices for, not usage.model) with the turn's next database write."""
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
-        # Priced and counted under the listed id people configure prices for (not usage.model).
-        record = await database_sync_to_async(services.usage_record)(
-            session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id, model=self.choice.id,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        )
-        self.cost_usd += float(record.cost_usd)
-        metrics.tokens_used(self.choice.id, usage.input_tokens, usage.output_tokens,
-                            float(record.cost_usd))
+        self.usages.append((usage.input_tokens, usage.output_tokens))
 
     def _answered_by(self) -> dict:
         """What an assistant message keeps of who wrote it: the model, and the reasoning level.

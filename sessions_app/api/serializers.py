@@ -214,6 +214,17 @@ class ChannelEventAcceptedSerializer(serializers.Serializer):
     delivered = serializers.BooleanField()
 
 
+class OperatorEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    session_id = serializers.CharField(allow_blank=True, help_text="The session of a turn's event, or empty")
+    event = serializers.JSONField(help_text="The event as the chat sockets received it in `agent_event`")
+
+
+class OperatorEventListSerializer(serializers.Serializer):
+    events = OperatorEventSerializer(many=True, help_text="Oldest first")
+
+
 # --- tool approvals ----------------------------------------------------------
 
 

@@ -435,9 +435,25 @@ class CostView(ApiView):
         return Response(budget.cost_summary(user_id=_scope(request)))
 
 
+OPERATOR_EVENTS_SHOWN = 100
+
+
 class ChannelEventView(ApiView):
     """POST an operator event: from a staff user's token every connected chat socket receives it
-    as `agent_event`; from anyone else's, that user's own sockets."""
+    as `agent_event`; from anyone else's, that user's own sockets. GET the last ones the caller's
+    sockets would have received, so a page opened later shows them."""
+
+    @extend_schema(
+        operation_id="channel_events_list", parameters=[s.ScopeInputSerializer],
+        responses={200: s.OperatorEventListSerializer, 400: _error("Bad scope"), **UNAUTHORIZED},
+    )
+    def get(self, request):
+        """The last 100 operator events the caller may see, oldest first: the ones for everyone
+        and the caller's own (their turns' start, end and error, what they posted); a staff
+        user's ?user=all: every user's."""
+        _checked(s.ScopeInputSerializer, request.query_params)
+        rows = selectors.operator_events(user_id=_scope(request), limit=OPERATOR_EVENTS_SHOWN)
+        return Response({"events": s.OperatorEventSerializer(rows, many=True).data})
 
     @extend_schema(
         operation_id="channel_events_create",

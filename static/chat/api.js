@@ -100,6 +100,8 @@ export const api = {
   },
   /** The models a chat may use: {models: [{id, label, provider, thinking}], default, reasoning_default}. */
   models: () => request("GET", "/api/models/"),
+  /** The last operator events this user may see, oldest first: {events: [{id, created_at, session_id, event}]}. */
+  operatorEvents: () => request("GET", "/api/channel-events/"),
 
   session: (id) => request("GET", sessionPath(id)),
   rename: (id, name) => request("PATCH", sessionPath(id), { name }),

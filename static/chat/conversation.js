@@ -232,9 +232,10 @@ export class Conversation {
     }
     if (generation !== state.generation) return;
     const running = start.state === "running" && typeof start.turn_id === "string" ? start.turn_id : null;
-    this.drawHistory(messages, running);
+    const lastTurn = this.drawHistory(messages, running);
     this.drawDecided(generation);
     if (!running) this.decorate(messages);
+    if (start.state === "error" || start.state === "interrupted") this.drawFailed(messages, lastTurn, start.state);
     if (running) {
       // The server replays this turn's events right after session_start.
       state.activeTurn = this.newTurn(running);
@@ -245,7 +246,10 @@ export class Conversation {
     this.scrollToEnd();
   }
 
-  /** The saved messages, grouped into user messages and assistant turns. */
+  /**
+   * The saved messages, grouped into user messages and assistant turns. Returns the view of the
+   * last turn drawn when the history ends with it (null when it ends on a question).
+   */
   drawHistory(messages, runningTurnId) {
     let view = null;
     let key = null;
@@ -282,6 +286,35 @@ export class Conversation {
       }
     }
     for (const turn of this.turns.values()) turn.finish("history");
+    return view;
+  }
+
+  /**
+   * The session's last turn failed (its state is error or interrupted): after a reload it shows
+   * its error line and a Retry, as it did live. The line goes on the turn's saved partial answer,
+   * or on a turn drawn under the question when nothing of the answer was saved. Drawn after
+   * decorate(), which matches the page's answers to the saved ones.
+   */
+  drawFailed(messages, lastTurn, sessionState) {
+    const question = messages.findLast((m) => m.role === "user");
+    if (!question) return;
+    const answer = lastTurn ? messages.findLast((m) => m.role === "assistant") : null;
+    const data = answer && answer.data && typeof answer.data === "object" ? answer.data : {};
+    let text;
+    if (sessionState === "interrupted" || data.interrupted) {
+      text = "Interrupted: the server restarted while this answer ran. Try again.";
+    } else {
+      text = plainError(typeof data.error === "string" ? data.error : "AGENT_ERROR", "").text;
+    }
+    let view = lastTurn;
+    if (!view) {
+      view = new TurnView(typeof question.turn_id === "string" ? question.turn_id : null,
+        { live: false, createdAt: question.created_at });
+      this.append(view.el);
+    }
+    view.finish("error", null, text);
+    view.question = question.content;
+    view.offerRetry(() => this.retry(view));
   }
 
   /**

@@ -51,6 +51,7 @@ const pairing = new Pairing({
     state.sessionId = null;
     switchSession(id, { push: false });
     panels.events.restore();
+    panels.events.load(() => api.operatorEvents());
     sidebar.load();
     pending.load();
     picker.load();
@@ -187,6 +188,13 @@ const FRAMES = {
     if (/^approval_/.test(frame.event?.type)) pending.refresh();
   },
   connected: () => {},
+  // The chat's model proposed a title after its first answer (a rename made first wins).
+  session_name: (frame) => {
+    if (typeof frame.name !== "string" || !frame.name) return;
+    if (frame.session_id === state.sessionId) setTitle(frame.name);
+    sidebar.setName(frame.session_id, frame.name);
+    panels.events.relabel();
+  },
 };
 
 function route(frame, generation) {

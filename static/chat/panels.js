@@ -97,7 +97,9 @@ export class Canvas {
 // --- Operator events ------------------------------------------------------------------
 
 const MAX_EVENTS = 100;
-const EVENTS_KEY = "construct.events"; // sessionStorage: the tab's last events survive a reload
+// sessionStorage: the tab's last events, shown at once on a reload until the server's list
+// (GET /api/channel-events/, which any tab and any reload gets) replaces them.
+const EVENTS_KEY = "construct.events";
 
 function stamp(at) {
   const when = new Date(at);
@@ -151,7 +153,8 @@ function describe(event) {
 export class EventLog {
   /**
    * `sessionName(id)`: a session's name to show, or ""; `open(id)`: open that session.
-   * The last MAX_EVENTS events are kept in this tab's sessionStorage: a reload shows them again.
+   * The last MAX_EVENTS events are kept in this tab's sessionStorage: a reload shows them again
+   * at once, and then the server's list (`load`), which a new tab or browser gets too.
    */
   constructor({ list, empty, onAdd, sessionName, open }) {
     this.list = list;
@@ -167,6 +170,33 @@ export class EventLog {
       this.kept = [];
     }
     this.kept = this.kept.slice(-MAX_EVENTS);
+    this.arrived = null; // while the server's list is asked for: the live events meanwhile
+  }
+
+  /**
+   * Show the server's events (`fetch()` -> {events: [{created_at, event}]}, oldest first) in
+   * place of this tab's own, with the live ones that came while it was asked for and are not
+   * in it. False when it could not be had (this tab's own stay).
+   */
+  async load(fetch) {
+    const arrived = (this.arrived = []);
+    let rows;
+    try {
+      rows = (await fetch()).events;
+    } catch {
+      return false;
+    } finally {
+      if (this.arrived === arrived) this.arrived = null;
+    }
+    if (!Array.isArray(rows)) return false;
+    const server = rows.filter((r) => r && r.event && typeof r.event === "object")
+      .map((r) => ({ event: r.event, at: Date.parse(r.created_at) || Date.now() }));
+    const known = new Set(server.map(({ event }) => JSON.stringify(event)));
+    const newer = arrived.filter(({ event }) => !known.has(JSON.stringify(event)));
+    this.kept = [...server, ...newer].slice(-MAX_EVENTS);
+    this.save();
+    this.restore();
+    return true;
   }
 
   /** The chats' names on the lines, again (the list of chats was loaded, or a chat renamed). */
@@ -187,6 +217,7 @@ export class EventLog {
     if (!event || typeof event !== "object" || Array.isArray(event)) event = { value: event };
     const at = Date.now();
     this.kept.push({ event, at });
+    this.arrived?.push({ event, at });
     if (this.kept.length > MAX_EVENTS) this.kept.splice(0, this.kept.length - MAX_EVENTS);
     this.save();
     this.list.prepend(this.row(event, at));

@@ -161,7 +161,8 @@ let collapseIds = 0;
 
 /**
  * Fold `body` (an element in `article`) to a few hundred pixels once it is drawn taller than
- * that, with a Show more / Show less button after it.
+ * that, with a Show more / Show less button after it. Reaching something in the folded part
+ * with the keyboard (a link, a Copy button) unfolds it: nothing focused stays out of sight.
  */
 function collapsible(article, body) {
   body.id ||= `msg-body-${++collapseIds}`;
@@ -182,6 +183,11 @@ function collapsible(article, body) {
     expanded = !expanded;
     draw();
     if (!expanded) article.scrollIntoView({ block: "nearest" });
+  });
+  body.addEventListener("focusin", (event) => {
+    if (expanded || !body.classList.contains("collapsed") || !event.target.matches(":focus-visible")) return;
+    expanded = true;
+    draw();
   });
   new ResizeObserver(draw).observe(body);
 }
@@ -514,6 +520,11 @@ export class TurnView {
     this.el.dataset.end = kind;
     if (note) this.setNote(note, kind);
     if (!this.body.childElementCount && !note) this.setNote("(no reply)", "empty");
+    // A long answer folds once it is whole: while it streams, the page follows its end.
+    if (!this.folds) {
+      this.folds = true;
+      collapsible(this.el, this.body);
+    }
   }
 
   /** The model that wrote this answer: its name in the header, its id in `data-model`. */

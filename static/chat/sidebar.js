@@ -142,6 +142,14 @@ export class Sidebar {
     }
   }
 
+  /** A session's new name from the server (its model's title): its line shows it at once. */
+  setName(id, name) {
+    const session = this.sessions.find((s) => s.id === id);
+    if (!session) return this.refresh();
+    session.name = name;
+    if (!this.editing) this.draw();
+  }
+
   /** The name of a listed session ("" when it is not listed or has none). */
   nameOf(id) {
     return this.sessions.find((s) => s.id === id)?.name || "";

@@ -25,10 +25,10 @@ def _rows(html: str) -> list[str]:
 
 
 def test_the_session_list_shows_and_filters_by_model(admin_client, two_models):
-    make_session(session_id="chose-claude", name="CHOSE CLAUDE", model="claude-x")
-    make_session(session_id="chose-none", name="CHOSE NONE")
-    make_session(session_id="chose-gone", name="CHOSE GONE", model="unlisted-now")
-    make_session(session_id="chose-gpt", name="CHOSE GPT", model="gpt-x")
+    make_session(session_id="chose-claude", name="CHOSE CLAUDE", model="claude-x", message_count=1)
+    make_session(session_id="chose-none", name="CHOSE NONE", message_count=1)
+    make_session(session_id="chose-gone", name="CHOSE GONE", model="unlisted-now", message_count=1)
+    make_session(session_id="chose-gpt", name="CHOSE GPT", model="gpt-x", message_count=1)
 
     page = admin_client.get("/admin/sessions_app/chatsession/").content.decode()
     rows = {row.split("field-title")[1].split("</")[0].split(">")[-1]: row for row in _rows(page)}

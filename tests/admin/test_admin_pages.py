@@ -55,7 +55,7 @@ def test_session_changelist_columns(admin_client):
     ChatSession.objects.filter(pk=session.pk).update(state=ChatSession.State.ERROR)
     for cost in ("0.5", "0.25"):
         UsageRecord.objects.create(session=session, model="m", cost_usd=Decimal(cost))
-    make_session(session_id="unnamed-id")
+    make_session(session_id="unnamed-id", message_count=1)
 
     html = _page(admin_client, "/admin/sessions_app/chatsession/")
 
@@ -66,6 +66,21 @@ def test_session_changelist_columns(admin_client):
     assert "0.7500" in row  # cost column: summed usage
     for header in ("State", "Message count", "Last activity", "Cost (USD)"):
         assert header in html
+
+
+def test_the_session_list_leaves_out_sessions_without_messages_whose_pages_still_open(admin_client):
+    _conversation(session_id="talked", name="A real chat")
+    make_session(session_id="never-sent", name="Upload never sent")  # no message
+    make_session(session_id="starting", name="First turn starting", state=ChatSession.State.RUNNING)
+
+    listed = _page(admin_client, "/admin/sessions_app/chatsession/")
+    searched = _page(admin_client, "/admin/sessions_app/chatsession/", q="never-sent")
+
+    assert "A real chat" in listed and "First turn starting" in listed
+    assert "Upload never sent" not in listed and "never-sent" not in listed
+    assert "2 sessions" in listed  # the count leaves it out too
+    assert "Upload never sent" not in searched and "0 sessions" in searched
+    assert "Upload never sent" in _page(admin_client, "/admin/sessions_app/chatsession/never-sent/change/")
 
 
 def test_session_change_page_shows_the_conversation_in_order(admin_client):
@@ -130,7 +145,7 @@ def test_rename_from_the_change_page_keeps_the_turn_state(admin_client):
 def test_reset_action_frees_stuck_sessions(admin_client):
     stuck = make_session(session_id="stuck", state=ChatSession.State.RUNNING, turn_id="t1",
                          turn_owner="dead-process", lease_expires_at=timezone.now())
-    broken = make_session(session_id="broken", state=ChatSession.State.ERROR, turn_id="t2")
+    broken = make_session(session_id="broken", state=ChatSession.State.ERROR, turn_id="t2", message_count=2)
     untouched = make_session(session_id="untouched", state=ChatSession.State.ERROR, turn_id="t3")
 
     response = _action(admin_client, "/admin/sessions_app/chatsession/", "reset_to_idle",

@@ -147,8 +147,8 @@ def test_users_list_shows_sessions_devices_and_spend_against_the_quota(admin_cli
 
 def test_the_sessions_link_lists_only_that_users_sessions(admin_client):
     alice = make_user(username="alice")
-    make_session(session_id="alice-s", name="Alice only", user=alice)
-    make_session(session_id="owner-s", name="Owner only")
+    make_session(session_id="alice-s", name="Alice only", user=alice, message_count=1)
+    make_session(session_id="owner-s", name="Owner only", message_count=1)
 
     html = _page(admin_client, "/admin/sessions_app/chatsession/", user__id__exact=alice.pk)
 

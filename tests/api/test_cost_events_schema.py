@@ -161,6 +161,8 @@ CONTRACT_OPERATIONS = {
     ("/api/sign-out/", "post"),
     ("/api/approvals/", "get"),
     ("/api/approvals/{approval_id}/", "post"),
+    # The operator events a page opened later shows.
+    ("/api/channel-events/", "get"),
 }
 
 

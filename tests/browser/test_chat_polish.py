@@ -1,6 +1,11 @@
 """The chat page's finish in Chromium: highlighted code, accessibility, the keyboard, a phone."""
 
-from tests.browser.helpers import axe_violations, last_answer, open_paired, screenshot, send, wait_turn_end
+import subprocess
+import sys
+
+from tests.browser.helpers import (axe_violations, last_answer, open_paired, screenshot, send, session_id_of,
+                                   wait_turn_end)
+from tests.support.daphne import REPO_ROOT, server_env
 
 PYTHON = 'import os\n\ndef greet(name):\n    # say hello\n    return f"hello {name}" + str(42)\n'
 
@@ -111,6 +116,45 @@ def test_axe_finds_nothing_serious_on_the_pairing_card_in_light_and_dark(chat_se
         violations = axe_violations(page)
         assert violations == [], (scheme, violations)
         screenshot(page, f"pairing-axe-{scheme}")
+
+
+INTERRUPT = (
+    "import os; from sessions_app.models import ChatSession; "
+    "assert ChatSession.objects.filter(pk=os.environ['SESSION_ID']).update(state='interrupted') == 1"
+)
+
+
+def interrupt(server, session_id):
+    """Mark a session's last turn interrupted in the server's database, as a restart mid-turn leaves it."""
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", INTERRUPT], cwd=REPO_ROOT,
+        env=server_env({**server.env, "SESSION_ID": session_id}),
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=True,
+    )
+
+
+def test_axe_finds_nothing_serious_on_the_sessions_state_badges_in_light_and_dark(chat_server, token, page):
+    page.set_viewport_size({"width": 1366, "height": 860})
+    open_paired(page, chat_server, token)
+    send(page, "a chat that gets interrupted")
+    wait_turn_end(page, 1, "done")
+    interrupted = session_id_of(page)
+    interrupt(chat_server, interrupted)
+    page.keyboard.press("Control+Shift+O")
+    send(page, "another chat")
+    wait_turn_end(page, 1, "done")
+    badge = page.locator(f'.session-item[data-session-id="{interrupted}"] .badge.state-interrupted')
+    badge.wait_for()
+    assert badge.inner_text() == "interrupted"
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        violations = axe_violations(page, context="document.querySelector('#sidebar')")
+        assert violations == [], (scheme, violations)
+        screenshot(page, f"sessions-interrupted-axe-{scheme}")
+    # Opened, its last answer says it was interrupted and offers Retry, as it did live.
+    page.locator(f'.session-item[data-session-id="{interrupted}"] .session-link').click()
+    last_answer(page).locator("button.retry").wait_for()
+    assert last_answer(page).locator(".turn-note").inner_text().startswith("Interrupted: the server restarted")
 
 
 # --- The keyboard --------------------------------------------------------------------------

@@ -184,6 +184,72 @@ def test_a_very_long_message_is_folded_with_show_more(chat_server, token, page):
     assert page.locator("article.msg.user").last.locator(".show-more").is_hidden()
 
 
+STREAMING_LONG = """() => {
+  const a = [...document.querySelectorAll('article.msg.assistant')].pop();
+  const l = document.querySelector('#messages');
+  if (!a || !a.classList.contains('streaming') || a.textContent.length < 10000) return null;
+  return { folded: !!a.querySelector('.collapsed'), toggle: !!a.querySelector('.show-more:not([hidden])'),
+           fromEnd: l.scrollHeight - l.scrollTop - l.clientHeight };
+}"""
+
+
+def test_a_very_long_answer_folds_once_complete_not_while_it_streams(chat_server, token, page, context):
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=chat_server.url)
+    page.set_viewport_size({"width": 1366, "height": 860})
+    open_paired(page, chat_server, token)
+    paragraphs = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 10 for i in range(110))
+    message = (f"[[echo_prompt]] [[delay_ms=1]]\n\n```python\n{CODE}\n```\n\n{paragraphs}\n\n"
+               "[the last link](https://example.com/end)")
+    assert len(message) > 30_000
+    send(page, message)
+    # Half-way through, the answer is whole on the page, and the page follows its end.
+    streaming = page.wait_for_function(STREAMING_LONG, timeout=30_000).json_value()
+    assert streaming["folded"] is False and streaming["toggle"] is False
+    assert streaming["fromEnd"] < 50, streaming
+    wait_turn_end(page, 1, "done", timeout=60_000)
+
+    answer = last_answer(page)
+    body = answer.locator(":scope > .turn-body")
+    toggle = answer.locator(":scope > .show-more")
+    toggle.wait_for()
+    assert answer.get_by_role("button", name="Show more").count() == 1
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert toggle.get_attribute("aria-controls") == body.get_attribute("id")
+    wait_for(lambda: body.bounding_box()["height"] <= 400)
+    screenshot(page, "chat-long-answer-folded")
+    # Folded, the code at its top is still highlighted, and its Copy button copies it.
+    code = body.locator(".code-block pre code")
+    assert "hljs" in code.get_attribute("class").split() and code.locator(".hljs-keyword").count() >= 1
+    body.get_by_role("button", name="Copy python code").click()
+    wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == CODE)
+    assert toggle.get_attribute("aria-expanded") == "false"  # a click on Copy unfolds nothing
+    # The answer's Copy button copies all of it, folded part included.
+    answer.get_by_role("button", name="Copy answer").click()
+    wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == message)
+
+    toggle.focus()
+    page.keyboard.press("Enter")
+    assert toggle.inner_text() == "Show less" and toggle.get_attribute("aria-expanded") == "true"
+    assert body.bounding_box()["height"] > 5_000
+    toggle.click()
+    assert toggle.inner_text() == "Show more" and toggle.get_attribute("aria-expanded") == "false"
+    assert body.bounding_box()["height"] <= 400
+    # The keyboard reaching the folded part (Shift+Tab from the button: the link at the end) unfolds it.
+    toggle.focus()
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.textContent") == "the last link"
+    assert toggle.get_attribute("aria-expanded") == "true" and body.bounding_box()["height"] > 5_000
+
+    # From the history too; a short answer has no button.
+    send(page, "short")
+    wait_turn_end(page, 2, "done")
+    assert last_answer(page).locator(".show-more").is_hidden()
+    page.reload()
+    page.locator("article.msg.assistant .show-more:not([hidden])").first.wait_for()
+    assert page.locator("article.msg.assistant .show-more:not([hidden])").count() == 1
+    assert page.locator("article.msg.assistant").first.locator(".collapsed").count() == 1
+
+
 def test_copy_buttons_and_folding_fit_a_phone_in_light_and_dark(chat_server, token, page):
     page.set_viewport_size({"width": 390, "height": 844})
     open_paired(page, chat_server, token)

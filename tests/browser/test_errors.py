@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from tests.browser.conftest import browser_server
-from tests.browser.helpers import ARTIFACTS, last_answer, open_paired, send, wait_turn_end
+from tests.browser.helpers import ARTIFACTS, last_answer, open_paired, send, wait_online, wait_turn_end
 from tests.e2e.conftest import gateway_env, pair
 
 MAX_FRAME_BYTES = 4096
@@ -46,6 +46,50 @@ def test_a_broken_stream_reads_plainly_and_retry_answers_again(chat_server, toke
     assert last_answer(page).locator(".answer").inner_text().split() == ["tok1", "tok2", "tok3", "tok4"]
     # One question on the page, answered: no second copy of it was sent as a new message.
     assert page.locator("article.msg.user").count() == 1
+
+
+def retry_after_reload(page, note, shot):
+    """Reload the page on a failed turn: it shows `note` and a Retry, whose new answer arrives."""
+    page.reload()
+    wait_online(page)
+    failed = last_answer(page)
+    failed.locator("button.retry").wait_for()
+    assert failed.get_attribute("data-end") == "error"
+    assert failed.locator(".turn-note").inner_text() == note
+    page.screenshot(path=str(ARTIFACTS / f"{shot}.png"))
+    failed.locator("button.retry").click()
+    page.wait_for_function(
+        "() => { const a = [...document.querySelectorAll('article.msg.assistant')].pop();"
+        " return a && a.dataset.end === 'done'; }")
+    assert page.locator("button.retry").count() == 0
+    # The question was answered again, not sent again as a new message.
+    assert page.locator("article.msg.user").count() == 1
+    assert page.locator("article.msg.assistant").count() == 1
+
+
+def test_a_failed_turn_keeps_its_retry_after_a_reload(chat_server, token, page):
+    open_paired(page, chat_server, token)
+    send(page, f"[[reset_once=2]] [[chunks=4]] break once {uuid.uuid4().hex}")
+    wait_turn_end(page, 1, "error")
+    # The partial answer was kept with its error's code: the reloaded page words that code.
+    retry_after_reload(page, "The model could not answer this time. Try again.",
+                       "error-retry-after-reload-partial")
+    assert last_answer(page).locator(".answer").inner_text().split() == ["tok1", "tok2", "tok3", "tok4"]
+    # Answered: a reload now shows no Retry.
+    page.reload()
+    wait_online(page)
+    last_answer(page).locator(".answer").wait_for()
+    assert page.locator("button.retry").count() == 0
+
+
+def test_a_turn_that_failed_before_any_text_offers_retry_after_a_reload(chat_server, token, page):
+    open_paired(page, chat_server, token)
+    send(page, f"[[fail_once=400]] [[chunks=3]] refused once {uuid.uuid4().hex}")
+    wait_turn_end(page, 1, "error")
+    # Nothing of the answer was saved: the reloaded page draws the failed turn under its question.
+    retry_after_reload(page, "Something went wrong while answering. Try again.",
+                       "error-retry-after-reload-no-text")
+    assert last_answer(page).locator(".answer").inner_text().split() == ["tok1", "tok2", "tok3"]
 
 
 def test_a_silent_model_ends_after_the_first_delta_timeout_and_says_so(chat_server, token, page):

@@ -195,3 +195,19 @@ def test_anthropic_thinking_enabled_makes_the_mock_think_with_a_signature_it_acc
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": first["content"]},
                {"role": "user", "content": "again"}]
     assert anthropic_post(mock_llm, history, max_tokens=2000, thinking=thinking).status_code == 200
+
+
+SOME_TOOL = [{"type": "function", "function": {"name": "t", "parameters": {"type": "object"}}}]
+
+
+def test_side_directives_answer_only_a_request_that_offers_no_tools(mock_llm):
+    text = "Plan it [[side_reply=Party plans]] [[side_fail=503]]"
+    # A turn's request offers tools: the side directives are taken out, and it answers as usual.
+    assert "".join(contents(sse_events(chat(mock_llm, text, tools=SOME_TOOL).text))) == "Echo: Plan it"
+    # A side call (no tools) fails with the code, or, without side_fail, gets the side reply.
+    payload = {"model": "m", "stream": True, "messages": [{"role": "user", "content": text}]}
+    response = httpx.post(mock_llm.openai_url + "/chat/completions", json=payload,
+                          headers={"Authorization": "Bearer k-1"})
+    assert response.status_code == 503
+    reply = chat(mock_llm, "Plan it [[side_reply=Party plans]]").text
+    assert "".join(contents(sse_events(reply))) == "Party plans"

@@ -43,3 +43,53 @@ def test_a_named_chat_keeps_its_name():
     make_session(session_id="s", name="Mine")
     services.message_append(session_id="s", role="user", content="hello")
     assert ChatSession.objects.get(pk="s").name == "Mine"
+
+
+# --- a title the model proposes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply, name", [
+    ('"Garden Party Plans"', "Garden Party Plans"),
+    ("Title: **Lisbon trip**.\nThis title sums it up.", "Lisbon trip"),
+    ("\n\n  “Quarterly report summary”  \n", "Quarterly report summary"),
+    ("# A `heading` title", "A heading title"),
+    ("word " * 40, title_of("word " * 40)),
+    ("''", ""),
+    ("", ""),
+])
+def test_a_proposed_title_is_one_clean_short_line(reply, name):
+    cleaned = services.title_clean(reply)
+    assert cleaned == name
+    assert len(cleaned) <= TITLE_MAX_CHARS and "\n" not in cleaned
+
+
+@pytest.mark.django_db
+def test_the_models_title_replaces_the_first_messages_until_a_person_renames():
+    make_session(session_id="s")
+    services.message_append(session_id="s", role="user", content="plan a trip")
+    assert ChatSession.objects.get(pk="s").auto_named
+
+    assert services.session_title_set(session_id="s", title="Trip planning") == "Trip planning"
+    assert ChatSession.objects.get(pk="s").name == "Trip planning"
+
+    services.session_rename(session_id="s", name="Mine")
+    assert services.session_title_set(session_id="s", title="Another title") is None
+    assert ChatSession.objects.get(pk="s").name == "Mine"
+
+
+@pytest.mark.django_db
+def test_a_chat_named_by_its_client_gets_no_title_from_the_model():
+    make_session(session_id="s")
+    services.session_open(session_id="s", user_id=ChatSession.objects.get(pk="s").user_id, name="Given")
+    services.message_append(session_id="s", role="user", content="plan a trip")
+
+    assert services.session_title_set(session_id="s", title="Trip planning") is None
+    assert ChatSession.objects.get(pk="s").name == "Given"
+
+
+def test_a_proposed_title_never_holds_a_registered_secret():
+    from construct_core.redaction import register_secret
+
+    key = "sk-unit-TITLE-Jq8Ww2Pz5"
+    register_secret(key)
+    assert key not in services.title_clean(f"Title: {key} leak")

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sessions_app', '0006_session_model'),
+        ('sessions_app', '0009_delete_empty_sessions'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

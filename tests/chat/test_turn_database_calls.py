@@ -1,0 +1,164 @@
+"""A turn's database work comes in two calls: one as it takes the session, one as it ends.
+
+Each call is a hop to the one thread Channels runs database work on; under
+load the hops of a hundred turns queue there (bench/load.py). These tests
+count the hops of a real turn over the socket, and check that what the two
+calls store is what the step-by-step calls stored: the question, the answer
+with the turn's usage and cost, the usage rows, the session freed.
+"""
+
+import pytest
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
+
+from sessions_app.models import ChatSession, Message, UsageRecord
+from tests.chat.conftest import frames_until, open_socket, send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PRICES = {"mock-model": {"input": 2.0, "output": 10.0}}  # USD per million tokens
+
+# The step-by-step calls a turn made before they were folded into turn_open and turn_save.
+FOLDED = {"budget_check", "turn_try_start", "_turn_model", "turn_model", "message_append",
+          "history_for_provider", "usage_record", "turn_finish"}
+
+
+@pytest.fixture
+def hops(monkeypatch):
+    """The names of the functions run on the database thread, in order."""
+    names = []
+    original = DatabaseSyncToAsync.thread_handler
+
+    def counting(self, loop, *args, **kwargs):
+        names.append(getattr(self.func, "__name__", repr(self.func)))
+        return original(self, loop, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseSyncToAsync, "thread_handler", counting)
+    return names
+
+
+@database_sync_to_async
+def stored(session_id):
+    session = ChatSession.objects.get(pk=session_id)
+    messages = list(Message.objects.filter(session_id=session_id).order_by("seq")
+                    .values_list("role", "content", "data"))
+    usage = list(UsageRecord.objects.filter(session_id=session_id).order_by("id")
+                 .values_list("input_tokens", "output_tokens", "cost_usd"))
+    return session, messages, usage
+
+
+async def test_a_plain_turn_makes_two_database_calls(gateway, token, hops):
+    gateway.CONSTRUCT_PRICES = PRICES
+    comm, _ = await open_socket(token, query="session_id=hops")
+    await send(comm, type="message", content="first")  # stores the session: not what is counted
+    await frames_until(comm)
+
+    hops.clear()
+    await send(comm, type="message", content="second")
+    frames = await frames_until(comm)
+    await comm.disconnect()
+
+    done = frames[-1]
+    assert done["type"] == "done" and done["full_response"] == "Echo: second"
+    # The turn's start and end events are kept by a task of their own, in batches
+    # (sessions_app.events): not the turn's calls.
+    turn_hops = [name for name in hops if name != "operator_events_record"]
+    assert turn_hops.count("turn_open") == 1 and turn_hops.count("turn_save") == 1, hops
+    assert not FOLDED & set(turn_hops), hops
+    assert len(turn_hops) <= 3, hops  # turn_open, turn_save and at most one more
+
+    session, messages, usage = await stored("hops")
+    assert session.state == ChatSession.State.IDLE and session.turn_id is None
+    assert [(role, content) for role, content, _ in messages] == [
+        ("user", "first"), ("assistant", "Echo: first"), ("user", "second"), ("assistant", "Echo: second")]
+    answer = messages[-1][2]
+    # The answer keeps the turn's whole usage and cost, the same as `done` says.
+    assert answer["usage"] == done["usage"]
+    assert done["usage"]["input_tokens"] > 0 and done["usage"]["cost_usd"] > 0
+    assert len(usage) == 2
+    input_tokens, output_tokens, cost = usage[-1]
+    assert (input_tokens, output_tokens) == (done["usage"]["input_tokens"], done["usage"]["output_tokens"])
+    assert float(cost) == pytest.approx(done["usage"]["cost_usd"])
+    assert float(cost) == pytest.approx((input_tokens * 2.0 + output_tokens * 10.0) / 1_000_000)
+
+
+async def test_a_tool_turn_keeps_its_messages_in_order(gateway, token, hops):
+    """The answer held back for the turn's end still comes after the tool call and its result."""
+    gateway.CONSTRUCT_PRICES = PRICES
+    comm, _ = await open_socket(token, query="session_id=hops-tools")
+    await send(comm, type="message", content='[[tool:memory_store {"content": "a note"}]] keep it')
+    frames = await frames_until(comm)
+    await comm.disconnect()
+    assert frames[-1]["type"] == "done"
+    assert [f["type"] for f in frames if f["type"].startswith("tool")] == ["tool_call", "tool_result"]
+
+    session, messages, usage = await stored("hops-tools")
+    assert [role for role, _, _ in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1][2].get("tool_calls") and "usage" not in messages[1][2]
+    # Two provider calls, each recorded; the last message has the sum of both.
+    assert len(usage) == 2
+    assert messages[-1][2]["usage"]["input_tokens"] == sum(row[0] for row in usage)
+    assert messages[-1][2]["usage"] == frames[-1]["usage"]
+    assert session.state == ChatSession.State.IDLE
+
+
+def _running_session(session_id):
+    from sessions_app import services
+    session = ChatSession.objects.create(pk=session_id, user_id=_owner_id())
+    started, _ = services.turn_try_start(session_id=session_id, user_id=session.user_id,
+                                         turn_id="t1", owner="p1", lease_seconds=60)
+    assert started
+    return session
+
+
+def test_a_save_that_fails_frees_the_session_in_error_and_raises():
+    from sessions_app import turn_db
+    _running_session("save-fails")
+    with pytest.raises(Exception):
+        turn_db.turn_save(session_id="save-fails", user_id=None, turn_id="t1", model="m", usages=[],
+                          messages=[{"role": "assistant", "content": "x", "data": {"bad": object()}}],
+                          finish_state=ChatSession.State.IDLE)
+    session = ChatSession.objects.get(pk="save-fails")
+    assert session.state == ChatSession.State.ERROR and session.lease_expires_at is None
+
+
+def test_opening_a_taken_session_does_nothing_more():
+    from sessions_app import turn_db
+    session = _running_session("taken")
+    opened = turn_db.turn_open(session_id="taken", user_id=session.user_id, turn_id="t2", owner="p2",
+                               lease_seconds=60, question={"content": "hello"}, token_budget=1000)
+    assert not opened.started and not opened.message_saved and opened.history is None
+    assert not Message.objects.filter(session_id="taken").exists()
+
+
+def test_a_step_after_taking_the_session_that_fails_is_handed_back():
+    from construct_core.errors import ModelNotFound
+    from sessions_app import turn_db
+    session = ChatSession.objects.create(pk="bad-model", user_id=_owner_id())
+    opened = turn_db.turn_open(session_id="bad-model", user_id=session.user_id, turn_id="t1",
+                               owner="p1", lease_seconds=60, model="no-such-model",
+                               question={"content": "hello"}, token_budget=1000)
+    assert opened.started and isinstance(opened.failure, ModelNotFound)
+    assert not opened.message_saved
+    # The session is the turn's now: the turn ends with the failure and frees it.
+    assert ChatSession.objects.get(pk="bad-model").state == ChatSession.State.RUNNING
+
+
+def _owner_id():
+    from sessions_app import services
+    return services.default_owner().pk
+
+
+async def test_the_turns_events_are_kept_in_batches_under_load(hops):
+    """Fifty events published at once: kept whole and in order, in far fewer than fifty calls."""
+    from sessions_app import events, services
+    from sessions_app.models import OperatorEvent
+
+    owner = await database_sync_to_async(services.default_owner)()
+    for n in range(50):
+        await events.publish_operator_event({"type": "agent_start", "session_id": f"s{n}", "n": n},
+                                            user_id=owner.pk)
+    await events.operator_events_kept()
+    kept = await database_sync_to_async(lambda: list(
+        OperatorEvent.objects.order_by("id").values_list("event", flat=True)))()
+    assert [event["n"] for event in kept] == list(range(50))
+    assert 1 <= hops.count("operator_events_record") < 10, hops
