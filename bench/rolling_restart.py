@@ -11,13 +11,16 @@ While they do, supervise gets SIGHUP and replaces its processes one at a time.
 Each client goes on until the restart is over and its last turn has ended.
 
 A client reconnects at once when its socket closes (a draining process closes
-with 1012), asking for the running turn after the last `seq` it saw; a message
-refused by a draining process (`SESSION_BUSY` with `"restarting": true`) is
-sent again, with the same `client_id`, once the socket is back. Every turn must
+with 1012), asking for the running turn after the last `seq` it saw. A draining
+process keeps a message it accepts and another process runs it; a message the
+client saw no turn of is sent again, with the same `client_id`, once the socket
+is back (answered as a duplicate if it was kept). A refusal (`SESSION_BUSY` with
+`"restarting": true`, as older gateways sent) is counted and sent again too. Every turn must
 end with `done`, its text whole and in order (`tok1 ` .. `tokN `, seqs without
 a gap, `full_response` equal to what arrived); any other error frame, or a turn
-that never ends, is a failure. Figures: turns, turns that spanned a reconnect,
-reconnects, refusals, the longest gap between two frames of one turn, how long
+that never ends, is a failure (a turn run while its socket was away is checked in the
+saved history). Figures: turns, turns that spanned a reconnect, reconnects, refusals,
+turns run while their socket was away, the longest gap between two frames of one turn, how long
 the restart took, and each process's drain.
 """
 
@@ -246,6 +249,7 @@ class Client:
     resumed_turns: int = 0
     reconnects: int = 0
     refusals: int = 0
+    ran_away: int = 0  # turns of messages a draining process kept, run while the socket was away
     close_codes: list = field(default_factory=list)
     failures: list = field(default_factory=list)
     max_gap: float = 0.0
@@ -254,6 +258,23 @@ class Client:
     def note(self, what: str) -> None:
         self.trace.append(f"{time.monotonic():.2f} {what}")
         del self.trace[:-12]
+
+    def answer_of(self, content: str) -> str | None:
+        """The saved answer to the user message `content` (a turn the client did not watch)."""
+        url = f"{self.url.replace('ws://', 'http://', 1)}/api/sessions/{self.session_id}/messages/"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            messages = json.loads(response.read())["messages"]
+        for asked, answered in zip(messages, messages[1:]):
+            if asked["role"] == "user" and asked["content"] == content and answered["role"] == "assistant":
+                return answered["content"]
+        return None
+
+    def ran_while_away(self, answer: str) -> None:
+        if answer != self.expected():
+            self.failures.append(f"kept message not whole: {answer[:80]!r}")
+        self.turns += 1
+        self.resumed_turns += 1
+        self.ran_away += 1
 
     def expected(self) -> str:
         return "".join(f"tok{i} " for i in range(1, self.chunks + 1))
@@ -276,7 +297,13 @@ class Client:
                         ws, start = await self._connect(turn)
                         running = start.get("turn_id") if start.get("state") == "running" else None
                         if turn is not None and turn["id"] is None and running is None:
-                            # Accepted, then refused by a draining process while the socket went.
+                            # Accepted by a draining process as the socket went: another process
+                            # ran it while the socket was away, or will; else send it again.
+                            answer = await asyncio.to_thread(self.answer_of, turn["msg"][1])
+                            if answer is not None:
+                                self.ran_while_away(answer)
+                                turn = None
+                                continue
                             pending, turn = turn["msg"], None
                         elif turn is not None:
                             turn["resumed"] = True
@@ -335,6 +362,13 @@ class Client:
             now = time.monotonic()
             if kind == "ack":
                 if pending is not None and frame.get("client_id") == pending[0]:
+                    if frame.get("duplicate") and turn is None:
+                        # Kept by a draining process whose ack went with its socket: it may
+                        # have run while the socket was away (else its turn comes).
+                        answer = await asyncio.to_thread(self.answer_of, pending[1])
+                        if answer is not None:
+                            self.ran_while_away(answer)
+                            return None, None
                     if turn is None:
                         turn = {"id": None, "seq": 0, "text": [], "resumed": False, "at": now}
                     turn["msg"], pending = pending, None
@@ -385,6 +419,7 @@ class Result:
     resumed_turns: int
     reconnects: int
     refusals: int
+    ran_away: int
     close_codes: dict
     failures: list
     max_gap_s: float
@@ -420,6 +455,7 @@ async def load(url: str, gateway: Gateway, sessions: int, chunks: int, delay_ms:
         sessions=sessions, turns=sum(c.turns for c in clients),
         resumed_turns=sum(c.resumed_turns for c in clients),
         reconnects=sum(c.reconnects for c in clients), refusals=sum(c.refusals for c in clients),
+        ran_away=sum(c.ran_away for c in clients),
         close_codes=codes, failures=failures, max_gap_s=round(max(c.max_gap for c in clients), 3),
         restart_s=round(restart_s, 1),
         replaced=all(a not in (None, b) for a, b in zip(after, before)),
@@ -469,7 +505,8 @@ def main() -> int:
     print(f"rolling restart: {result.restart_s} s; every process replaced: {result.replaced}")
     print(f"turns completed whole: {result.turns} ({result.resumed_turns} across a reconnect)")
     print(f"reconnects: {result.reconnects}; close codes: {result.close_codes}; "
-          f"messages refused while draining and sent again: {result.refusals}")
+          f"messages refused while draining and sent again: {result.refusals}; "
+          f"kept by a draining process and run while their socket was away: {result.ran_away}")
     print(f"longest gap between two frames of a turn: {result.max_gap_s} s")
     print(f"failures: {len(result.failures)}")
     for failure in result.failures[:20]:

@@ -16,7 +16,7 @@ from django import db
 from django.conf import settings
 
 from chat import limits, protocol, security, turns
-from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError, ServerRestarting
+from construct_core.errors import DATABASE_UNAVAILABLE, AgentInitFailed, GatewayError
 from construct_core.logs import session_id_var
 from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
@@ -219,15 +219,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._dispatch(frame)
         except FrameError as exc:
             await self.send_json(error_frame(exc.code, exc.message))
-        except ServerRestarting as exc:
-            # Behind Redis other processes serve this session: the socket goes to one now (a
-            # running turn follows it through Redis). A message with a client_id was not
-            # acknowledged, so the client sends it again there (the page does, from its
-            # outbox): no error to show. One without is refused in words.
-            if not (settings.REDIS_URL and exc.details.get("client_id")):
-                await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
-            if settings.REDIS_URL:
-                await self.close(code=CLOSE_SERVICE_RESTART)
         except GatewayError as exc:  # a refusal with details (an approval's id)
             await self.send_json({**error_frame(exc.code, sanitize(str(exc))), **exc.details})
         except Exception as exc:  # the database or the layer failed: say so, keep the socket

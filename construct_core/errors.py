@@ -54,8 +54,8 @@ class SessionBusy(GatewayError):
 
 
 class ServerRestarting(SessionBusy):
-    """This process drains before a restart: it starts no new turn. The message was not
-    kept; sent again (on a socket the restart moved), it runs."""
+    """This process drains before a restart: it starts no new turn (the session lock says
+    so; the message is handed on to a process that serves on, chat/turns/queue.py)."""
 
     def __init__(self, message: str = "The server is restarting: the message was not run; "
                                       "send it again after reconnecting", **details):

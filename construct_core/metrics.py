@@ -38,6 +38,7 @@ COST_USD = Counter("construct_cost_usd_total", "What the tokens cost at CONSTRUC
                    ["model"])
 OPEN_SOCKETS = Gauge("construct_open_sockets", "Chat sockets open", multiprocess_mode="livesum")
 RUNNING_TURNS = Gauge("construct_running_turns", "Turns running", multiprocess_mode="livesum")
+# Plus, as /metrics is read, the messages a draining process handed on (kept in the database).
 QUEUED_MESSAGES = Gauge("construct_queued_messages", "Messages waiting for their session's running turn",
                         multiprocess_mode="livesum")
 ERRORS = Counter("construct_errors_total", "Error frames sent, by code", ["code"])
@@ -67,11 +68,35 @@ def tokens_used(model: str, input_tokens: int, output_tokens: int, cost_usd: flo
     COST_USD.labels(model).inc(cost_usd)
 
 
-def exposition() -> tuple[bytes, str]:
-    """(body, content type) of the metrics: every process's, summed, in multiprocess mode."""
+def exposition(added: dict[str, float] | None = None) -> tuple[bytes, str]:
+    """(body, content type) of the metrics: every process's, summed, in multiprocess mode.
+
+    `added`: values to add to unlabelled gauges by name, counted once for the
+    whole gateway rather than per process (the messages kept in the database).
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
+    if added:
+        registry = _Added(registry, added)
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Added:
+    """A registry's metrics with `added` summed into the samples of those names."""
+
+    def __init__(self, registry, added: dict[str, float]):
+        self.registry = registry
+        self.added = added
+
+    def collect(self):
+        for metric in self.registry.collect():
+            if metric.name in self.added:
+                metric.samples = [
+                    sample._replace(value=sample.value + self.added[metric.name])
+                    if sample.name == metric.name and not sample.labels else sample
+                    for sample in metric.samples
+                ]
+            yield metric

@@ -21,7 +21,12 @@
 
 3. The access log. Daphne writes it straight to a stream, not through
    logging, so the RedactingFilter never sees those lines, and an HTTP
-   request line keeps its query string (a ``?token=``).
+   request line keeps its query string (a ``?token=``). Behind a proxy it
+   names the proxy: daphne believes ``X-Forwarded-For`` from every peer or
+   from none (``--proxy-headers``). Its line names the client as the gateway
+   sees it instead: the ``X-Forwarded-For`` client when the peer is one of
+   CONSTRUCT_TRUSTED_PROXIES, else the peer (sessions_app.clients). The
+   application's scope keeps the peer: the gateway applies that rule itself.
 
 4. Draining. On SIGTERM the process drains (construct_core.drain): a new
    socket is refused at the handshake with HTTP 503, before any application
@@ -117,6 +122,53 @@ def patch_daphne_access_log() -> None:
     setattr(write_entry, _MARKER, True)
     write_entry.__doc__ = original.__doc__
     AccessLogGenerator.write_entry = write_entry
+
+
+_CLIENT_MARKER = "_construct_log_client"
+
+
+def patch_daphne_access_log_client() -> None:
+    """Name in daphne's access lines the client the trusted proxies report, not the proxy."""
+    from daphne.http_protocol import WebRequest
+
+    protocol = _websocket_protocol()
+    original_process = WebRequest.process
+    if getattr(original_process, _CLIENT_MARKER, False):
+        return
+
+    def process(self):
+        result = original_process(self)
+        # The application's scope is made by now, with the peer: only the log line changes.
+        forwarded = self.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        if forwarded and self.client_addr:
+            self.client_addr = _logged_client(self.client_addr, forwarded)
+        return result
+
+    original_connect = protocol.onConnect
+
+    def onConnect(self, request):
+        result = original_connect(self, request)
+        forwarded = [value for name, value in getattr(self, "clean_headers", ())
+                     if name == b"x-forwarded-for"]
+        if forwarded and self.client_addr:
+            self.client_addr = _logged_client(self.client_addr, forwarded)
+        return result
+
+    for patched, original in ((process, original_process), (onConnect, original_connect)):
+        setattr(patched, _CLIENT_MARKER, True)
+        patched.__doc__ = original.__doc__
+    WebRequest.process = process
+    protocol.onConnect = onConnect
+
+
+def _logged_client(peer: list, forwarded: list[bytes]) -> list:
+    """daphne's [host, port] of a request for its access line: the client's when a trusted
+    proxy forwarded it (port 0, as daphne's own proxy headers give), else the peer's."""
+    from sessions_app.clients import client_address
+
+    client = client_address(remote_addr=str(peer[0]),
+                            forwarded_for=", ".join(value.decode("latin-1") for value in forwarded))
+    return peer if client == str(peer[0]) else [client, 0]
 
 
 _DRAIN_MARKER = "_construct_drain"

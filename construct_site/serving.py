@@ -91,6 +91,8 @@ def daphne_patch() -> None:
     daphne_compat.patch_daphne_close_codes()
     daphne_compat.patch_daphne_message_limit(settings.CONSTRUCT_MAX_FRAME_BYTES)
     daphne_compat.patch_daphne_access_log()
+    # Its lines name the client the trusted proxies report, not the proxy.
+    daphne_compat.patch_daphne_access_log_client()
     # Refuse new sockets with 503 while draining; know the open ones, to close them with 1012.
     daphne_compat.patch_daphne_drain()
 

@@ -151,3 +151,14 @@ async def publish_branch_switched(*, session_id: str, leaf_id: int, origin: str 
     once that is in the database: each sends the `history` frame to its sockets of the session."""
     await _group_send(ENGINES_GROUP, branch_switched_message(
         session_id=session_id, leaf_id=leaf_id, origin=origin))
+
+
+def queued_added_message(*, session_id: str) -> dict:
+    """What every engine hears when a draining process handed a message on (QueuedMessage)."""
+    return {"type": "queued.added", "session_id": session_id}
+
+
+async def publish_queued_added(*, session_id: str) -> None:
+    """Tell every process's turn engine that a message of the session waits in the database
+    for a process that serves on: each wakes its watchdog, which runs it (chat/turns/queue.py)."""
+    await _group_send(ENGINES_GROUP, queued_added_message(session_id=session_id))

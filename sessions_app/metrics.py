@@ -18,6 +18,7 @@ from construct_core.metrics import exposition
 from sessions_app.api.auth import BearerTokenAuthentication
 from sessions_app.clients import address_in, client_ip, networks_parse
 from sessions_app.pairing import pairing_required
+from sessions_app.selectors import queued_count
 
 REFUSED_MESSAGE = (
     "Metrics are for this host, CONSTRUCT_METRICS_ALLOWED addresses and staff: "
@@ -48,7 +49,8 @@ def metrics(request):
         response = JsonResponse({"error": REFUSED_MESSAGE, "code": "AUTH_ERROR"}, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="construct"'
         return response
-    body, content_type = exposition()
+    # The messages draining processes handed on wait in the database: counted once, here.
+    body, content_type = exposition({"construct_queued_messages": queued_count()})
     response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response

@@ -5,6 +5,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class ChatSession(models.Model):
@@ -134,6 +135,30 @@ class TurnWaiter(models.Model):
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="waiters")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
+
+
+class QueuedMessage(models.Model):
+    """A message accepted by a process that drains: it waits here for any process to run it.
+
+    Rows run in order (by acceptance), each once: a process claims the oldest together
+    with the session's lock (services.queued_claim) and deletes it as the turn
+    saves the user message (services.queued_message_append). A claim whose
+    process died before that (its turn no longer holds the session) is claimed again.
+    """
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="queued")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    client_id = models.CharField(max_length=128, null=True, blank=True)
+    content = models.TextField(blank=True, default="")
+    # The message's options: page_context, attachments, model, reasoning, ask ({"kind", "message_id"}).
+    options = models.JSONField(default=dict, blank=True)
+    # The turn that claimed it, while that turn has not saved the message yet.
+    turn_id = models.CharField(max_length=64, blank=True, default="")
+    # When the message was accepted (a message that waited for the lock keeps its place).
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
 
 
 class PairedDevice(models.Model):

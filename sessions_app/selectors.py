@@ -12,7 +12,8 @@ from django.utils import timezone
 from sessions_app.attachments import attachments_tokens
 from sessions_app.branches import branch_up, newest_leaf_under, up_to_role  # noqa: F401  (a read)
 from sessions_app.models import (
-    AuditEvent, ChatSession, MemoryNote, Message, OperatorEvent, ToolApproval, UsageRecord,
+    AuditEvent, ChatSession, MemoryNote, Message, OperatorEvent, QueuedMessage, ToolApproval,
+    UsageRecord,
 )
 
 logger = logging.getLogger(__name__)
@@ -471,6 +472,24 @@ def approvals_waiting_any() -> bool:
     return ToolApproval.objects.filter(state=ToolApproval.State.PENDING).exists() or bool(
         turns_parked(limit=1)
     )
+
+
+def queued_sessions(*, limit: int = 100) -> list[str]:
+    """The sessions with messages a draining process handed on, oldest first."""
+    ids: list[str] = []
+    for session_id in QueuedMessage.objects.order_by("created_at", "id").values_list(
+            "session_id", flat=True)[:limit * 8]:
+        if session_id not in ids:
+            ids.append(session_id)
+    return ids[:limit]
+
+
+def queued_count(*, session_id: str | None = None) -> int:
+    """How many handed-on messages wait (for one session, or for all)."""
+    rows = QueuedMessage.objects.all()
+    if session_id is not None:
+        rows = rows.filter(session_id=session_id)
+    return rows.count()
 
 
 def session_model(*, session_id: str) -> str | None:

@@ -23,7 +23,8 @@ from construct_core.redaction import scrub, scrub_value
 from sessions_app.audit import audit_record
 from sessions_app.branches import newest_leaf_under
 from sessions_app.models import (
-    ChatSession, ClientMessageId, MemoryNote, Message, OperatorEvent, ToolApproval, TurnWaiter,
+    ChatSession, ClientMessageId, MemoryNote, Message, OperatorEvent, QueuedMessage, ToolApproval,
+    TurnWaiter,
     UsageRecord,
 )
 
@@ -348,8 +349,10 @@ def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
     """Take the session for a new turn if nobody holds it.
 
     Waiting messages go in order: a waiter may start only when no older waiter
-    is still waiting. Returns (started, taken_over) where taken_over describes a
-    turn whose process died (its lease ran out) and which this call ended.
+    is still waiting, and none while messages a draining process handed on
+    wait (QueuedMessage: they were accepted first). Returns (started,
+    taken_over) where taken_over describes a turn whose process died (its
+    lease ran out) and which this call ended.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -358,29 +361,43 @@ def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
             # Deleted (through the API or admin) while a socket stayed open on it:
             # the next message starts the conversation afresh under the same id.
             session = ChatSession.objects.create(pk=session_id, user_id=user_id)
-        lease_alive = session.lease_expires_at is not None and session.lease_expires_at > now
-        if session.state == State.RUNNING and (lease_alive or _parked(session_id, session.turn_id)):
-            # A dead process's turn that waits for an approval is not taken over:
-            # the answer continues it (approval_decide, turn_adopt).
+        if _held(session, now):
             return False, None
         older = TurnWaiter.objects.filter(session_id=session_id, expires_at__gt=now)
         if waiter_id is not None:
             older = older.filter(id__lt=waiter_id)
-        if older.exists():
+        if older.exists() or QueuedMessage.objects.filter(session_id=session_id).exists():
             return False, None
-        taken_over = None
-        if session.state == State.RUNNING:
-            taken_over = {"turn_id": session.turn_id, "owner": session.turn_owner}
-        session.state = State.RUNNING
-        session.turn_id = turn_id
-        session.turn_started_at = now
-        session.turn_owner = owner
-        session.lease_expires_at = now + timedelta(seconds=lease_seconds)
-        session.last_activity = now
-        session.save(update_fields=[
-            "state", "turn_id", "turn_started_at", "turn_owner", "lease_expires_at", "last_activity"
-        ])
+        taken_over = _session_take(session, turn_id, owner, lease_seconds, now)
     return True, taken_over
+
+
+def _held(session: ChatSession, now) -> bool:
+    """Whether a live turn holds the session (a lease that runs, or one parked on an approval).
+
+    A dead process's turn that waits for an approval is not taken over: the
+    answer continues it (approval_decide, turn_adopt).
+    """
+    lease_alive = session.lease_expires_at is not None and session.lease_expires_at > now
+    return session.state == State.RUNNING and (lease_alive or _parked(session.pk, session.turn_id))
+
+
+def _session_take(session: ChatSession, turn_id: str, owner: str, lease_seconds: float,
+                  now) -> dict | None:
+    """Make `turn_id` the session's running turn (the row is locked); the dead turn it ends, if any."""
+    taken_over = None
+    if session.state == State.RUNNING:
+        taken_over = {"turn_id": session.turn_id, "owner": session.turn_owner}
+    session.state = State.RUNNING
+    session.turn_id = turn_id
+    session.turn_started_at = now
+    session.turn_owner = owner
+    session.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    session.last_activity = now
+    session.save(update_fields=[
+        "state", "turn_id", "turn_started_at", "turn_owner", "lease_expires_at", "last_activity"
+    ])
+    return taken_over
 
 
 def turns_renew(*, turns: list[tuple[str, str]], lease_seconds: float) -> set[str]:
@@ -495,6 +512,71 @@ def waiter_add(*, session_id: str, depth: int, timeout: float) -> int | None:
 
 def waiter_remove(*, waiter_id: int) -> None:
     TurnWaiter.objects.filter(id=waiter_id).delete()
+
+
+# --- Messages handed on by a draining process ------------------------------------
+
+
+def queued_add(*, session_id: str, user_id: int, client_id: str | None, content: str,
+               options: dict, depth: int, accepted_at=None) -> int | None:
+    """Keep an accepted message for any process to run (QueuedMessage); None when `depth`
+    messages of the session wait already."""
+    with transaction.atomic():
+        ChatSession.objects.select_for_update().only("pk").get(pk=session_id)
+        if QueuedMessage.objects.filter(session_id=session_id).count() >= depth:
+            return None
+        row = QueuedMessage.objects.create(
+            session_id=session_id, user_id=user_id,
+            client_id=scrub(client_id) if client_id is not None else None,
+            content=scrub(content), options=_data_scrub(options),
+            created_at=accepted_at or timezone.now(),
+        )
+    return row.pk
+
+
+def queued_claim(*, session_id: str, turn_id: str, owner: str,
+                 lease_seconds: float) -> tuple[QueuedMessage | None, dict | None] | None:
+    """Take the session for its oldest handed-on message, run as `turn_id`: (the message, the
+    dead turn this ended or None); None when none waits; (None, None) when some wait but a
+    live turn holds the session (or another process claimed it a moment ago).
+
+    The session's row is locked and the message's claim is a conditional
+    update, in one transaction: however many processes try at once, one gets
+    it. A message claimed by a turn that no longer holds the session (its
+    process died before saving it) is claimed again.
+    """
+    if not QueuedMessage.objects.filter(session_id=session_id).exists():
+        return None  # the usual case, in one cheap query
+    now = timezone.now()
+    with transaction.atomic():
+        session = ChatSession.objects.select_for_update().filter(pk=session_id).first()
+        if session is None:
+            return None
+        if _held(session, now):
+            return None, None
+        row = QueuedMessage.objects.filter(session_id=session_id).order_by("created_at", "id").first()
+        if row is None:
+            return None
+        if not QueuedMessage.objects.filter(pk=row.pk, turn_id=row.turn_id).update(turn_id=turn_id):
+            return None, None
+        row.turn_id = turn_id
+        taken_over = _session_take(session, turn_id, owner, lease_seconds, now)
+    return row, taken_over
+
+
+def queued_message_append(*, queued_id: int, session_id: str, turn_id: str,
+                          **fields) -> Message:
+    """Save a handed-on message as the user message of the turn that claimed it, and forget
+    it, at once (message_append's `fields`). Raises SessionBusy when that turn lost it."""
+    with transaction.atomic():
+        if not QueuedMessage.objects.filter(pk=queued_id, turn_id=turn_id).delete()[0]:
+            raise SessionBusy("The queued message was taken over by another process")
+        return message_append(session_id=session_id, turn_id=turn_id, **fields)
+
+
+def queued_done(*, queued_id: int, turn_id: str) -> None:
+    """Forget a handed-on message its turn ran without saving it (a regenerate), or refused."""
+    QueuedMessage.objects.filter(pk=queued_id, turn_id=turn_id).delete()
 
 
 # --- Usage -------------------------------------------------------------------

@@ -31,6 +31,7 @@ class TurnOpened:
     warnings: list[str] = field(default_factory=list)  # budget warnings (from 80 %)
     choice: ModelChoice | None = None  # the model the turn runs, once it holds the session
     message_saved: bool = False  # the question is stored
+    first_question: bool = False  # ... and it is the session's first message
     history: list[dict] | None = None  # what the provider is sent, when asked for
     failure: Exception | None = None  # a step after taking the session failed: the turn ends with it
 
@@ -74,9 +75,10 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
             refs = attachments.attachment_refs(session_id=session_id, ids=list(ids)) if ids else []
             if refs:
                 data["attachments"] = refs
-            services.message_append(session_id=session_id, role="user", content=question["content"],
-                                    data=data, turn_id=turn_id)
+            row = services.message_append(session_id=session_id, role="user",
+                                          content=question["content"], data=data, turn_id=turn_id)
             opened.message_saved = True
+            opened.first_question = row.seq == 1
             if token_budget is not None:
                 opened.history, _dropped = selectors.history_for_provider(
                     session_id=session_id, token_budget=token_budget)

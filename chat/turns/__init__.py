@@ -10,13 +10,15 @@
                     gets the `history` frame
     turn_stop       stop the session's running turn, here or elsewhere
     approval_decide a person's answer to a tool call waiting for approval
-    engine_start    what a server process starts before any socket (approvals' watchdog)
+    engine_start    what a server process starts before any socket (approvals' watchdog,
+                    the messages a draining process handed on: queue.py)
     engine_drain    let this process's running turns end (up to a deadline) before it exits
     check_agent     raise AgentInitFailed if no turn could run
 
 Inside, imports point down only: run (a turn) and remote (other processes'
 turns) use lock (the session lease and queue) and fanout (the sockets), which
-uses bus (Redis); engine holds one of each per process.
+uses bus (Redis); queue (messages a draining process handed on) uses run;
+engine holds one of each per process.
 """
 
 import asyncio
@@ -29,8 +31,7 @@ from chat.turns.engine import get_engine
 from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
 from chat.turns.run import message_run
 from chat.turns.setup import check_agent
-from construct_core.drain import draining
-from construct_core.errors import ApprovalInvalid, ServerRestarting
+from construct_core.errors import ApprovalInvalid
 from sessions_app import catalogue, selectors, services
 from sessions_app.events import operator_events_kept
 from sessions_app.models import ChatSession
@@ -84,6 +85,8 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     except BaseException:
         await session_leave(subscriber)
         raise
+    if not session._state.adding:
+        engine.handed_on.soon(session_id)  # messages a draining process handed on run now
     return subscriber
 
 
@@ -124,10 +127,10 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
     `model` (an id of the model list) becomes the session's model when the
     turn starts; one not in the list (ModelNotFound), or one whose provider
     cannot be set up (AgentInitFailed), is refused here, with nothing run or
-    kept. `reasoning` is the turn's level (None: the default).
+    kept. `reasoning` is the turn's level (None: the default). On a process that drains,
+    the message is accepted all the same and handed on: it runs on a process that serves on
+    (chat/turns/queue.py).
     """
-    if draining():
-        raise ServerRestarting(**({"client_id": client_id} if client_id is not None else {}))
     engine = get_engine()
     # From here until its turn holds the session (message_run), a drain neither sends this
     # socket away nor exits: an acknowledged message is either run here or forgotten first.
@@ -232,8 +235,10 @@ async def approval_decide(subscriber: Subscriber, *, approval_id: str, decision:
 async def engine_start() -> None:
     """Start what this process runs before any socket connects: the approvals' listener and
     watchdog, so a timeout fires and a dead process's turn is continued with no socket open."""
+    engine = get_engine()
     try:
-        get_engine().approvals.start()
+        engine.approvals.start()
+        await engine.handed_on.start()
     except Exception:
         logger.exception("could not start the approvals watchdog")
 

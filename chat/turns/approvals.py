@@ -19,7 +19,8 @@ it over (`services.turn_adopt`) and continues it from the saved history
 
 The watchdog (on every process where some rule asks, or something waits)
 also decides as `timeout` the approvals nobody answered in time, whether or
-not any socket is open and whether or not the process that asked is alive.
+not any socket is open and whether or not the process that asked is alive;
+and it runs the messages a draining process handed on (chat/turns/queue.py).
 """
 
 import asyncio
@@ -89,9 +90,11 @@ class Approvals:
     turn this process took over.
     """
 
-    def __init__(self, engine, resume):
+    def __init__(self, engine, resume, sweep_also=None):
         self.engine = engine
         self._resume = resume
+        # More work for each round of the watchdog (the messages draining processes handed on).
+        self._sweep_also = sweep_also
         self._waiting: dict[str, asyncio.Future] = {}
         self._listener: asyncio.Task | None = None
         self._watchdog: asyncio.Task | None = None
@@ -180,6 +183,8 @@ class Approvals:
                     await self.on_decided(message)
                 except Exception:
                     logger.exception("approvals: could not act on a decision")
+            elif message.get("type") == "queued.added":
+                self.engine.handed_on.heard()
             elif message.get("type") == "branch.switched":
                 # The engines' group carries this too: one listener per process.
                 try:
@@ -312,6 +317,8 @@ class Approvals:
             await self.announce(row)
         for session_id, turn_id in await database_sync_to_async(selectors.turns_parked)():
             await self.adopt(session_id, turn_id)
+        if self._sweep_also is not None:
+            await self._sweep_also()
 
 
 class Gate:

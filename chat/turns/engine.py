@@ -13,6 +13,7 @@ from chat.turns.approvals import Approvals
 from chat.turns.branches import history_frame
 from chat.turns.fanout import Fanout
 from chat.turns.lock import RunningTurn, SessionLock
+from chat.turns.queue import HandedOn
 from chat.turns.remote import RemoteTurns
 from chat.turns.run import turn_resume
 from construct_core.drain import draining
@@ -33,8 +34,9 @@ class Engine:
         ) if bus.shared_log_enabled() else None
         self.fanout = Fanout(self.bus)
         self.lock = SessionLock(self.process_id)
+        self.handed_on = HandedOn(self)
         self.approvals = Approvals(self, resume=lambda session_id, turn_id: turn_resume(
-            self, session_id, turn_id))
+            self, session_id, turn_id), sweep_also=self.handed_on.sweep)
         self.remote = RemoteTurns(self.fanout, self.bus, on_parked=self._on_parked)
         self._tasks: set[asyncio.Task] = set()
 
@@ -79,6 +81,7 @@ class Engine:
         await self.fanout.flush()
         self.fanout.turn_close(session_id, turn_id)
         self.lock.end(session_id, turn_id)
+        self.handed_on.soon(session_id)  # a message handed on meanwhile runs now
         if self.bus is not None:
             self.bus.turn_done(turn_id)
             if draining():  # its sockets go now, before they send their next message here

@@ -71,7 +71,7 @@ class SessionLock:
         try:
             while True:
                 if draining():
-                    # Not started here: the client sends it again to a process that serves on.
+                    # Not started here: the caller hands it on to a process that serves on.
                     raise ServerRestarting()
                 opened = await try_open(
                     session_id=session_id, user_id=user_id, turn_id=turn_id, owner=self.process_id,
@@ -83,10 +83,7 @@ class SessionLock:
                         await on_warnings(opened.warnings)
                 taken_over = opened.taken_over
                 if opened.started:
-                    # Counted as running from now on, before the turn itself begins: a
-                    # drain that starts meanwhile waits for it.
-                    self._running[session_id] = RunningTurn(turn_id=turn_id,
-                                                            task=asyncio.current_task())
+                    self.taken(session_id, turn_id)
                     if taken_over:
                         logger.warning("session %s: took over turn %s of a process that stopped",
                                        session_id, taken_over["turn_id"])
@@ -113,6 +110,11 @@ class SessionLock:
             if waiter_id is not None:
                 metrics.QUEUED_MESSAGES.dec()
                 await database_sync_to_async(services.waiter_remove)(waiter_id=waiter_id)
+
+    def taken(self, session_id: str, turn_id: str) -> None:
+        """The calling task took the session in the database for `turn_id`: counted as running
+        from now on, before the turn itself begins (a drain that starts meanwhile waits for it)."""
+        self._running[session_id] = RunningTurn(turn_id=turn_id, task=asyncio.current_task())
 
     async def _wait_turn_end(self, session_id: str, timeout: float) -> None:
         wakeup = self._wakeups.setdefault(session_id, asyncio.Event())

@@ -14,13 +14,17 @@ import uuid
 
 from channels.db import database_sync_to_async
 from django import db
+from django.conf import settings
+from django.utils import timezone
 
 from sessions_app import events
 from chat.agent.events import Chunk, OperatorStatus, Record, Thinking, ToolCall, ToolResult, UsageInfo
 from chat.agent.loop import unanswered_calls
 from chat.agent.prompts import page_context_hint
 from construct_core import metrics, tracing
-from construct_core.errors import DATABASE_UNAVAILABLE, AgentError, GatewayError, ServerRestarting
+from construct_core.errors import (
+    DATABASE_UNAVAILABLE, AgentError, GatewayError, ServerRestarting, SessionBusy,
+)
 from construct_core.logs import log_context
 from chat.turns import setup, titles
 from chat.turns.approvals import Gate
@@ -30,7 +34,7 @@ from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from chat.turns.remote import INTERRUPTED_MESSAGE
 from construct_core.model_choices import REASONING_OFF, ModelChoice
 from construct_core.redaction import sanitize, scrub_fields
-from sessions_app import selectors, services, turn_db
+from sessions_app import budget, selectors, services, turn_db
 from sessions_app.turn_db import TurnOpened
 from sessions_app.models import ChatSession
 
@@ -43,9 +47,13 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
                       client_id: str | None, attachments: list[str] | tuple = (),
                       ask: Ask = PLAIN, model: str | None = None, reasoning: str | None = None) -> None:
     """An accepted message's work (or an edit's, or a regenerate's): the budget, the session's
-    lock (queueing), then the turn."""
+    lock (queueing), then the turn. On a process that drains (or starts to while the message
+    waits for the lock), the message is handed on instead: kept in the database, it runs on
+    a process that serves on (chat/turns/queue.py)."""
     session_id = subscriber.session_id
     turn_id = uuid.uuid4().hex
+    accepted_at = timezone.now()
+    handed_on = False
     # What the call that takes the session also does: a plain message is stored and
     # the history read with it (sessions_app.turn_db); an edit's or a regenerate's
     # branch is found first, once the turn holds the session (Turn._run).
@@ -69,19 +77,21 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
                     await subscriber.send_frame({"type": "operator_status", "phase": "budget",
                                                  "detail": warning})
 
-            opened = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued,
-                                               warn, **opening)
+            try:
+                opened = await engine.lock.acquire(session_id, subscriber.user_id, turn_id, queued,
+                                                   warn, **opening)
+            except ServerRestarting:
+                await _hand_on(subscriber, content=content, page_context=page_context,
+                               client_id=client_id, attachments=attachments, ask=ask, model=model,
+                               reasoning=reasoning, accepted_at=accepted_at)
+                engine.handed_on.heard()  # this process too, once it serves again
+                handed_on = True
         finally:
             # Begun by message_submit; once taken, the session counts as running (acquire).
             engine.lock.starting_end(session_id)
     except GatewayError as exc:
         if client_id is not None:
             await _client_id_forget(session_id, client_id)
-        if isinstance(exc, ServerRestarting) and client_id is not None and engine.bus is not None:
-            # Accepted, then the process began to drain: the client sends it again (same
-            # client_id, forgotten here) to the process its socket goes to now.
-            await engine.send_away(session_id)
-            return
         await subscriber.send_frame({"type": "error", "message": str(exc), "code": exc.code,
                                      **exc.details})
         return
@@ -92,6 +102,11 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
         await subscriber.send_frame({"type": "error", "message": _failure_message(exc),
                                      "code": AgentError.code})
         return
+    if handed_on:
+        # Behind Redis its socket goes to a process that serves on now (1012), where it
+        # sees the message run; one process alone keeps it until the drain ends.
+        await engine.send_away(session_id)
+        return
     taken_over = opened.taken_over
     if taken_over is not None:
         try:
@@ -101,6 +116,43 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
     await Turn(engine, session_id, subscriber.user_id, turn_id).run(
         content, page_context, client_id, attachments, ask, model=model, reasoning=reasoning,
         opened=opened)
+
+
+HANDED_ON_DETAIL = "The server is restarting: the message is kept and runs after the restart"
+
+
+async def _hand_on(subscriber: Subscriber, *, content: str, page_context: str | None,
+                   client_id: str | None, attachments, ask: Ask, model: str | None,
+                   reasoning: str | None, accepted_at) -> None:
+    """Keep an accepted message in the database for a process that serves on (this one drains),
+    and tell its socket so. Raises BudgetExceeded when a budget is spent (checked here, as
+    the process that runs it takes it as accepted), SessionBusy when too many wait already."""
+    await _budget_check(subscriber)
+    options = {key: value for key, value in (
+        ("page_context", page_context), ("attachments", list(attachments)), ("model", model),
+        ("reasoning", reasoning)) if value}
+    if ask is not PLAIN:
+        options["ask"] = {"kind": ask.kind, "message_id": ask.message_id}
+    depth = settings.CONSTRUCT_SESSION_QUEUE_DEPTH
+    queued_id = await database_sync_to_async(services.queued_add)(
+        session_id=subscriber.session_id, user_id=subscriber.user_id, client_id=client_id,
+        content=content, options=options, depth=depth, accepted_at=accepted_at,
+    )
+    if queued_id is None:
+        raise SessionBusy(f"Session is busy: {depth} messages already wait for the restart")
+    logger.info("session %s: message handed on (this process drains); it runs after the restart",
+                subscriber.session_id)
+    await subscriber.send_frame({"type": "operator_status", "phase": "queued",
+                                 "detail": HANDED_ON_DETAIL})
+    # Every process that serves wakes its watchdog, which runs it even if no socket comes back.
+    await events.publish_queued_added(session_id=subscriber.session_id)
+
+
+async def _budget_check(subscriber: Subscriber) -> None:
+    """Refuse the message once a budget or quota is spent (BudgetExceeded); warn from 80 %."""
+    warnings = await database_sync_to_async(budget.budget_check)(user_id=subscriber.user_id)
+    for warning in warnings:
+        await subscriber.send_frame({"type": "operator_status", "phase": "budget", "detail": warning})
 
 
 def _failure_message(exc: Exception) -> str:
@@ -119,11 +171,22 @@ async def _client_id_forget(session_id: str, client_id: str) -> None:
         logger.warning("could not forget client id of session %s: %s", session_id, exc)
 
 
+async def _queued_forget(queued_id: int, turn_id: str) -> None:
+    try:
+        await database_sync_to_async(services.queued_done)(queued_id=queued_id, turn_id=turn_id)
+    except Exception as exc:
+        logger.warning("could not forget handed-on message %s: %s", queued_id, exc)
+
+
 class Turn:
     """One run of the agent for one message, numbering its events."""
 
-    def __init__(self, engine, session_id: str, user_id: int, turn_id: str):
+    def __init__(self, engine, session_id: str, user_id: int, turn_id: str,
+                 queued_id: int | None = None):
         self.engine = engine
+        # The handed-on message (QueuedMessage) this turn runs, if it is one: its user
+        # message is saved and the row forgotten at once.
+        self.queued_id = queued_id
         self.fanout = engine.fanout
         self.session_id = session_id
         self.user_id = user_id
@@ -169,6 +232,8 @@ class Turn:
         state = ChatSession.State.IDLE
         opened = opened or TurnOpened(started=True)
         user_saved = opened.message_saved
+        if opened.first_question:
+            self.first_question = content  # its answer's turn proposes a title (titles.py)
         history = opened.history
         try:
             if opened.failure is not None:
@@ -183,6 +248,9 @@ class Turn:
                 await database_sync_to_async(services.active_leaf_set)(
                     session_id=self.session_id, message_id=target.pk
                 )
+                if self.queued_id is not None:
+                    await database_sync_to_async(services.queued_done)(
+                        queued_id=self.queued_id, turn_id=self.turn_id)
                 page_context = (target.data or {}).get("page_context")
             elif not user_saved:  # else stored as the turn took the session
                 data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
@@ -191,7 +259,11 @@ class Turn:
                     data["attachments"] = refs
                 # An edit is a new question beside the one edited; a message continues the branch.
                 parent = {"parent_id": target.parent_id} if ask.kind == EDIT else {}
-                question = await database_sync_to_async(services.message_append)(
+                if self.queued_id is not None:
+                    parent["queued_id"] = self.queued_id
+                append = services.message_append if self.queued_id is None else \
+                    services.queued_message_append
+                question = await database_sync_to_async(append)(
                     session_id=self.session_id, role="user", content=content, data=data,
                     turn_id=self.turn_id, **parent,
                 )
@@ -210,6 +282,8 @@ class Turn:
             state = ChatSession.State.ERROR
             if not user_saved and client_id is not None:
                 await _client_id_forget(self.session_id, client_id)  # so a resend runs
+            if not user_saved and self.queued_id is not None:
+                await _queued_forget(self.queued_id, self.turn_id)  # refused, not run again
             await self._fail(exc)
         finally:
             await self._release(state)

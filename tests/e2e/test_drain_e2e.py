@@ -1,6 +1,7 @@
-"""SIGTERM drains a real server: /ready 503 at once, new sockets and new turns refused, the
-running turn goes on to its end, then its sockets close with 1012 and the process exits; past
-CONSTRUCT_DRAIN_SECONDS a running turn ends interrupted, keeping what it streamed."""
+"""SIGTERM drains a real server: /ready 503 at once, new sockets refused and no new turn (a
+message is kept and runs after the restart), the running turn goes on to its end, then its
+sockets close with 1012 and the process exits; past CONSTRUCT_DRAIN_SECONDS a running turn ends
+interrupted, keeping what it streamed."""
 
 import asyncio
 import json
@@ -79,11 +80,13 @@ async def test_sigterm_lets_the_running_turn_finish_then_closes_with_1012(daphne
         with pytest.raises(InvalidStatus) as refused:
             await connect(socket_url(server, token, "drain-c"), open_timeout=5)
         assert refused.value.response.status_code == 503
-        # A new message starts no turn here: refused, to be sent again elsewhere.
-        await idle.send(json.dumps({"type": "message", "content": "hello", "client_id": "c-1"}))
-        refusal = await recv(idle)
-        assert refusal["type"] == "error" and refusal["code"] == "SESSION_BUSY"
-        assert refusal["restarting"] is True and refusal["client_id"] == "c-1"
+        # A new message starts no turn here: accepted and kept, to run after the restart.
+        await idle.send(json.dumps({"type": "message", "content": "[[chunks=4]] hello",
+                                    "client_id": "c-1"}))
+        assert await recv(idle) == {"type": "ack", "client_id": "c-1", "duplicate": False}
+        queued = await recv(idle)
+        assert queued["type"] == "operator_status" and queued["phase"] == "queued"
+        assert "after the restart" in queued["detail"]
 
         rest = await until(ws, ("done", "error", "stopped"))
         frames = first + rest
@@ -95,6 +98,25 @@ async def test_sigterm_lets_the_running_turn_finish_then_closes_with_1012(daphne
         assert await closed_code(idle) == 1012
     assert await asyncio.to_thread(server.process.wait, 20) == 0
     assert "draining" in server.output()
+
+    # Served again on the same database: the kept message runs, once, with no client back.
+    again = daphne_factory(env=gateway_env(mock_llm_process, REDIS_URL=None))
+
+    def history():
+        request = urllib.request.Request(again.url + "/api/sessions/drain-b/messages/",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [(m["role"], m["content"]) for m in json.loads(response.read())["messages"]]
+
+    for _ in range(200):
+        if len(history()) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert history() == [("user", "[[chunks=4]] hello"), ("assistant", "tok1 tok2 tok3 tok4 ")]
+    async with connect(socket_url(again, token, "drain-b"), max_size=None) as back:
+        assert (await recv(back))["state"] == "idle"
+        await back.send(json.dumps({"type": "message", "content": "hello", "client_id": "c-1"}))
+        assert await recv(back) == {"type": "ack", "client_id": "c-1", "duplicate": True}
 
 
 async def test_a_turn_past_the_drain_deadline_ends_interrupted_keeping_its_text(daphne_factory,

@@ -86,6 +86,39 @@ async def test_tokens_and_the_key_stay_out_of_the_server_output(live):
     assert FAKE_KEY not in output
 
 
+async def test_the_access_log_names_the_client_a_trusted_proxy_forwards_and_only_then(
+        daphne_factory, mock_llm_process):
+    # Loopback 127.0.0.1 is a trusted proxy here; 127.0.0.2 (loopback too) is not.
+    server = daphne_factory(env=gateway_env(mock_llm_process, CONSTRUCT_TRUSTED_PROXIES="127.0.0.1"))
+    token = pair(server)
+    for source, forwarded, probe in (("127.0.0.1", "203.0.113.7", "trusted"),
+                                     ("127.0.0.1", "198.18.0.66, 203.0.113.9", "chain"),
+                                     ("127.0.0.2", "198.51.100.9", "untrusted")):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10,
+                                                source_address=(source, 0))
+        connection.request("GET", f"/health?probe={probe}&token={token}",
+                           headers={"X-Forwarded-For": forwarded})
+        assert connection.getresponse().status == 200
+        connection.close()
+    async with connect(ws_url(server, session_id="xff", token=token),
+                       additional_headers={"X-Forwarded-For": "203.0.113.8"}) as ws:
+        assert (await recv_json(ws))["type"] == "session_start"
+    assert wait_for_output(server, "WSDISCONNECT /ws/chat")
+    lines = [line for line in server.output().splitlines() if '"GET /health?probe=' in line
+             or "WSCONNECT /ws/chat" in line]
+    by_probe = {probe: next(line for line in lines if f"probe={probe}&" in line)
+                for probe in ("trusted", "chain", "untrusted")}
+    assert by_probe["trusted"].startswith("203.0.113.7:0 - - [")
+    assert '"GET /health?probe=trusted&token=[REDACTED]" 200' in by_probe["trusted"]
+    # The right-most address no trusted proxy vouches for: the left of it may be forged.
+    assert by_probe["chain"].startswith("203.0.113.9:0 - - [")
+    # A peer that is not trusted is itself the client: what it says is not believed.
+    assert by_probe["untrusted"].startswith("127.0.0.2:")
+    assert "198.51.100.9" not in server.output()
+    assert [line.split(" ", 1)[0] for line in lines if "WSCONNECT" in line] == ["203.0.113.8:0"]
+    assert token not in server.output()
+
+
 def _get(server, path):
     request = urllib.request.Request(server.url + path)
     try:

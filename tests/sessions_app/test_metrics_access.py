@@ -108,3 +108,19 @@ def test_a_bad_value_stops_start_up_naming_the_variable(value):
     )
     assert result.returncode != 0
     assert "CONSTRUCT_METRICS_ALLOWED" in result.stderr
+
+
+def test_queued_messages_count_the_messages_a_draining_process_handed_on():
+    from sessions_app import services
+
+    def queued():
+        body = metrics(request("127.0.0.1")).content.decode()
+        return [line for line in body.splitlines() if line.startswith("construct_queued_messages ")]
+
+    assert queued() == ["construct_queued_messages 0.0"]
+    user = make_user()
+    services.session_open(session_id="kept", user_id=user.pk)
+    for content in ("one", "two"):
+        services.queued_add(session_id="kept", user_id=user.pk, client_id=None, content=content,
+                            options={}, depth=8)
+    assert queued() == ["construct_queued_messages 2.0"]
