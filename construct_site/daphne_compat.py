@@ -1,4 +1,4 @@
-"""Three gaps between daphne and the gateway's contract, closed as the server starts.
+"""Gaps between daphne and the gateway's contract, closed as the server starts.
 
 1. Close codes. Daphne turns an ASGI ``websocket.close`` into autobahn's
    ``sendClose(code)``. ``sendClose`` is autobahn's *application* API and,
@@ -32,6 +32,12 @@
    socket is refused at the handshake with HTTP 503, before any application
    runs, and once the running turns ended the open sockets are closed with
    1012 ("service restart": reconnect now), straight from the transport.
+
+5. Cost per frame. Autobahn formats the arguments of a debug line on every frame it
+   sends and every read it gets (``hltype``/``hlval``: introspection and terminal
+   colours, about 4 us a frame), even with debug logging off, when the line itself is
+   dropped. Those two helpers become the identity: a debug line, when on, shows the
+   plain values.
 
 Every function is idempotent; construct_site.serving calls them as the
 server starts.
@@ -211,3 +217,20 @@ def websockets_close(code: int = CLOSE_SERVICE_RESTART) -> int:
             sock.serverClose(code=code)
             closed += 1
     return closed
+
+
+def _plain(value, **_colours):
+    """An argument of an autobahn debug line as it is: no introspection, no terminal colours."""
+    return value
+
+
+def patch_autobahn_debug_args() -> None:
+    """Make autobahn's per-frame debug arguments (``hltype``, ``hlval``) cost one call."""
+    _websocket_protocol()
+    from autobahn.twisted import websocket as twisted_websocket
+    from autobahn.websocket import protocol as websocket_protocol
+
+    for module in (websocket_protocol, twisted_websocket):
+        for name in ("hltype", "hlval"):
+            if hasattr(module, name):
+                setattr(module, name, _plain)

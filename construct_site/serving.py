@@ -95,6 +95,8 @@ def daphne_patch() -> None:
     daphne_compat.patch_daphne_access_log_client()
     # Refuse new sockets with 503 while draining; know the open ones, to close them with 1012.
     daphne_compat.patch_daphne_drain()
+    # Autobahn's debug-line arguments, formatted on every frame even with debug off: lazy.
+    daphne_compat.patch_autobahn_debug_args()
 
 
 def drain_on_sigterm() -> None:

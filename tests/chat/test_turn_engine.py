@@ -60,7 +60,8 @@ async def run_turn(watcher, content, session_id="engine"):
 async def test_a_sink_that_fails_mid_turn_fails_alone(gateway):
     watcher = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink())
     dropped = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink(fail_after=4))
-    frames = await run_turn(watcher, "[[chunks=30]] hello")
+    # Paced, so each delta is a frame of its own (deltas read together would leave as one).
+    frames = await run_turn(watcher, "[[chunks=30]] [[delay_ms=5]] hello")
     assert [f["type"] for f in frames][-2:] == ["chunk_reset", "done"]
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
     assert dropped.closed and len(dropped.sink.frames) == 4
@@ -113,3 +114,13 @@ async def test_a_socket_that_joins_mid_turn_gets_start_then_replay_then_live(gat
     assert events == [f for f in watcher.sink.frames if f["type"] != "session_start"]
     await turns.session_leave(late)
     await turns.session_leave(watcher)
+
+
+def test_events_encode_as_compact_json_text_whatever_they_hold():
+    from chat.turns.fanout import dumps
+
+    event = {"type": "chunk", "content": "é ✓ \u2028 \"q\"\n", "turn_id": "t", "seq": 1}
+    assert dumps(event) == json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    # What orjson refuses (a key that is not a str, a lone surrogate, a huge int) encodes as json does.
+    odd = {"type": "tool_result", "output": {1: "one"}, "id": 2**70, "text": "\ud800"}
+    assert dumps(odd) == json.dumps(odd, ensure_ascii=False, separators=(",", ":"))

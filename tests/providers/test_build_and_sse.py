@@ -58,3 +58,18 @@ async def test_sse_events_split_anywhere_across_chunks():
 @pytest.mark.asyncio
 async def test_sse_multi_line_data_is_joined_and_a_missing_last_blank_line_is_forgiven():
     assert await _read(b"data: one\ndata: two\n\ndata: tail") == [b"one\ntwo", b"tail"]
+
+
+def test_event_json_reads_what_json_reads_and_refuses_what_it_refuses():
+    import json
+    import math
+
+    from chat.agent.providers.sse import event_json
+
+    data = '{"choices":[{"delta":{"content":"é ✓ \\u00e9"}}],"n":1.5}'.encode()
+    assert event_json(data) == json.loads(data)
+    # orjson refuses these; json reads them, and so the stream does as it did.
+    assert math.isnan(event_json(b'{"x": NaN}')["x"])
+    assert event_json(b'{"x": "\\ud800"}') == {"x": "\ud800"}
+    with pytest.raises(ValueError):
+        event_json(b'{"x": ')

@@ -166,6 +166,26 @@ def test_daphne_access_log_lines_are_redacted():
     assert datetime.date.today().strftime("%Y") in out
 
 
+
+def test_autobahn_formats_no_debug_arguments_per_frame(monkeypatch):
+    """Autobahn builds its debug lines' arguments on every frame, even with debug off: after
+    the patch that costs no introspection and no colouring (autobahn.util.hl is never called)."""
+    import autobahn.util
+    from autobahn.twisted import websocket as twisted_websocket
+    from autobahn.websocket import protocol as websocket_protocol
+
+    from construct_site.daphne_compat import patch_autobahn_debug_args
+
+    coloured = []
+    monkeypatch.setattr(autobahn.util, "hl", lambda text, **_: coloured.append(text) or text)
+    patch_autobahn_debug_args()
+    patch_autobahn_debug_args()  # idempotent
+    method = websocket_protocol.WebSocketProtocol.sendData
+    for module in (websocket_protocol, twisted_websocket):
+        assert module.hltype(method) is method
+        assert module.hlval(12) == 12 and module.hlval("peer", color="red") == "peer"
+    assert coloured == []
+
 # --- The audit trail of the socket ----------------------------------------------------
 
 

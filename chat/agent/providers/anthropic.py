@@ -2,7 +2,7 @@
 
 As with the OpenAI provider, the official SDK connects, authenticates and
 retries before the response starts, and the event stream is read raw: every
-event's JSON names its own type, so one `json.loads` per line is all it takes.
+event's JSON names its own type, so one JSON parse per line is all it takes.
 """
 
 import json
@@ -18,7 +18,7 @@ from construct_core.redaction import register_secret
 from chat.agent.events import Chunk, Finish, ProviderBlocks, Thinking, ToolCallRequest, UsageInfo
 from chat.agent.providers.base import assistant_text, reasoning_check
 from chat.agent.providers.failures import body_message, failure, sdk_errors
-from chat.agent.providers.sse import sse_data
+from chat.agent.providers.sse import event_json, sse_data
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class AnthropicProvider:
         async with aclosing(sse_data(http_response.aiter_bytes())) as stream:
             async for data in stream:
                 try:
-                    delta = reply.feed(json.loads(data))
+                    delta = reply.feed(event_json(data))
                 except (ValueError, AttributeError, TypeError, KeyError):
                     raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
                 if delta is not None:

@@ -5,7 +5,6 @@ before the response starts, never after a token was streamed). The stream body
 itself is read raw, line by line, because the SDK's typed chunks are slow.
 """
 
-import json
 import logging
 import uuid
 from contextlib import aclosing
@@ -18,7 +17,7 @@ from construct_core.redaction import register_secret
 from chat.agent.events import Chunk, Finish, Thinking, ToolCallRequest, UsageInfo
 from chat.agent.providers.base import assistant_text, reasoning_check
 from chat.agent.providers.failures import body_message, failure, sdk_errors
-from chat.agent.providers.sse import sse_data
+from chat.agent.providers.sse import event_json, sse_data
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +93,7 @@ class OpenAICompatProvider:
                     reply.done = True
                     continue
                 try:
-                    deltas = reply.feed(json.loads(data))
+                    deltas = reply.feed(event_json(data))
                 except (ValueError, AttributeError, TypeError, KeyError):
                     raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
                 for delta in deltas:

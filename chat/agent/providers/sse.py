@@ -5,6 +5,19 @@ about 2.5 times what splitting lines and `json.loads` do. The providers keep the
 SDK for connecting, authenticating and retrying, and read the hot stream here.
 """
 
+import json
+
+import orjson
+
+
+def event_json(data: bytes):
+    """One event's JSON. orjson: a seventh of json.loads' time per event (measured); what it
+    refuses and json takes (NaN, a lone surrogate) is read by json. Raises ValueError."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
 
 async def sse_data(byte_chunks):
     """Yield the data of each event (bytes, without the `data:` prefix).
