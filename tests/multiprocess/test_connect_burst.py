@@ -41,8 +41,10 @@ def redis_gateway(tmp_path_factory):
         stack.callback(mock.process.stdout.close)
         stack.callback(mock.stop)
         env = cluster_env(mock, database_url, redis_url, CONSTRUCT_MAX_SOCKETS_PER_TOKEN="0")
-        server = DaphneServer(env=env, run_migrate=False,
-                              log_path=tmp_path / "daphne.log")
+        # What this test looks for is sockets dropped by the layer, not a machine too busy to
+        # accept 200 within daphne's default 5 s (a 403 then): a longer connect timeout.
+        server = DaphneServer(env=env, run_migrate=False, log_path=tmp_path / "daphne.log",
+                              extra_args=("--websocket_connect_timeout", "60"))
         stack.callback(server.kill)
         server.start()
         yield server, pair(server)
