@@ -10,6 +10,7 @@ import json
 import logging
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django import db
@@ -58,6 +59,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # No channel of its own: the process hears the channel layer once, for all its sockets,
     # and hands each socket its messages (turns.Sink.relay). A connect makes no layer call.
     channel_layer_alias = None
+
+    async def dispatch(self, message):
+        """Channels' dispatch without its `aclose_old_connections`: a trip to the one database
+        thread before every message (the connect, each frame, the disconnect), queued behind
+        the other sockets' queries. Every database call here goes through
+        database_sync_to_async, which closes old connections around the call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         try:
