@@ -10,6 +10,7 @@ import json
 import logging
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django import db
@@ -22,8 +23,8 @@ from construct_core.redaction import sanitize
 from chat.protocol import FrameError, error_frame
 from construct_core import metrics
 from construct_core.redaction import scrub
-from sessions_app import events, selectors, services
-from sessions_app.audit import audit_record
+from sessions_app import selectors, services
+from sessions_app.audit import audit_batch
 from sessions_app.clients import client_from_scope
 from sessions_app.pairing import device_active, device_authenticate
 
@@ -46,7 +47,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     session_id: str | None = None
     user_id: int | None = None
     is_staff = False
-    _groups: tuple | list = ()
     subscription: turns.Subscriber | None = None
     device_id: int | None = None
     # Who answers an approval from this socket: the device's name (audit, approval_result).
@@ -56,7 +56,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     _revoked = False
     _accepted = False
     _closing = False
-    _layer_down = False
+    # No channel of its own: the process hears the channel layer once, for all its sockets,
+    # and hands each socket its messages (turns.Sink.relay). A connect makes no layer call.
+    channel_layer_alias = None
+
+    async def dispatch(self, message):
+        """Channels' dispatch without its `aclose_old_connections`: a trip to the one database
+        thread before every message (the connect, each frame, the disconnect), queued behind
+        the other sockets' queries. Every database call here goes through
+        database_sync_to_async, which closes old connections around the call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self):
         try:
@@ -68,35 +80,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.accept()
             await self.send_json(error_frame("AGENT_ERROR", DATABASE_UNAVAILABLE))
             await self.close(code=CLOSE_TRY_AGAIN)
-
-    # Channels reads its channel layer through `self.channel_receive`, and a
-    # layer that raises (Redis gone) ends the socket with 1011. A socket needs
-    # the layer only for events from other processes, so it waits the outage out.
-    @property
-    def channel_receive(self):
-        return self._channel_receive_patiently
-
-    @channel_receive.setter
-    def channel_receive(self, receive):
-        self._layer_receive = receive
-
-    async def _channel_receive_patiently(self):
-        delay = 0.5
-        while True:
-            try:
-                message = await self._layer_receive()
-            except Exception as exc:
-                if not self._layer_down:
-                    self._layer_down = True
-                    logger.warning("channel layer unreachable, this socket gets local events only: %s",
-                                   exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            if self._layer_down:
-                self._layer_down = False
-                logger.info("channel layer reachable again")
-            return message
 
     async def accept(self, subprotocol=None, headers=None):
         self._accepted = True
@@ -176,14 +159,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self._frames = 0
         self._connected_at = self._loop_time()
         await self.accept(subprotocol)
-        self._groups = events.socket_groups(user_id=self.user_id, is_staff=self.is_staff)
-        for group in self._groups:
-            await self.channel_layer.group_add(group, self.channel_name)
         # ?last_seq=N counts in the running turn (or in ?turn_id= if it names it).
         try:
             self.subscription = await turns.session_join(
                 session_id=session_id, user_id=self.user_id, sink=self, name=params.get("name"),
                 last_seq=_int(params.get("last_seq"), 0), turn_id=params.get("turn_id"),
+                is_staff=self.is_staff,
             )
         except services.SessionOfAnotherUser:  # taken by another user a moment ago
             await self.send_json(error_frame("AUTH_ERROR", "Session not found"))
@@ -206,8 +187,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             limits.socket_release(self.limit_key)
         if self.subscription is not None:
             await turns.session_leave(self.subscription)
-        for group in self._groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
 
     # --- Frames from the client ------------------------------------------
 
@@ -311,6 +290,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """The turn engine's way to this socket (turns.Sink)."""
         await self.send(text_data=text)
 
+    async def relay(self, message: dict) -> None:
+        """A channel-layer message for this socket (turns.Sink): the process heard it once."""
+        kind = message.get("type")
+        if kind == "device.revoked":
+            await self.device_revoked(message)
+        elif kind == "channel.event":
+            await self.channel_event(message)
+        elif kind == "operator.event":
+            await self.operator_event(message)
+
     async def device_revoked(self, message):
         if self.device_id is not None and message.get("device_id") == self.device_id:
             await self._close_revoked()
@@ -373,7 +362,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _audit(self, kind: str, **detail) -> None:
         try:
-            await database_sync_to_async(audit_record)(kind=kind, client=self.client, **detail)
+            # With every other socket's entry of the moment: one transaction for a burst.
+            await audit_batch().record(kind=kind, client=self.client, **detail)
         except Exception:
             logger.warning("could not write the audit trail", exc_info=True)
 

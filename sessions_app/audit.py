@@ -6,14 +6,17 @@ next, and the head row (the newest hash) exposes a deleted tail. This shows
 tampering by someone with database access; it cannot prevent it.
 """
 
+import asyncio
 import hashlib
 import json
 import logging
 from datetime import UTC, datetime
 
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
+from construct_core.loops import per_loop
 from construct_core.redaction import scrub, scrub_value
 from sessions_app.models import AuditEvent, AuditHead
 
@@ -50,6 +53,18 @@ def _head_for_update() -> AuditHead:
     return AuditHead.objects.select_for_update().get(pk=HEAD_ID)
 
 
+def _prepared(kind: str, client: str, detail: dict) -> tuple[str, str, dict]:
+    """(kind, client, detail) as they are stored; refuses a secret's key or an unknown kind."""
+    leaked = _FORBIDDEN_DETAIL_KEYS.intersection(key.lower() for key in detail)
+    if leaked:
+        raise ValueError(f"audit detail must not contain secrets: {sorted(leaked)}")
+    if kind not in AuditEvent.Kind.values:
+        raise ValueError(f"unknown audit event kind {kind!r}")
+    # Round-trip through JSON so the hash covers exactly what the JSONField stores.
+    detail = scrub_value(json.loads(json.dumps(detail)))
+    return kind, scrub(client or "")[:64], detail
+
+
 def audit_record(*, kind: str, client: str = "", **detail) -> AuditEvent:
     """Append one event to the trail and return it.
 
@@ -58,31 +73,76 @@ def audit_record(*, kind: str, client: str = "", **detail) -> AuditEvent:
     registered secret anywhere in `client` or `detail` is scrubbed before the
     entry is hashed, so the chain covers exactly what is stored.
     """
-    leaked = _FORBIDDEN_DETAIL_KEYS.intersection(key.lower() for key in detail)
-    if leaked:
-        raise ValueError(f"audit detail must not contain secrets: {sorted(leaked)}")
-    if kind not in AuditEvent.Kind.values:
-        raise ValueError(f"unknown audit event kind {kind!r}")
-    # Round-trip through JSON so the hash covers exactly what the JSONField stores.
-    detail = scrub_value(json.loads(json.dumps(detail)))
-    client = scrub(client or "")[:64]
+    return _append([_prepared(kind, client, detail)])[0]
+
+
+def _append(entries: list[tuple[str, str, dict]]) -> list[AuditEvent]:
+    """Append prepared entries, in order, under one lock of the head: one transaction."""
     with transaction.atomic():
         head = _head_for_update()
-        created_at = timezone.now()
-        digest = audit_hash(
-            prev_hash=head.last_hash, created_at=created_at, kind=kind, client=client, detail=detail
-        )
-        event = AuditEvent.objects.create(
-            created_at=created_at,
-            kind=kind,
-            client=client,
-            detail=detail,
-            prev_hash=head.last_hash,
-            hash=digest,
-        )
-        AuditHead.objects.filter(pk=HEAD_ID).update(last_hash=digest)
-    logger.debug("audit %s from %s (#%s)", kind, client, event.pk)
-    return event
+        prev_hash = head.last_hash
+        events = []
+        for kind, client, detail in entries:
+            created_at = timezone.now()
+            digest = audit_hash(
+                prev_hash=prev_hash, created_at=created_at, kind=kind, client=client, detail=detail
+            )
+            events.append(AuditEvent(created_at=created_at, kind=kind, client=client, detail=detail,
+                                     prev_hash=prev_hash, hash=digest))
+            prev_hash = digest
+        if len(events) == 1:
+            events[0].save(force_insert=True)
+        else:
+            AuditEvent.objects.bulk_create(events)
+        AuditHead.objects.filter(pk=HEAD_ID).update(last_hash=prev_hash)
+    for event in events:
+        logger.debug("audit %s from %s (#%s)", event.kind, event.client, event.pk)
+    return events
+
+
+# Entries written together at most: one transaction, one INSERT.
+BATCH_MAX = 500
+
+
+class AuditBatch:
+    """Audit entries from many coroutines of one event loop, written together.
+
+    `await record(...)` returns once its entry is stored, like audit_record, but
+    the entries that arrive while one batch is written go in the next: one
+    transaction and one lock of the chain's head per batch instead of per entry
+    (a burst of sockets connecting at once writes one `socket_connect` each).
+    """
+
+    def __init__(self):
+        self._pending: list[tuple[tuple[str, str, dict], asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def record(self, *, kind: str, client: str = "", **detail) -> None:
+        entry = _prepared(kind, client, detail)  # a refused entry raises here, to its caller only
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((entry, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write())
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
+            try:
+                await database_sync_to_async(_append)([entry for entry, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                        done.exception()  # retrieved: a caller gone meanwhile leaves no warning
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
+audit_batch = per_loop(AuditBatch)
 
 
 def _chain_problems() -> tuple[list[tuple[int | None, str]], int]:

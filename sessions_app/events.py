@@ -3,6 +3,12 @@
 Low-volume events (operator events, channel events, a revoked device) go
 through the channel layer, from the REST API, the admin and the turn engine
 alike. A turn's streamed events do not: the turn engine sends them itself.
+
+The groups' members are server processes, not sockets: each process's turn
+engine joins them once, on one channel, and hands each message to its own
+sockets (by user, or staff). So a socket that connects or leaves makes no
+channel-layer call at all: a burst of connects cannot exhaust the layer's
+Redis connections, and an idle socket holds no channel of its own.
 """
 
 import asyncio
@@ -17,23 +23,16 @@ from sessions_app import services
 
 logger = logging.getLogger(__name__)
 
-# Every chat socket: a staff operator's channel events, relayed as `agent_event`.
+# For every chat socket: a staff operator's channel events (relayed as `agent_event`),
+# a revoked device (the sockets of that device close).
 SOCKETS_GROUP = "construct.sockets"
-# Staff sockets: every user's agent_start, agent_end and error.
+# A turn's start, end or error, with its `user_id`: for that user's sockets and staff sockets.
 OPERATORS_GROUP = "construct.operators"
-# The turn engine of every server process (one listener each): approvals decided anywhere,
-# active branches switched anywhere.
+# The turn engine of every server process: approvals decided anywhere, active branches
+# switched anywhere, and a user's own channel events (with its `user_id`).
 ENGINES_GROUP = "construct.engines"
-
-
-def user_group(user_id: int) -> str:
-    """The sockets of one (non-staff) user: their own turns' events, their own channel events."""
-    return f"construct.user.{int(user_id)}"
-
-
-def socket_groups(*, user_id: int, is_staff: bool) -> list[str]:
-    """The groups a chat socket of this user joins."""
-    return [SOCKETS_GROUP, OPERATORS_GROUP if is_staff else user_group(user_id)]
+# What a server process joins, on one channel, for itself and its sockets.
+PROCESS_GROUPS = (ENGINES_GROUP, SOCKETS_GROUP, OPERATORS_GROUP)
 
 
 async def _group_send(group: str, message: dict) -> None:
@@ -101,8 +100,11 @@ async def publish_channel_event(event, *, user_id: int | None = None) -> None:
     """Relay an event to every connected chat socket (a staff operator's, `user_id` None),
     or to one user's sockets only; it is kept for them, and relayed, with no registered secret."""
     await _keep(event, user_id=user_id)
-    group = SOCKETS_GROUP if user_id is None else user_group(user_id)
-    await _group_send(group, {"type": "channel.event", "event": scrub_value(event)})
+    if user_id is None:
+        await _group_send(SOCKETS_GROUP, {"type": "channel.event", "event": scrub_value(event)})
+    else:
+        await _group_send(ENGINES_GROUP, {"type": "channel.event", "event": scrub_value(event),
+                                          "user_id": int(user_id)})
 
 
 async def publish_device_revoked(device_id: int) -> None:
@@ -112,9 +114,8 @@ async def publish_device_revoked(device_id: int) -> None:
 
 async def publish_operator_event(event: dict, *, user_id: int) -> None:
     """A turn's start, end or error: to its user's sockets and to staff only; kept for that user."""
-    message = {"type": "operator.event", "event": event}
-    await _group_send(user_group(user_id), message)
-    await _group_send(OPERATORS_GROUP, message)
+    await _group_send(OPERATORS_GROUP, {"type": "operator.event", "event": event,
+                                        "user_id": int(user_id)})
     _keeper().add(event, user_id)
 
 

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 
 async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str | None = None,
-                       last_seq: int = 0, turn_id: str | None = None) -> Subscriber:
+                       last_seq: int = 0, turn_id: str | None = None,
+                       is_staff: bool = False) -> Subscriber:
     """Open (or create) the user's session for a socket and send it everything it needs, in order.
 
     Raises services.SessionOfAnotherUser when the id is another user's session.
@@ -51,9 +52,12 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     The socket is sent session_start, then the running turn's events after
     `last_seq` (counted in the running turn, or in `turn_id` when the client
     names the running one), then the turn's events live: nothing missed,
-    nothing twice. The returned subscriber is the socket's handle from then on.
+    nothing twice. The returned subscriber is the socket's handle from then on. The
+    operator events, channel events and revocations for the socket (by `user_id`, and
+    every user's turns for `is_staff`) reach it through `sink.relay`.
     """
     engine = get_engine()
+    await engine.listening()
     # Not created here: a new id is stored as its first message is (message_submit).
     session = await database_sync_to_async(services.session_peek)(
         session_id=session_id, user_id=user_id, name=name
@@ -61,7 +65,7 @@ async def session_join(*, session_id: str, user_id: int, sink: Sink, name: str |
     await engine.remote.recover_stale(session, running_here=engine.lock.running(session_id) is not None)
     # Attached before the replay is read, so an event is in the replay, held
     # back for after it, or both (then sent once): nothing falls in between.
-    subscriber = engine.fanout.attach(session_id, user_id, sink)
+    subscriber = engine.fanout.attach(session_id, user_id, sink, is_staff)
     if session._state.adding:  # unsaved: nobody used this id yet
         subscriber.stored, subscriber.new_name = False, session.name or None
     try:

@@ -162,7 +162,9 @@ class Approvals:
                 if channel is None:
                     channel = await layer.new_channel()
                 if joined_at is None or loop.time() - joined_at > REJOIN_SECONDS:
-                    await layer.group_add(events.ENGINES_GROUP, channel)
+                    # The process's groups, for the engine and for its sockets (events.py).
+                    for group in events.PROCESS_GROUPS:
+                        await layer.group_add(group, channel)
                     joined_at = loop.time()
                     self._listening.set()
                 try:
@@ -191,6 +193,11 @@ class Approvals:
                     await self.engine.on_branch_switched(message)
                 except Exception:
                     logger.exception("could not send the history of a switched branch")
+            else:  # for this process's sockets (events.PROCESS_GROUPS)
+                try:
+                    await self.engine.fanout.relay(message)
+                except Exception:
+                    logger.exception("could not relay a %s to the sockets", message.get("type"))
 
     # --- Decisions -----------------------------------------------------------------------
 

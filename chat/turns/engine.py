@@ -39,6 +39,7 @@ class Engine:
             self, session_id, turn_id), sweep_also=self.handed_on.sweep)
         self.remote = RemoteTurns(self.fanout, self.bus, on_parked=self._on_parked)
         self._tasks: set[asyncio.Task] = set()
+        self._listening: asyncio.Future | None = None
 
     def spawn(self, coro) -> asyncio.Task:
         """Run work as a task owned by the engine, not by the socket that asked for it."""
@@ -46,6 +47,15 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def listening(self) -> None:
+        """This process hears the groups' messages for its sockets (sessions_app.events) before
+        its first socket joins: the first joins wait for that (a second at most), later ones
+        never (a server process starts listening before any socket, construct_site.serving)."""
+        if self._listening is None:
+            self._listening = asyncio.ensure_future(self.approvals.listening())
+        if not self._listening.done():
+            await asyncio.shield(self._listening)
 
     async def ready(self) -> None:
         """Be reachable by other processes (to stop a turn) before owning one."""

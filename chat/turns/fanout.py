@@ -53,6 +53,10 @@ class Sink(Protocol):
     async def close(self, code: int) -> None:
         """Close the socket with `code` (a draining process sends its sockets away)."""
 
+    async def relay(self, message: dict) -> None:
+        """A channel-layer message for this socket: `channel.event`, `operator.event` or
+        `device.revoked` (the process hears them once and relays them, see Fanout.relay)."""
+
 
 class Subscriber:
     """One socket of a session: its frames in order, each turn event once.
@@ -62,9 +66,10 @@ class Subscriber:
     nothing twice. A send that fails closes this subscriber only.
     """
 
-    def __init__(self, session_id: str, user_id: int, sink: Sink):
+    def __init__(self, session_id: str, user_id: int, sink: Sink, is_staff: bool = False):
         self.session_id = session_id
         self.user_id = user_id
+        self.is_staff = is_staff
         self.sink = sink
         self.ready = False
         self.closed = False
@@ -139,20 +144,32 @@ class Fanout:
     def __init__(self, bus: "bus_module.RedisBus | None" = None):
         self.bus = bus
         self._subscribers: dict[str, set[Subscriber]] = {}
+        # The same subscribers by user, and the staff ones: for the channel layer's messages.
+        self._by_user: dict[int, set[Subscriber]] = {}
+        self._staff: set[Subscriber] = set()
         self._replays: dict[str, _Replay] = {}
         self._outbox: dict[str, list[tuple[dict, str]]] = {}
         self._flusher: asyncio.Task | None = None
 
     # --- Subscribers -------------------------------------------------------------
 
-    def attach(self, session_id: str, user_id: int, sink: Sink) -> Subscriber:
-        subscriber = Subscriber(session_id, user_id, sink)
+    def attach(self, session_id: str, user_id: int, sink: Sink, is_staff: bool = False) -> Subscriber:
+        subscriber = Subscriber(session_id, user_id, sink, is_staff)
         self._subscribers.setdefault(session_id, set()).add(subscriber)
+        self._by_user.setdefault(user_id, set()).add(subscriber)
+        if is_staff:
+            self._staff.add(subscriber)
         return subscriber
 
     def detach(self, subscriber: Subscriber) -> bool:
         """Forget a subscriber; True when it was the session's last one here."""
         subscriber.closed = True
+        self._staff.discard(subscriber)
+        mine = self._by_user.get(subscriber.user_id)
+        if mine is not None:
+            mine.discard(subscriber)
+            if not mine:
+                del self._by_user[subscriber.user_id]
         subscribers = self._subscribers.get(subscriber.session_id)
         if subscribers is None:
             return False
@@ -171,6 +188,28 @@ class Fanout:
 
     def subscribers(self, session_id: str) -> list[Subscriber]:
         return list(self._subscribers.get(session_id, ()))
+
+    async def relay(self, message: dict) -> None:
+        """A message of the process groups (sessions_app.events) to the sockets it is for here:
+        an operator event to its user's and staff sockets, a channel event with a `user_id` to
+        that user's, any other (a staff operator's channel event, a revoked device) to all."""
+        kind, user_id = message.get("type"), message.get("user_id")
+        if kind == "operator.event":
+            targets = self._staff | self._by_user.get(user_id, set())
+        elif kind == "channel.event" and user_id is not None:
+            targets = set(self._by_user.get(user_id, ()))
+        elif kind in ("channel.event", "device.revoked"):
+            targets = {s for subscribers in self._subscribers.values() for s in subscribers}
+        else:
+            return
+        for subscriber in targets:
+            if subscriber.closed:
+                continue
+            try:
+                await subscriber.sink.relay(message)
+            except Exception as exc:  # one socket's failure is its own
+                logger.debug("could not relay %s to a socket of session %s: %r", kind,
+                             subscriber.session_id, exc)
 
     # --- The running turns' replay -----------------------------------------------
 

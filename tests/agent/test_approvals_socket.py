@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from construct_core.approvals import rules_parse
 from sessions_app.models import AuditEvent, ChatSession, Message, ToolApproval
 from tests.agent.conftest import tool
-from tests.chat.conftest import frames_until, open_socket, send
+from tests.chat.conftest import frames_until, next_frame, open_socket, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,7 +135,7 @@ async def test_invalid_answers_keep_the_socket(asking, token):
     await send(comm, type="approval", approval_id=request["approval_id"], decision="deny")
     assert (await frames_until(comm))[-1]["type"] == "done"
     await send(comm, type="approval", approval_id=request["approval_id"], decision="approve")
-    error = await comm.receive_json_from(timeout=5)
+    error = await next_frame(comm, timeout=5)  # the turn's agent_end may come first
     assert error["code"] == "APPROVAL_INVALID" and "already decided" in error["message"]
     await comm.disconnect()
 

@@ -1,5 +1,6 @@
 """The hash-chained audit trail: it verifies when intact and names each kind of tampering."""
 
+import asyncio
 import io
 
 import pytest
@@ -137,3 +138,39 @@ def test_concurrent_appends_keep_one_chain():
     # A fork (two entries after the same one) would show as a repeated prev_hash.
     prevs = list(AuditEvent.objects.values_list("prev_hash", flat=True))
     assert len(set(prevs)) == 20
+
+
+# --- entries from many coroutines at once (a burst of sockets) --------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_burst_of_entries_is_written_in_batches_and_keeps_one_chain():
+    from unittest import mock
+
+    from asgiref.sync import sync_to_async
+
+    from sessions_app import audit
+
+    writes = []
+    append = audit._append
+
+    def counting(entries):
+        writes.append(len(entries))
+        return append(entries)
+
+    with mock.patch.object(audit, "_append", counting):
+        await asyncio.gather(*(audit.audit_batch().record(kind="socket_connect", client="10.0.0.9",
+                                                          session_id=f"s{n}") for n in range(60)))
+        # An entry naming a secret is refused to its own caller; the others are written.
+        results = await asyncio.gather(
+            audit.audit_batch().record(kind="socket_connect", token="x"),
+            audit.audit_batch().record(kind="socket_refused", client="10.0.0.9", reason="r"),
+            return_exceptions=True,
+        )
+
+    assert isinstance(results[0], ValueError) and results[1] is None
+    assert sum(writes) == 61 and len(writes) < 61  # together, not one transaction each
+    rows = await sync_to_async(lambda: list(AuditEvent.objects.order_by("id")
+                                            .values_list("detail", flat=True)))()
+    assert [row.get("session_id") for row in rows[:60]] == [f"s{n}" for n in range(60)]
+    assert await sync_to_async(audit_verify)() == []

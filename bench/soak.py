@@ -1,0 +1,212 @@
+"""Soak: does the gateway's memory stay flat under a steady load, and what does a socket cost?
+
+    python bench/soak.py --users 20 --minutes 10            # RSS per minute, turns per minute
+    python bench/soak.py --users 20 --minutes 3 --tracemalloc
+    python bench/soak.py --idle 1000 --minutes 0 --tracemalloc   # what one idle socket holds
+
+The gateway runs as load.py runs it (daphne, pairing on, the in-process layer, or
+REDIS_URL with --redis-url), on a fresh SQLite database, against `manage.py mock_llm`.
+
+Soak: `--users` sockets, each on its own session, send a message, wait for `done`,
+and send the next (`--pause` seconds between), each answered in `--chunks` chunks.
+Every session's history grows all along, as a person's does. Each minute prints the
+server's RSS, the turns of that minute and the growth since the first minute (the
+warm-up: first imports, caches, the database's pages). At the end, the growth per
+turn after the warm-up.
+
+Idle: after the soak (or alone, --minutes 0), `--idle` more sockets open, each on a
+session of its own, and stay open: RSS growth per socket.
+
+--tracemalloc runs the server under bench/traced_daphne.py: snapshots after the
+warm-up minute, at the end of the soak, and after the idle sockets opened; the ten
+largest differences by line are printed (per turn and per socket). Tracing slows
+the server and adds to its RSS: read RSS figures from a run without it.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import pickle  # noqa: F401  (tracemalloc snapshots are pickles)
+import signal
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servers import PY, REPO, Lab, Process, free_port, load_average, log, raise_fd_limit  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20, help="sockets sending messages (default 20)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
+    parser.add_argument("--chunks", type=int, default=20, help="chunks per answer (default 20)")
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds between a done and the next message")
+    parser.add_argument("--idle", type=int, default=0, help="idle sockets to open at the end (default 0)")
+    parser.add_argument("--tracemalloc", action="store_true", help="snapshots and their top-10 differences")
+    parser.add_argument("--redis-url", default=None, help="run the gateway with REDIS_URL")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE")
+    return parser.parse_args(argv)
+
+
+class Gateway:
+    def __init__(self, lab: Lab, args, workdir: Path):
+        self.snapshots = workdir / "snapshots"
+        env = lab.gateway_env(redis=bool(args.redis_url))
+        from servers import manage
+
+        manage(env, "migrate", "--noinput")
+        port = free_port()
+        daphne = ["-b", "127.0.0.1", "-p", str(port), "construct_site.asgi:application"]
+        if args.tracemalloc:  # traced, a connect may take longer than daphne's default 5 s
+            daphne[:0] = ["--websocket_connect_timeout", "60"]
+        command = ([PY, str(REPO / "bench" / "traced_daphne.py"), str(self.snapshots), *daphne]
+                   if args.tracemalloc else [PY, "-m", "daphne", *daphne])
+        self.proc = Process("gateway", command, env, workdir)
+        self.proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+        self.token = lab.pair(env, f"http://127.0.0.1:{port}")
+        self.ws = f"ws://127.0.0.1:{port}/ws/chat"
+        self.taken = 0
+
+    async def snapshot(self) -> tracemalloc.Snapshot:
+        self.taken += 1
+        done = self.snapshots / f"snap-{self.taken}.done"
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        while not done.exists():
+            await asyncio.sleep(0.2)
+        return tracemalloc.Snapshot.load(str(self.snapshots / f"snap-{self.taken}.pickle"))
+
+    async def open(self, session_id: str):
+        ws = await connect(f"{self.ws}?session_id={session_id}", max_size=None, open_timeout=60,
+                           additional_headers={"Authorization": f"Bearer {self.token}"})
+        start = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        assert start["type"] == "session_start", start
+        return ws
+
+
+async def user(ws, index: int, args, stop_at: float, turns: list[int]):
+    n = 0
+    try:
+        while time.monotonic() < stop_at:
+            n += 1
+            await ws.send(json.dumps({"type": "message", "client_id": f"c{index}-{n}",
+                                      "content": f"message {n} [[chunks={args.chunks}]]"}))
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if frame.get("type") in ("done", "error", "stopped"):
+                    break
+            if frame["type"] != "done":
+                log(f"user {index}: turn ended with {frame}")
+            turns[0] += 1
+            await asyncio.sleep(args.pause)
+    finally:
+        await ws.close()
+
+
+def rss_anon(pid) -> int:
+    """The anonymous part of RSS (the heap), without the files mapped (libraries, SQLite's)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def top(before, after, label, per, unit):
+    stats = after.compare_to(before, "lineno")
+    total = sum(stat.size_diff for stat in stats)
+    print(f"\n#### tracemalloc, {label}: {total / 1024:+,.0f} KiB traced in all"
+          + (f", {total / per:+,.0f} bytes per {unit}" if per else ""))
+    print("\n| size diff, KiB | per " + unit + ", bytes | count diff | where |\n| ---: | ---: | ---: | --- |")
+    for stat in stats[:10]:
+        frame = stat.traceback[0]
+        where = f"{os.path.relpath(frame.filename, REPO) if frame.filename.startswith(str(REPO)) else frame.filename}:{frame.lineno}"
+        print(f"| {stat.size_diff / 1024:+,.1f} | {stat.size_diff / per if per else 0:+,.0f} "
+              f"| {stat.count_diff:+,} | `{where}` |")
+
+
+async def run(args):
+    raise_fd_limit(args.idle + args.users + 200)
+    workdir = Path(tempfile.mkdtemp(prefix="construct-soak-"))
+    args.server_env = args.server_env
+    args.database_url = args.database_url or f"sqlite:///{workdir / 'soak.sqlite3'}"
+    lab = Lab(args, workdir)
+    lab.start_mock()
+    gateway = Gateway(lab, args, workdir)
+    print(f"Command: `bench/soak.py {' '.join(sys.argv[1:])}` (started {time.strftime('%H:%M:%S')}, "
+          f"load average {load_average()})")
+    rss0 = gateway.proc.rss()
+    print(f"server RSS at start: {rss0 / MiB:.1f} MiB")
+    snaps = {}
+    turns_done = 0
+    if args.minutes > 0:
+        turns = [0]
+        sockets = [await gateway.open(f"soak-{os.getpid()}-{i}") for i in range(args.users)]
+        start = time.monotonic()
+        stop_at = start + args.minutes * 60
+        users = [asyncio.create_task(user(ws, i, args, stop_at, turns)) for i, ws in enumerate(sockets)]
+        print("\n| minute | server RSS, MiB | growth since minute 1, MiB | of it anonymous, MiB "
+              "| turns in the minute | load average |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        minute, last_turns, rss1, anon1, turns1 = 0, 0, None, 0, 0
+        while time.monotonic() < stop_at - 1:
+            await asyncio.sleep(min(60.0, stop_at - time.monotonic()))
+            minute += 1
+            rss, anon = gateway.proc.rss(), rss_anon(gateway.proc.pid)
+            if rss1 is None:
+                rss1, anon1, turns1 = rss, anon, turns[0]
+                if args.tracemalloc:
+                    snaps["warm"] = await gateway.snapshot()
+            print(f"| {minute} | {rss / MiB:.1f} | {(rss - rss1) / MiB:+.1f} | {(anon - anon1) / MiB:+.1f} "
+                  f"| {turns[0] - last_turns} "
+                  f"| {load_average()} |", flush=True)
+            last_turns = turns[0]
+        await asyncio.gather(*users)
+        rss_end = gateway.proc.rss()
+        turns_done = turns[0] - turns1
+        if rss1 is not None and turns_done:
+            print(f"\nAfter minute 1: {turns_done} turns, RSS {(rss_end - rss1) / MiB:+.2f} MiB, "
+                  f"{(rss_end - rss1) / turns_done:+.0f} bytes per turn")
+        if args.tracemalloc and "warm" in snaps:
+            snaps["end"] = await gateway.snapshot()
+            top(snaps["warm"], snaps["end"], "after the warm-up minute to the end of the soak",
+                turns_done, "turn")
+    if args.idle:
+        # Warm-up, as load.py's: the first connects import and cache what every later one uses.
+        for i in range(20):
+            await (await gateway.open(f"warm-{os.getpid()}-{i}")).close()
+        await asyncio.sleep(1)
+        if args.tracemalloc:
+            before = await gateway.snapshot()
+        rss_before = gateway.proc.rss()
+        sockets = []
+        # Traced, a connect is slow enough to meet daphne's 5 s connect timeout at 100 at a time.
+        step = 10 if args.tracemalloc else 100
+        for offset in range(0, args.idle, step):
+            sockets += await asyncio.gather(*(gateway.open(f"idle-{os.getpid()}-{i}")
+                                              for i in range(offset, min(offset + step, args.idle))))
+        await asyncio.sleep(2)
+        rss_after = gateway.proc.rss()
+        print(f"\n{len(sockets)} idle sockets: server RSS {(rss_after - rss_before) / len(sockets) / 1024:.1f} "
+              "KiB per socket")
+        if args.tracemalloc:
+            top(before, await gateway.snapshot(), f"{len(sockets)} idle sockets", len(sockets), "socket")
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    gateway.proc.stop()
+    lab.mock.stop()
+
+
+def main(argv=None):
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
