@@ -14,7 +14,7 @@ from drf_spectacular.generators import SchemaGenerator
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from rest_framework.test import APIClient
 
-from tests.factories import make_device
+from tests.factories import make_device, make_user
 
 _schema = None
 
@@ -86,3 +86,15 @@ def api(device_and_token):
     client = SchemaCheckingClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {device_and_token[1]}")
     return client
+
+
+@pytest.fixture
+def alice():
+    """A user of their own (not the default owner)."""
+    return make_user(username="alice")
+
+
+@pytest.fixture
+def bob():
+    """Another user: what alice may not see."""
+    return make_user(username="bob")

@@ -34,16 +34,6 @@ def _running(user, session_id, *, turn_id, minutes_ago=1):
     )
 
 
-@pytest.fixture
-def alice():
-    return make_user(username="alice")
-
-
-@pytest.fixture
-def bob():
-    return make_user(username="bob")
-
-
 # --- GET /api/sessions/running/ ------------------------------------------------
 
 

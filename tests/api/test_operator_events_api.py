@@ -43,16 +43,6 @@ def _listed(client, query=""):
 
 
 @pytest.fixture
-def alice():
-    return make_user(username="alice")
-
-
-@pytest.fixture
-def bob():
-    return make_user(username="bob")
-
-
-@pytest.fixture
 def operator():
     return make_user(username="ops", is_staff=True)
 

@@ -5,26 +5,14 @@ models, then migrated forward again: only the sessions with nothing in them go.
 """
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from sessions_app.services import default_owner
+from tests.sessions_app.test_users_migration import latest, migrate  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("sessions_app", "0008_session_auto_named")]
 AFTER = [("sessions_app", "0009_delete_empty_sessions")]
-
-
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
-def latest():
-    return MigrationExecutor(connection).loader.graph.leaf_nodes("sessions_app")
 
 
 def test_sessions_with_no_message_and_no_file_are_deleted_and_the_rest_kept():
