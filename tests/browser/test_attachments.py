@@ -29,6 +29,14 @@ def _mock_requests(mock):
             if entry["_path"].endswith("/chat/completions")]
 
 
+def _asks(request, question):
+    """Whether the last user message of a logged provider request ends with `question`."""
+    users = [m for m in request.get("messages", ()) if m.get("role") == "user"]
+    content = users[-1]["content"] if users else ""
+    parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+    return any(part.get("type") == "text" and part.get("text") == question for part in parts)
+
+
 def _chips(page):
     return page.locator("#attach-chips li")
 
@@ -71,7 +79,6 @@ def test_attach_by_button_and_paste_send_and_see_the_thumbnail(chat_server, page
     assert _chips(page).count() == 2
     screenshot(page, "attachments-chips")
 
-    before = len(_mock_requests(mock_llm_process))
     send(page, "What are these?")
     wait_turn_end(page, 1, "done")
     assert page.locator("#attach-tray").is_hidden()
@@ -86,7 +93,9 @@ def test_attach_by_button_and_paste_send_and_see_the_thumbnail(chat_server, page
     screenshot(page, "attachments-sent")
 
     # The model got the image and the file's text, in front of the question.
-    requests = wait_for(lambda: _mock_requests(mock_llm_process)[before:])
+    # Found by the question, not by position: the mock keeps its last 50 requests only, and
+    # it is shared with the worker's earlier tests.
+    requests = wait_for(lambda: [r for r in _mock_requests(mock_llm_process) if _asks(r, "What are these?")])
     content = [m for m in requests[-1]["messages"] if m["role"] == "user"][-1]["content"]
     assert content == [
         {"type": "text", "text": "[Attached file: notes.txt (18 bytes, text/plain)]\n"

@@ -282,6 +282,12 @@ async def _remove_when_empty(cgroup: PidsCgroup) -> None:
         cgroup.remove()
 
 
+# How long a SIGKILLed command may take to be reaped before the call goes on without it.
+# It dies at once; what can take longer is the event loop learning of it (a child watcher
+# that misses its exit): a stop must never wait on that forever.
+REAP_SECONDS = 10.0
+
+
 async def _kill_group(process: asyncio.subprocess.Process) -> None:
     """SIGKILL the process group and reap the leader, even when the caller is being cancelled."""
     try:
@@ -291,7 +297,19 @@ async def _kill_group(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         waiter = asyncio.ensure_future(process.wait())
         try:
-            await asyncio.shield(waiter)
+            await _reaped(waiter, process.pid)
         except asyncio.CancelledError:
-            await waiter  # a second stop must not leave a zombie behind
+            await _reaped(waiter, process.pid)  # a second stop must not leave a zombie behind
             raise
+
+
+async def _reaped(waiter: asyncio.Future, pid: int) -> None:
+    """Wait for the killed leader's exit, for at most REAP_SECONDS (then reap it directly)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(waiter), REAP_SECONDS)
+    except TimeoutError:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # reaped by someone else already
+        logger.warning("a killed command (pid %s) was not reported ended within %g s", pid, REAP_SECONDS)
