@@ -157,7 +157,12 @@ class Approvals:
         channel = None
         joined_at = None
         delay = 0.5
+        task = asyncio.current_task()
         while True:
+            if task.cancelling():
+                # A cancellation that came as a message did (Python 3.11's wait_for then
+                # returns the message): honour it, or the task would wait on for good.
+                raise asyncio.CancelledError()
             try:
                 if channel is None:
                     channel = await layer.new_channel()
@@ -175,6 +180,10 @@ class Approvals:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the layer (Redis) is away: wait, then join again
+                if task.cancelling():
+                    # Cancelled mid-read: the Redis client may raise ConnectionError instead
+                    # of CancelledError, and a retry would swallow the cancellation for good.
+                    raise asyncio.CancelledError() from exc
                 logger.warning("approvals: the channel layer failed, retrying: %r", exc)
                 joined_at = None
                 await asyncio.sleep(delay)

@@ -203,7 +203,9 @@ class Fanout:
         else:
             return
         for subscriber in targets:
-            if subscriber.closed:
+            if subscriber.closed or not subscriber.ready:
+                # A socket that has not had its session_start yet gets none: nothing goes
+                # before that frame (a page loads the events it missed when it opens).
                 continue
             try:
                 await subscriber.sink.relay(message)

@@ -176,7 +176,17 @@ export class Sidebar {
       }
       rows.push(this.item(session, session.id === currentId));
     }
+    // A reload of the list (after every turn) must not take the keyboard's place away:
+    // what had focus in the old list gets it back in the new one.
+    const focused = this.list.contains(document.activeElement) ? document.activeElement : null;
+    const focusedIn = focused?.closest("li.session-item")?.dataset.sessionId;
+    const focusedAs = focused?.classList.contains("session-link") ? null : focused?.getAttribute("title");
     this.list.replaceChildren(...rows);
+    if (focusedIn) {
+      const item = [...this.list.querySelectorAll("li.session-item")].find((li) => li.dataset.sessionId === focusedIn);
+      const again = item && (focusedAs ? item.querySelector(`button[title="${focusedAs}"]`) : item.querySelector("a.session-link"));
+      (again || this.list.querySelector("a.session-link"))?.focus();
+    }
     this.empty.hidden = shown.length > 0;
     this.empty.textContent = searching ? "No session matches." : "No sessions yet.";
     this.more.hidden = !this.next;
