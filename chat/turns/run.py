@@ -30,7 +30,6 @@ from chat.turns import setup, titles
 from chat.turns.approvals import Gate
 from chat.turns.attachments import attachment_refs, history_with_attachments
 from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
-from chat.turns.coalesce import flush_before_wait
 from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from chat.turns.remote import INTERRUPTED_MESSAGE
 from construct_core.model_choices import REASONING_OFF, ModelChoice
@@ -195,7 +194,6 @@ class Turn:
         self.seq = 0
         self.text: list[str] = []  # everything streamed: the `done` full_response
         self.pending: list[str] = []  # streamed since the last saved message
-        self.joined: list[str] = []  # deltas not sent yet: they leave as one chunk (coalesce.py)
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost_usd = 0.0  # of the usage recorded so far
@@ -214,22 +212,10 @@ class Turn:
         self.first_question: str | None = None  # the session's first message, if this turn answers it
 
     async def emit(self, type_: str, **fields) -> None:
-        if self.joined:  # the text before it goes first
-            await self.flush_text()
         self.seq += 1
         # No key the gateway holds reaches a client, even if a provider or a tool echoes it.
         event = {"type": type_, **scrub_fields(fields), "turn_id": self.turn_id, "seq": self.seq}
         await self.fanout.publish(self.session_id, event)
-
-    async def flush_text(self) -> None:
-        """Send the deltas the agent yielded since the last frame as one `chunk`."""
-        text = "".join(self.joined)
-        self.joined = []
-        metrics.CHUNKS.inc()
-        await self.emit("chunk", content=text)
-
-    def _text_waiting(self) -> bool:
-        return bool(self.joined)
 
     async def run(self, content: str, page_context: str | None, client_id: str | None,
                   attachments: list[str] | tuple = (), ask: Ask = PLAIN, *, model: str | None = None,
@@ -502,22 +488,17 @@ class Turn:
         emit = self.emit
         ctx = setup.tool_context(self.session_id, self.user_id)
         tools = frozenset(agent.tools.names())
-        # A chunk's text waits in self.joined until the agent would wait, or another event comes.
-        events = flush_before_wait(agent.run(history, ctx, gate=gate, reasoning=self.reasoning),
-                                   self.flush_text, self._text_waiting)
-        async for event in events:
+        async for event in agent.run(history, ctx, gate=gate, reasoning=self.reasoning):
             kind = event.__class__
             if kind is Chunk:
+                metrics.CHUNKS.inc()
                 if self.first_chunk:
                     self.first_chunk = False
                     metrics.TIME_TO_FIRST_CHUNK.observe(time.monotonic() - self.started)
                 self.text.append(event.text)
                 self.pending.append(event.text)
-                self.joined.append(event.text)
-                continue
-            if self.joined:
-                await self.flush_text()
-            if kind is Thinking:
+                await emit("chunk", content=event.text)
+            elif kind is Thinking:
                 await emit("thinking", content=event.text)
             elif kind is ToolCall:
                 await emit("tool_call", name=event.name, args=event.args, id=event.id)
@@ -532,8 +513,6 @@ class Turn:
                 if event.message["role"] == "tool":
                     _tool_counted(event, tools)
                 await self._save(event)
-        if self.joined:
-            await self.flush_text()
 
     async def _save(self, record: Record) -> None:
         message = record.message
