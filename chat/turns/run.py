@@ -401,6 +401,15 @@ class Turn:
             await self._fail(failure)
             return ChatSession.State.ERROR
         self._count_end("done")
+        # Its end event is kept before `done` goes out: nothing of the turn writes to the
+        # database once a client has its answer.
+        await events.publish_operator_event({
+            "type": "agent_end", "provider": self.choice.provider, "model": self.choice.id,
+            "session_id": self.session_id, "turn_id": self.turn_id,
+            "duration_ms": round((time.monotonic() - self.started) * 1000),
+            **self._usage(),
+        }, user_id=self.user_id)
+        await events.operator_events_kept()
         await self.emit("chunk_reset")
         await self.emit("done", full_response="".join(self.text), usage=self._usage(),
                         model=self.choice.id)
@@ -409,12 +418,6 @@ class Turn:
             self.engine.spawn(titles.title_propose(
                 self.fanout, session_id=self.session_id, user_id=self.user_id, turn_id=self.turn_id,
                 choice=self.choice, question=self.first_question, answer="".join(self.text)))
-        await events.publish_operator_event({
-            "type": "agent_end", "provider": self.choice.provider, "model": self.choice.id,
-            "session_id": self.session_id, "turn_id": self.turn_id,
-            "duration_ms": round((time.monotonic() - self.started) * 1000),
-            **self._usage(),
-        }, user_id=self.user_id)
         return ChatSession.State.IDLE
 
     async def _interrupted(self) -> str:
@@ -577,12 +580,13 @@ class Turn:
             logger.warning("turn %s could not keep its partial reply: %s", self.turn_id, save_exc)
         await self._release(ChatSession.State.ERROR)
         self._count_end("error")
-        await self.emit("error", message=message, code=code)
         await events.publish_operator_event(
             {"type": "error", "component": "ws_chat", "message": message, "code": code,
              "session_id": self.session_id, "turn_id": self.turn_id},
             user_id=self.user_id,
         )
+        await events.operator_events_kept()  # kept before the client has its error frame
+        await self.emit("error", message=message, code=code)
 
 
 def _tool_counted(record: Record, tools: frozenset[str]) -> None:
