@@ -185,6 +185,18 @@ def attachment_download(attachment: Attachment) -> FileResponse | None:
     return response
 
 
+def question_data(*, session_id: str, page_context: str | None, client_id: str | None,
+                  attachment_ids=()) -> dict:
+    """What a user message keeps beside its text: the page context and client id it came
+    with, and the references of the attachments it names (attachment_refs)."""
+    data = {key: value for key, value in (("page_context", page_context), ("client_id", client_id))
+            if value}
+    refs = attachment_refs(session_id=session_id, ids=list(attachment_ids)) if attachment_ids else []
+    if refs:
+        data["attachments"] = refs
+    return data
+
+
 def attachment_refs(*, session_id: str, ids: list[str]) -> list[dict]:
     """The references a message keeps for the attachment ids a client sent, in its order.
 

@@ -112,11 +112,18 @@ async def publish_device_revoked(device_id: int) -> None:
     await _group_send(SOCKETS_GROUP, {"type": "device.revoked", "device_id": device_id})
 
 
-async def publish_operator_event(event: dict, *, user_id: int) -> None:
-    """A turn's start, end or error: to its user's sockets and to staff only; kept for that user."""
+async def publish_operator_event(event: dict, *, user_id: int, kept: bool = False) -> None:
+    """A turn's start, end or error: to its user's sockets and to staff only; kept for that user.
+
+    Kept in the background, in batches (_Keeper). With `kept`, return only once it is
+    stored: a turn's last event is, before the turn's terminal frame goes out, so that
+    nothing of a turn writes to the database once a client has its answer.
+    """
     await _group_send(OPERATORS_GROUP, {"type": "operator.event", "event": event,
                                         "user_id": int(user_id)})
     _keeper().add(event, user_id)
+    if kept:
+        await operator_events_kept()
 
 
 def approval_decided_message(approval) -> dict:

@@ -54,8 +54,8 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
     raises, nothing is taken). Then the session lock (services.turn_try_start):
     not taken, nothing else happens. Taken from a turn whose process died,
     nothing else happens either (that turn's text is kept first, by the caller).
-    Else the model is chosen, `question` ({"content", "data", "attachments"})
-    is stored, and with `token_budget` the history is read for the provider.
+    Else the model is chosen, `question` ({"content", "page_context",
+    "client_id", "attachments"}) is stored, and with `token_budget` the history is read for the provider.
     A failure after the session is taken is returned (`failure`), never
     raised, so the caller's turn frees the session.
     """
@@ -70,11 +70,9 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
     try:
         opened.choice = turn_model(session_id, model)
         if question is not None:
-            data = dict(question.get("data") or {})
-            ids = question.get("attachments") or ()
-            refs = attachments.attachment_refs(session_id=session_id, ids=list(ids)) if ids else []
-            if refs:
-                data["attachments"] = refs
+            data = attachments.question_data(
+                session_id=session_id, page_context=question.get("page_context"),
+                client_id=question.get("client_id"), attachment_ids=question.get("attachments") or ())
             row = services.message_append(session_id=session_id, role="user",
                                           content=question["content"], data=data, turn_id=turn_id)
             opened.message_saved = True

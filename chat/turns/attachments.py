@@ -1,5 +1,6 @@
-"""Attachments in a turn: the ids a message names become the references it keeps, and the
-references in the history become what the model sees.
+"""Attachments in a turn: the references in the history become what the model sees.
+
+(What a message keeps of the ids it names is sessions_app.attachments.question_data.)
 
 The files are read here, off the event loop; what each one becomes is the
 agent's business (chat/agent/attachments.py), which never touches Django.
@@ -15,13 +16,6 @@ from chat.agent.attachments import AttachedFile, bytes_to_read, content_with_att
 from sessions_app import attachments as stored
 
 logger = logging.getLogger(__name__)
-
-
-async def attachment_refs(*, session_id: str, ids: list[str]) -> list[dict]:
-    """What the user message keeps of the attachments it names (others skipped, and logged)."""
-    if not ids:
-        return []
-    return await database_sync_to_async(stored.attachment_refs)(session_id=session_id, ids=list(ids))
 
 
 async def history_with_attachments(history: list[dict], session_id: str) -> list[dict]:

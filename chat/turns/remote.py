@@ -224,16 +224,18 @@ class RemoteTurns:
                        session_id, turn_id, seq)
         # Counted by the one process that ends it: turn_interrupt, or the take-over, has one winner.
         metrics.turn_ended("interrupted")
-        await self.fanout.publish(session_id, {
-            "type": "error", "message": INTERRUPTED_MESSAGE, "code": AgentError.code,
-            "interrupted": True, "turn_id": turn_id, "seq": seq + 1,
-        })
+        # Its operator event is kept before the error frame goes out: nothing of the
+        # turn writes to the database once a client has its end.
         owner = await database_sync_to_async(selectors.session_owner_id)(session_id=session_id)
         if owner is not None:
             await events.publish_operator_event({
                 "type": "error", "component": "ws_chat", "message": INTERRUPTED_MESSAGE,
                 "code": AgentError.code, "session_id": session_id, "turn_id": turn_id,
-            }, user_id=owner)
+            }, user_id=owner, kept=True)
+        await self.fanout.publish(session_id, {
+            "type": "error", "message": INTERRUPTED_MESSAGE, "code": AgentError.code,
+            "interrupted": True, "turn_id": turn_id, "seq": seq + 1,
+        })
         return True
 
     async def logged(self, turn_id: str, after_seq: int = 0) -> list[dict]:

@@ -28,13 +28,13 @@ from construct_core.errors import (
 from construct_core.logs import log_context
 from chat.turns import setup, titles
 from chat.turns.approvals import Gate
-from chat.turns.attachments import attachment_refs, history_with_attachments
+from chat.turns.attachments import history_with_attachments
 from chat.turns.branches import EDIT, MESSAGE, PLAIN, REGENERATE, Ask, ask_target, history_frame
 from chat.turns.fanout import TERMINAL_TYPES, Subscriber
 from chat.turns.remote import INTERRUPTED_MESSAGE
 from construct_core.model_choices import REASONING_OFF, ModelChoice
 from construct_core.redaction import sanitize, scrub_fields
-from sessions_app import budget, selectors, services, turn_db
+from sessions_app import attachments as stored_attachments, budget, selectors, services, turn_db
 from sessions_app.turn_db import TurnOpened
 from sessions_app.models import ChatSession
 
@@ -59,8 +59,8 @@ async def message_run(engine, subscriber: Subscriber, *, content: str, page_cont
     # branch is found first, once the turn holds the session (Turn._run).
     opening = {"model": model}
     if ask.kind == MESSAGE:
-        data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
-        opening.update(question={"content": content, "data": data, "attachments": list(attachments)},
+        opening.update(question={"content": content, "page_context": page_context,
+                                 "client_id": client_id, "attachments": list(attachments)},
                        token_budget=setup.history_budget())
     try:
         try:
@@ -212,6 +212,10 @@ class Turn:
         self.first_question: str | None = None  # the session's first message, if this turn answers it
 
     async def emit(self, type_: str, **fields) -> None:
+        if type_ in TERMINAL_TYPES:
+            # The operator events published so far (its end or error event too) are kept
+            # first: nothing of the turn writes to the database once a client has its end.
+            await events.operator_events_kept()
         self.seq += 1
         # No key the gateway holds reaches a client, even if a provider or a tool echoes it.
         event = {"type": type_, **scrub_fields(fields), "turn_id": self.turn_id, "seq": self.seq}
@@ -253,10 +257,9 @@ class Turn:
                         queued_id=self.queued_id, turn_id=self.turn_id)
                 page_context = (target.data or {}).get("page_context")
             elif not user_saved:  # else stored as the turn took the session
-                data = {k: v for k, v in (("page_context", page_context), ("client_id", client_id)) if v}
-                refs = await attachment_refs(session_id=self.session_id, ids=list(attachments))
-                if refs:
-                    data["attachments"] = refs
+                data = await database_sync_to_async(stored_attachments.question_data)(
+                    session_id=self.session_id, page_context=page_context, client_id=client_id,
+                    attachment_ids=list(attachments))
                 # An edit is a new question beside the one edited; a message continues the branch.
                 parent = {"parent_id": target.parent_id} if ask.kind == EDIT else {}
                 if self.queued_id is not None:
@@ -409,7 +412,6 @@ class Turn:
             "duration_ms": round((time.monotonic() - self.started) * 1000),
             **self._usage(),
         }, user_id=self.user_id)
-        await events.operator_events_kept()
         await self.emit("chunk_reset")
         await self.emit("done", full_response="".join(self.text), usage=self._usage(),
                         model=self.choice.id)
@@ -585,7 +587,6 @@ class Turn:
              "session_id": self.session_id, "turn_id": self.turn_id},
             user_id=self.user_id,
         )
-        await events.operator_events_kept()  # kept before the client has its error frame
         await self.emit("error", message=message, code=code)
 
 

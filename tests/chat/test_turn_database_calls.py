@@ -11,7 +11,7 @@ import pytest
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
 
 from sessions_app.models import ChatSession, Message, UsageRecord
-from tests.chat.conftest import frames_until, open_socket, send
+from tests.chat.conftest import frames_until, nothing_more, open_socket, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,3 +167,29 @@ async def test_the_turns_events_are_kept_in_batches_under_load(hops, settings):
         OperatorEvent.objects.order_by("id").values_list("event", flat=True)))()
     assert [event["n"] for event in kept] == list(range(50))
     assert 1 <= hops.count("operator_events_record") < 10, hops
+
+
+@pytest.mark.parametrize("content, end", [
+    ("plain", "done"),
+    ("[[chunks=200]] [[delay_ms=20]]", "stopped"),
+    ("[[fail=400]]", "error"),
+])
+async def test_nothing_of_a_turn_reaches_the_database_after_its_end_frame(gateway, token, hops,
+                                                                          content, end):
+    """Once a client has a turn's done, stopped or error frame, the turn makes no database
+    call: its operator events (its start, its end or error) are kept before that frame.
+    A write after it raced the next request, or a test's teardown, for the database."""
+    comm, _ = await open_socket(token, query="session_id=after")
+    await send(comm, type="message", content="first")  # stores the session: not what is counted
+    await frames_until(comm)
+    await send(comm, type="message", content=content)
+    if end == "stopped":
+        await frames_until(comm, types=("chunk",))
+        await send(comm, type="stop")
+    frames = await frames_until(comm)
+    at_end = list(hops)
+    assert frames[-1]["type"] == end, frames[-1]
+    assert "operator_events_record" in at_end  # its events were kept, before the frame
+    assert await nothing_more(comm, timeout=0.5)
+    assert hops == at_end, hops[len(at_end):]
+    await comm.disconnect()
