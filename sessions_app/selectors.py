@@ -9,6 +9,7 @@ from django.db.models import Count, DecimalField, Exists, IntegerField, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from sessions_app import windows
 from sessions_app.attachments import attachments_tokens
 from sessions_app.branches import branch_up, newest_leaf_under, up_to_role  # noqa: F401  (a read)
 from sessions_app.models import (
@@ -87,19 +88,61 @@ def history_for_provider(*, session_id: str, token_budget: int, open_tail: bool 
 
     The branch is the path from the first message to the active leaf (or to
     `leaf_id`): a message of another branch (an abandoned answer, the question
-    before an edit) is never in it. It is read newest first in small batches,
-    so a session of 10,000 messages costs what its window costs, not what its
-    whole history (or its number of branches) costs. A tool result is never
-    kept without the assistant message that called it. With `open_tail`, the
-    last message's tool calls without results are left open (a turn continued
-    from its saved history answers them), not filled in.
+    before an edit) is never in it. A tool result is never kept without the
+    assistant message that called it. With `open_tail`, the last message's tool
+    calls without results are left open (a turn continued from its saved
+    history answers them), not filled in.
     """
-    kept: list[dict] = []
-    used = 0
     if leaf_id is None:
         leaf_id, total = active_leaf(session_id=session_id)
     else:
         total = Message.objects.filter(pk=leaf_id).values_list("depth", flat=True).first() or 0
+    kept, _costs = _branch_window(leaf_id, token_budget)
+    return _window_sent(kept, session_id=session_id, total=total, token_budget=token_budget,
+                        open_tail=open_tail)
+
+
+def history_for_question(*, session_id: str, question: Message, token_budget: int) -> tuple[list[dict], int]:
+    """history_for_provider for a turn whose question was just stored (`question`, the
+    active leaf): from the window the session's last turn here kept in memory when it
+    ends at the question's parent (sessions_app.windows), else read; either way the
+    window is kept for the next turn, which then reads nothing but its own question."""
+    budget = token_budget
+    cached = windows.window_for(session_id, parent_id=question.parent_id, budget=budget)
+    if cached is None:
+        kept, costs = _branch_window(question.pk, budget)
+    else:
+        kept, costs = cached
+        if question.role != Message.Role.SYSTEM:
+            message = message_to_neutral(question.role, question.content, question.data or {})
+            kept.append(message)
+            costs.append(estimate_tokens(message))
+    kept = windows.window_keep(session_id, leaf_id=question.pk, budget=budget, messages=kept,
+                               costs=costs)
+    return _window_sent(kept, session_id=session_id, total=question.depth, token_budget=budget)
+
+
+def window_extend(*, session_id: str, row: Message) -> None:
+    """A message a turn stored: the session's kept window (if it ends at its parent) ends
+    at it now."""
+    message = None
+    if row.role != Message.Role.SYSTEM:
+        message = message_to_neutral(row.role, row.content, row.data or {})
+    windows.window_extend(session_id, message_id=row.pk, parent_id=row.parent_id, message=message,
+                          cost=estimate_tokens(message) if message is not None else 0)
+
+
+def _branch_window(leaf_id: int | None, token_budget: int) -> tuple[list[dict], list[int]]:
+    """The newest messages of the branch ending at `leaf_id` that fit in `token_budget`
+    (the newest always), oldest first, with their token estimates.
+
+    It is read newest first in small batches, so a session of 10,000 messages
+    costs what its window costs, not what its whole history (or its number of
+    branches) costs.
+    """
+    kept: list[dict] = []
+    costs: list[int] = []
+    used = 0
     # Keyset pages up the branch (from the parent of the oldest message read):
     # each is a walk of at most `size` steps by primary key, where OFFSET would
     # walk again all it skips. After the first page, a page is sized to what
@@ -124,14 +167,26 @@ def history_for_provider(*, session_id: str, token_budget: int, open_tail: bool 
                 full = True
                 break
             kept.append(message)
+            costs.append(cost)
             used += cost
         per_message = used / max(len(kept), 1)
         size = max(50, min(int((token_budget - used) / per_message * 1.2) + 10, _HISTORY_BATCH_MAX))
     kept.reverse()
+    costs.reverse()
+    return kept, costs
+
+
+def _window_sent(kept: list[dict], *, session_id: str, total: int, token_budget: int,
+                 open_tail: bool = False) -> tuple[list[dict], int]:
+    """A window as the provider is sent it, and how many messages of the branch it leaves out."""
+    # Each message a copy: what a turn does to its history never reaches a kept window.
+    kept = [dict(message) for message in kept]
     # The window opens on a user message: never on tool results whose call was
     # cut off, nor on an assistant message (Anthropic refuses both).
-    while kept and kept[0]["role"] != "user":
-        kept.pop(0)
+    first = 0
+    while first < len(kept) and kept[first]["role"] != "user":
+        first += 1
+    kept = kept[first:]
     dropped = max(total - len(kept), 0)
     if dropped:
         logger.info("history of session %s: sent %d messages, left out %d to fit %d tokens",

@@ -78,8 +78,9 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
             opened.message_saved = True
             opened.first_question = row.seq == 1
             if token_budget is not None:
-                opened.history, _dropped = selectors.history_for_provider(
-                    session_id=session_id, token_budget=token_budget)
+                # From the window the session's last turn kept in memory, when it can be.
+                opened.history, _dropped = selectors.history_for_question(
+                    session_id=session_id, question=row, token_budget=token_budget)
     except Exception as exc:  # noqa: BLE001 - handed to the turn, which ends with it
         opened.failure = exc
     return opened
@@ -126,8 +127,10 @@ def turn_save(*, session_id: str, user_id: int, turn_id: str, model: str,
                     "output_tokens": before_out + sum(u[1] for u in usages),
                     "cost_usd": round(before_cost + saved.cost_usd, 8),
                 }
-            services.message_append(session_id=session_id, role=message["role"],
-                                    content=message.get("content") or "", data=data, turn_id=turn_id)
+            row = services.message_append(session_id=session_id, role=message["role"],
+                                          content=message.get("content") or "", data=data,
+                                          turn_id=turn_id)
+            selectors.window_extend(session_id=session_id, row=row)  # the next turn's history
     except Exception:
         if finish_state is not None:
             services.turn_finish(session_id=session_id, turn_id=turn_id, state=ChatSession.State.ERROR)
