@@ -154,9 +154,13 @@ async def run(args):
         stop_at = start + args.minutes * 60
         users = [asyncio.create_task(user(ws, i, args, stop_at, turns)) for i, ws in enumerate(sockets)]
         print("\n| minute | server RSS, MiB | growth since minute 1, MiB | of it anonymous, MiB "
-              "| turns in the minute | load average |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| turns in the minute | messages per session | server CPU per turn, ms "
+              "| mock CPU per turn, ms | load average |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         minute, last_turns, rss1, anon1, turns1 = 0, 0, None, 0, 0
+        # CPU per turn each minute: whether a turn costs the server more as histories grow
+        # (the mock's beside it: it parses each request, whose history grows too).
+        cpu_last, mock_last = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
         while time.monotonic() < stop_at - 1:
             await asyncio.sleep(min(60.0, stop_at - time.monotonic()))
             minute += 1
@@ -165,10 +169,13 @@ async def run(args):
                 rss1, anon1, turns1 = rss, anon, turns[0]
                 if args.tracemalloc:
                     snaps["warm"] = await gateway.snapshot()
+            cpu, mock_cpu = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
+            in_minute = max(turns[0] - last_turns, 1)
             print(f"| {minute} | {rss / MiB:.1f} | {(rss - rss1) / MiB:+.1f} | {(anon - anon1) / MiB:+.1f} "
-                  f"| {turns[0] - last_turns} "
+                  f"| {turns[0] - last_turns} | {2 * turns[0] / args.users:.0f} "
+                  f"| {(cpu - cpu_last) * 1000 / in_minute:.2f} | {(mock_cpu - mock_last) * 1000 / in_minute:.2f} "
                   f"| {load_average()} |", flush=True)
-            last_turns = turns[0]
+            last_turns, cpu_last, mock_last = turns[0], cpu, mock_cpu
         await asyncio.gather(*users)
         rss_end = gateway.proc.rss()
         turns_done = turns[0] - turns1

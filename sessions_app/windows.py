@@ -17,15 +17,18 @@ deleted: deleting one deletes what follows it, the window's end with it) is
 read from the database again. Each process keeps its own windows; nothing is
 shared, so nothing can go stale across processes.
 
-What it costs: the windows of the sessions used last, at most MAX_TOKENS
-(estimated) over all of them, about 16 MB of text; older ones are dropped.
-All of it runs on the database thread; a lock keeps it right on any other.
+What it costs: the windows of the sessions used last, at most MAX_BYTES over
+all of them (estimated: a message's text, from its token estimate, and about
+600 bytes for its dict: a short one takes about 270); the oldest are dropped first. All of it runs on the
+database thread; a lock keeps it right on any other.
 """
 
 import threading
 from collections import OrderedDict
 
-MAX_TOKENS = 4_000_000
+MAX_BYTES = 64 * 1024 * 1024
+_BYTES_PER_TOKEN = 4  # as selectors.estimate_tokens counts
+_BYTES_PER_MESSAGE = 600  # a short message: its dict, strings and list slots (about 270, traced), doubled
 
 
 class _Window:
@@ -37,6 +40,10 @@ class _Window:
         self.messages = messages
         self.costs = costs
         self.tokens = sum(costs)
+
+    def size(self) -> int:
+        """Its estimated memory, in bytes."""
+        return self.tokens * _BYTES_PER_TOKEN + len(self.messages) * _BYTES_PER_MESSAGE
 
     def trim(self) -> None:
         """Drop the oldest messages until the window fits its budget (the newest always stays),
@@ -51,7 +58,7 @@ class _Window:
 
 _windows: "OrderedDict[str, _Window]" = OrderedDict()
 _lock = threading.Lock()
-_held = 0  # tokens over all windows
+_held = 0  # estimated bytes over all windows (_Window.size)
 
 
 def window_for(session_id: str, *, parent_id: int | None, budget: int) -> tuple[list[dict], list[int]] | None:
@@ -76,9 +83,9 @@ def window_keep(session_id: str, *, leaf_id: int, budget: int, messages: list[di
     with _lock:
         old = _windows.pop(session_id, None)
         if old is not None:
-            _held -= old.tokens
+            _held -= old.size()
         _windows[session_id] = window
-        _held += window.tokens
+        _held += window.size()
         _evict()
     return kept
 
@@ -94,17 +101,17 @@ def window_extend(session_id: str, *, message_id: int, parent_id: int | None,
         if window is None:
             return
         if parent_id is None or window.leaf_id != parent_id:
-            _held -= window.tokens
+            _held -= window.size()
             del _windows[session_id]
             return
-        _held -= window.tokens
+        _held -= window.size()
         window.leaf_id = message_id
         if message is not None:
             window.messages.append(message)
             window.costs.append(cost)
             window.tokens += cost
             window.trim()
-        _held += window.tokens
+        _held += window.size()
         _evict()
 
 
@@ -113,7 +120,7 @@ def window_forget(session_id: str) -> None:
     with _lock:
         window = _windows.pop(session_id, None)
         if window is not None:
-            _held -= window.tokens
+            _held -= window.size()
 
 
 def windows_clear() -> None:
@@ -126,6 +133,6 @@ def windows_clear() -> None:
 
 def _evict() -> None:
     global _held
-    while _held > MAX_TOKENS and len(_windows) > 1:
+    while _held > MAX_BYTES and len(_windows) > 1:
         _session, oldest = _windows.popitem(last=False)
-        _held -= oldest.tokens
+        _held -= oldest.size()

@@ -143,11 +143,11 @@ def test_a_new_budget_or_another_session_reads_again():
 
 
 def test_the_windows_held_stay_under_their_bound(monkeypatch):
-    monkeypatch.setattr(windows, "MAX_TOKENS", 2_000)
+    monkeypatch.setattr(windows, "MAX_BYTES", 20_000)
     for n in range(20):
         make_session(session_id=f"s{n}")
         turn(f"s{n}", "q" * 2_000, [{"role": "assistant", "content": "a" * 2_000}], 100_000)
-    assert windows._held <= 2_000 or len(windows._windows) == 1
-    assert windows._held == sum(window.tokens for window in windows._windows.values())
+    assert windows._held <= 20_000 and 1 < len(windows._windows) < 20
+    assert windows._held == sum(window.size() for window in windows._windows.values())
     # A dropped window is read again, right.
     assert turn("s0", "again", [], 100_000, turn_id="t2") == read("s0", 100_000)
