@@ -97,11 +97,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         await super().send(text_data, bytes_data, close)
 
-    async def send_json(self, content, close=False):
-        if self._closing:
-            return
-        await super().send_json(content, close)
-
     async def _connect(self):
         params = protocol.query_params(self.scope)
         self.client = client_from_scope(self.scope)
@@ -290,28 +285,24 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """The turn engine's way to this socket (turns.Sink)."""
         await self.send(text_data=text)
 
-    async def relay(self, message: dict) -> None:
-        """A channel-layer message for this socket (turns.Sink): the process heard it once."""
+    async def relay(self, message: dict, text: str | None = None) -> None:
+        """A channel-layer message for this socket (turns.Sink): the process heard it once.
+        `text`: the `agent_event` frame of a channel or operator event, encoded once for
+        every socket it goes to."""
         kind = message.get("type")
         if kind == "device.revoked":
             await self.device_revoked(message)
-        elif kind == "channel.event":
-            await self.channel_event(message)
-        elif kind == "operator.event":
-            await self.operator_event(message)
+        elif kind in ("channel.event", "operator.event"):
+            if self._revoked:
+                return
+            if text is None:
+                await self.send_json({"type": "agent_event", "event": message["event"]})
+            else:
+                await self.send(text_data=text)
 
     async def device_revoked(self, message):
         if self.device_id is not None and message.get("device_id") == self.device_id:
             await self._close_revoked()
-
-    async def channel_event(self, message):
-        if not self._revoked:
-            await self.send_json({"type": "agent_event", "event": message["event"]})
-
-    async def operator_event(self, message):
-        """A turn's start, end or error: this user's own, or anyone's for staff."""
-        if not self._revoked:
-            await self.send_json({"type": "agent_event", "event": message["event"]})
 
     # --- Helpers ----------------------------------------------------------
 

@@ -53,9 +53,10 @@ class Sink(Protocol):
     async def close(self, code: int) -> None:
         """Close the socket with `code` (a draining process sends its sockets away)."""
 
-    async def relay(self, message: dict) -> None:
+    async def relay(self, message: dict, text: str | None = None) -> None:
         """A channel-layer message for this socket: `channel.event`, `operator.event` or
-        `device.revoked` (the process hears them once and relays them, see Fanout.relay)."""
+        `device.revoked` (the process hears them once and relays them, see Fanout.relay);
+        `text`, for the two events, is the `agent_event` frame to send, encoded once."""
 
 
 class Subscriber:
@@ -202,13 +203,16 @@ class Fanout:
             targets = {s for subscribers in self._subscribers.values() for s in subscribers}
         else:
             return
+        # A turn's start and end go to every socket of its user: encoded once, not per socket.
+        text = dumps({"type": "agent_event", "event": message.get("event")}) \
+            if kind != "device.revoked" else None
         for subscriber in targets:
             if subscriber.closed or not subscriber.ready:
                 # A socket that has not had its session_start yet gets none: nothing goes
                 # before that frame (a page loads the events it missed when it opens).
                 continue
             try:
-                await subscriber.sink.relay(message)
+                await subscriber.sink.relay(message, text)
             except Exception as exc:  # one socket's failure is its own
                 logger.debug("could not relay %s to a socket of session %s: %r", kind,
                              subscriber.session_id, exc)
