@@ -50,6 +50,19 @@ def assistant_text(message: dict) -> str:
     return content
 
 
+# The SDKs keep at most 100 idle connections to a provider (of 1,000 open). A gateway
+# with more than 100 replies streaming at once (or a chat's title asked for beside its
+# answer) closed the rest as each reply ended and opened new ones for the next turns:
+# a connect, and a TLS handshake, per turn. Every connection the pool may open may stay.
+MAX_PROVIDER_CONNECTIONS = 1000
+
+
+def connection_limits(httpx_module):
+    """The connection pool of a provider's SDK client (`httpx_module`: the SDK's httpx)."""
+    return httpx_module.Limits(max_connections=MAX_PROVIDER_CONNECTIONS,
+                               max_keepalive_connections=MAX_PROVIDER_CONNECTIONS)
+
+
 @dataclass
 class ProviderConfig:
     provider: str
