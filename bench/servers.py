@@ -325,9 +325,11 @@ SEED_HISTORY = """
 import django
 django.setup()
 from sessions_app.models import ChatSession, Message
+from sessions_app.services import default_owner
 session_id, count = {session_id!r}, {count}
 ChatSession.objects.filter(pk=session_id).delete()
-session = ChatSession.objects.create(pk=session_id, name="long history")
+# The default owner's: the bench pairs its device with no user named, so its sockets are that user's.
+session = ChatSession.objects.create(pk=session_id, name="long history", user=default_owner())
 text = "A message of a long conversation, long enough to look like one. " * 3
 batch = []
 for seq in range(1, count + 1):
