@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from report import GATEWAYS, LABELS
+from report import LABELS, RELAYS, TWO_PROCESSES
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_RELAY = REPO / "bench" / "node_relay"
@@ -214,9 +214,9 @@ class Target:
         return LABELS[self.kind]
 
     def url(self, prefix, index):
-        if self.kind in GATEWAYS:
-            return f"{self.ws_base}?session_id=bench-{prefix}-{index}"
-        return self.ws_base
+        if self.kind in RELAYS:
+            return self.ws_base
+        return f"{self.ws_base}?session_id=bench-{prefix}-{index}"
 
 
 class Lab:
@@ -286,7 +286,8 @@ class Lab:
                            base_env(), self.workdir, cwd=NODE_RELAY)
             proc.wait_port(port)
             return Target(kind, proc, f"ws://127.0.0.1:{port}/", {})
-        env = self.gateway_env(redis=kind == "redis")
+        behind_redis = kind == "redis" or kind in TWO_PROCESSES
+        env = self.gateway_env(redis=behind_redis)
         if not self.migrated:
             log("migrating the benchmark database")
             manage(env, "migrate", "--noinput")
@@ -297,7 +298,7 @@ class Lab:
             proc.wait_http(f"http://127.0.0.1:{port}/health")
         except RuntimeError as exc:
             proc.stop()
-            if kind == "redis":
+            if behind_redis:
                 self.skip(kind, f"the gateway did not start with REDIS_URL: {exc}")
                 return None
             raise
