@@ -17,6 +17,8 @@ and the measurements, each run on every selected server:
            R rounds, the servers' rounds interleaved.
   paced    K sessions, each answered in N deltas D ms apart ([[delay_ms=D]]), the
            messages spread over S ms: a load the machine can carry.
+  twoproc  the paced load on two gateway processes sharing Redis and the database: each
+           session's message sent on process A, a second socket of it watching on B.
   capacity the paced load at 100, 200, 400, 800, 1,600 sessions (100 deltas 20 ms
            apart, each delta its own write and read): the largest step one
            process serves with p99 added latency <= 50 ms and nothing lost.
@@ -58,6 +60,7 @@ and the servers inherit the raised limit (they are started after it).
     python bench/load.py                           # the full run (see bench/RESULTS.md)
     python bench/load.py --phases relay,node,inproc,burst,paced
     python bench/load.py --phases capacity         # capacity steps on all four servers
+    python bench/load.py --phases relay,node,twoproc  # two gateway processes, beside the relays
     python bench/load.py --phases inproc,idle,connect --idle 10000
     python bench/load.py --database-url postgres://... --redis-url redis://.../7
 
@@ -80,14 +83,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from report import percentile, raw_figures, report
+from report import RELAYS, TWO_PROCESSES, percentile, raw_figures, report
 from servers import Lab, Process, Target, load_average, log, raise_fd_limit, seed_history, stop_all
 from wsclient import open_socket
 
 TERMINAL = frozenset(("done", "error", "stopped"))
 CONNECT_CONCURRENCY = 100
 SERVERS = ("relay", "node", "inproc", "redis")
-MEASUREMENTS = ("burst", "paced", "capacity", "idle", "connect", "resume")
+MEASUREMENTS = ("burst", "paced", "twoproc", "capacity", "idle", "connect", "resume")
 
 # "<t:1796018069.243428> ", and any beginning of one (a delta cut between two frames).
 STAMP = re.compile(r"<t:(\d+\.\d+)> ")
@@ -198,6 +201,10 @@ class Round:
     load_end: float = 0.0
     timed_out: bool = False
     client_lag: list = field(default_factory=list)  # how late the client's loop ran a 5 ms timer, s
+    # With a watching process (stream_round's `watcher`): the round as its sockets saw it, and,
+    # per delta whole on both sockets of its session, how much later it arrived there, s.
+    watched: "Round | None" = None
+    cross: list = field(default_factory=list)
 
     @property
     def expected(self):
@@ -258,10 +265,11 @@ class Round:
         return ", ".join(words)
 
 
-async def open_many(urls, headers, limit=CONNECT_CONCURRENCY, opened_at=None):
+async def open_many(urls, headers, limit=CONNECT_CONCURRENCY, opened_at=None, aligned=False):
     """Open sockets, `limit` handshakes at a time: (the open ones, how many failed, one error).
 
     `opened_at`, a list, receives the time.monotonic() of each greeting as it comes.
+    `aligned`: the sockets one per url, in their order, None for each that failed.
     """
     semaphore = asyncio.Semaphore(limit)
 
@@ -273,8 +281,11 @@ async def open_many(urls, headers, limit=CONNECT_CONCURRENCY, opened_at=None):
             return ws
 
     results = await asyncio.gather(*(one(url) for url in urls), return_exceptions=True)
-    sockets = [r for r in results if not isinstance(r, BaseException)]
     errors = [r for r in results if isinstance(r, BaseException)]
+    if aligned:
+        sockets = [None if isinstance(r, BaseException) else r for r in results]
+    else:
+        sockets = [r for r in results if not isinstance(r, BaseException)]
     return sockets, len(errors), (repr(errors[0]) if errors else "")
 
 
@@ -286,17 +297,36 @@ async def close_all(sockets, wait=5.0):
 
 
 async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, delay_ms=0,
-                       stagger=0.0, timeout=None) -> Round:
-    """K sockets connected first, then each sends one message (spread over `stagger` s); until all are done."""
+                       stagger=0.0, timeout=None, watcher: Target | None = None) -> Round:
+    """K sockets connected first, then each sends one message (spread over `stagger` s); until all are done.
+
+    `watcher`: a second gateway process behind the same Redis and database. Each
+    session then has a second socket there, joined by the same session id, that
+    sends nothing and is counted and checked like the first: `result.watched` is the
+    round as those sockets saw it (with that process's CPU), `result.cross` how much
+    later each delta reached them.
+    """
     sockets, failed, error = await open_many([target.url(prefix, i) for i in range(sessions)],
-                                             target.headers)
+                                             target.headers, aligned=True)
     if failed:
         log(f"{target.label}: {failed} of {sessions} sockets did not open: {error}")
     result = Round(target.kind, sessions, deltas, connect_failures=failed)
+    watching = [None] * sessions
+    if watcher is not None:
+        watching, failed, error = await open_many([watcher.url(prefix, i) for i in range(sessions)],
+                                                  watcher.headers, aligned=True)
+        if failed:
+            log(f"{watcher.label}: {failed} of {sessions} sockets did not open: {error}")
+        result.watched = Round(watcher.kind, sessions, deltas, connect_failures=failed)
+        for index, (ws, other) in enumerate(zip(sockets, watching)):
+            if ws is None and other is not None:  # nobody sends in this session: nothing to watch
+                other.close()
+                watching[index] = None
+                result.watched.connect_failures += 1
     pace = f" [[delay_ms={delay_ms}]]" if delay_ms else ""
     message = json.dumps({"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}"})
     all_done = asyncio.Event()
-    remaining = len(sockets)
+    remaining = 0
 
     def finished():
         nonlocal remaining
@@ -304,45 +334,72 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
         if remaining == 0:
             all_done.set()
 
-    for ws in sockets:
+    def counted(ws, into: Round):
+        nonlocal remaining
         turn = Turn(deltas, finished)
         ws.on_text = turn.on_text
         ws.closed.add_done_callback(lambda _future, turn=turn: turn.finish("closed"))
-        result.turns.append(turn)
+        into.turns.append(turn)
+        remaining += 1
+        return turn
 
-    def send(ws, turn):
+    # (sender's socket, its turn, the watching socket's turn or None), one per session.
+    senders = []
+    for ws, other in zip(sockets, watching):
+        if ws is not None:
+            watched = counted(other, result.watched) if other is not None else None
+            senders.append((ws, counted(ws, result), watched))
+    opened = [ws for ws in sockets + watching if ws is not None]
+
+    def send(ws, turn, watched):
         turn.sent_at = time.time()
+        if watched is not None:
+            watched.sent_at = turn.sent_at
         ws.send_text(message)
 
     if timeout is None:
         timeout = 30 + stagger + 3 * deltas * delay_ms / 1000
     loop = asyncio.get_running_loop()
+    servers = [target.server] + ([watcher.server] if watcher is not None else [])
     # A collection pausing the client would show as the server's latency: none during the round.
     gc.collect()
     gc.disable()
     probe = asyncio.ensure_future(loop_lag(result.client_lag))
     result.load_start = load_average()
-    cpu0, mock0, client0 = target.server.cpu_seconds(), mock.cpu_seconds(), time.process_time()
+    cpu0, mock0, client0 = [s.cpu_seconds() for s in servers], mock.cpu_seconds(), time.process_time()
     try:
-        for index, (ws, turn) in enumerate(zip(sockets, result.turns)):
-            loop.call_later(stagger * index / max(1, len(sockets)), send, ws, turn)
-        if sockets:
+        for index, (ws, turn, watched) in enumerate(senders):
+            loop.call_later(stagger * index / max(1, len(senders)), send, ws, turn, watched)
+        if senders:
             try:
                 await asyncio.wait_for(all_done.wait(), timeout)
             except TimeoutError:
                 result.timed_out = True
-        result.server_cpu = target.server.cpu_seconds() - cpu0
+        result.server_cpu, *watcher_cpu = [s.cpu_seconds() - c for s, c in zip(servers, cpu0)]
         result.mock_cpu = mock.cpu_seconds() - mock0
         result.client_cpu = time.process_time() - client0
         result.load_end = load_average()
     finally:
         probe.cancel()
         gc.enable()
-    sent = [t.sent_at for t in result.turns if t.sent_at]
-    ends = [t.finished_at for t in result.turns if t.finished_at]
-    if sent and ends:
-        result.seconds = max(ends) - min(sent)
-    await close_all(sockets)
+    for one in (result, result.watched):
+        if one is None:
+            continue
+        sent = [t.sent_at for t in one.turns if t.sent_at]
+        ends = [t.finished_at for t in one.turns if t.finished_at]
+        if sent and ends:
+            one.seconds = max(ends) - min(sent)
+    if result.watched is not None:
+        watched = result.watched
+        watched.server_cpu = watcher_cpu[0]
+        # The client and the mock served both processes' sockets: their time is the round's.
+        for name in ("mock_cpu", "client_cpu", "load_start", "load_end", "timed_out", "client_lag"):
+            setattr(watched, name, getattr(result, name))
+        for _ws, turn, other in senders:
+            if other is not None and turn.whole and other.whole:
+                # latency = arrival - stamp, so their difference is B's arrival - A's, per delta.
+                result.cross.extend(b - a for a, b in zip(turn.latencies, other.latencies))
+    await close_all(opened)
     return result
 
 
@@ -486,6 +543,46 @@ async def run_stream(targets, args, mock, figures):
         figures["paced"] = rounds
 
 
+async def run_twoproc(lab, relays, args, mock, figures):
+    """The paced load on two gateway processes with one Redis and one database: each session's
+    message sent on A, a second socket of it on B; the relays' paced rounds interleaved."""
+    pair = []
+    try:
+        for kind in TWO_PROCESSES:
+            target = lab.start(kind)
+            if target is None:
+                return
+            pair.append(target)
+        sender, watcher = pair
+        for target in relays:
+            log(f"{target.label}: warm-up")
+            await stream_round(target, "twarm", min(10, args.sessions), 20, mock)
+        log("two processes: warm-up")
+        await stream_round(sender, "twarm", min(10, args.sessions), 20, mock, watcher=watcher)
+        phase_mark(figures, "twoproc")
+        rounds = {t.kind: [] for t in relays + pair}
+        for index in range(args.paced_rounds):
+            for target in relays:
+                result = await stream_round(target, f"twoproc{index}", args.sessions, args.paced_chunks, mock,
+                                            delay_ms=args.paced_delay_ms, stagger=args.paced_stagger_ms / 1000)
+                log(describe(result, f"{target.label}: paced round {index + 1} (two processes' phase)"))
+                rounds[target.kind].append(result)
+            result = await stream_round(sender, f"twoproc{index}", args.sessions, args.paced_chunks, mock,
+                                        delay_ms=args.paced_delay_ms, stagger=args.paced_stagger_ms / 1000,
+                                        watcher=watcher)
+            log(describe(result, f"{sender.label}: two processes round {index + 1}"))
+            log(describe(result.watched, f"{watcher.label}: two processes round {index + 1}")
+                + f"; B after A p50 {percentile(result.cross, 50) * 1000:.1f} / "
+                  f"p99 {percentile(result.cross, 99) * 1000:.1f} ms")
+            rounds[sender.kind].append(result)
+            rounds[watcher.kind].append(result.watched)
+        phase_mark(figures, "twoproc", start=False)
+        figures["twoproc"] = rounds
+    finally:
+        for target in pair:
+            target.server.stop()
+
+
 async def run_capacity(targets, args, mock, figures):
     """The paced load, step by step, servers interleaved; a server stops at its first failed step."""
     phase_mark(figures, "capacity")
@@ -552,8 +649,9 @@ async def main(args) -> dict:
         lab.start_mock()
         long_lived = [m for m in ("burst", "paced", "capacity", "resume") if m in args.measure]
         targets = []
-        if long_lived:
-            kinds = list(args.servers)
+        if long_lived or "twoproc" in args.measure:
+            # The two processes' measurement starts its own gateways; it compares them with the relays.
+            kinds = list(args.servers) if long_lived else [k for k in args.servers if k in RELAYS]
             if "resume" in args.measure and "inproc" not in kinds:
                 kinds.append("inproc")
             for kind in kinds:
@@ -563,6 +661,8 @@ async def main(args) -> dict:
         streamed = [t for t in targets if t.kind in args.servers]
         if streamed and ("burst" in args.measure or "paced" in args.measure):
             await run_stream(streamed, args, lab.mock, figures)
+        if "twoproc" in args.measure:
+            await run_twoproc(lab, [t for t in streamed if t.kind in RELAYS], args, lab.mock, figures)
         if streamed and "capacity" in args.measure:
             await run_capacity(streamed, args, lab.mock, figures)
         gateway = next((t for t in targets if t.kind == "inproc"), None)
@@ -608,17 +708,19 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="every selected phase, small: " + ", ".join(f"{k}={v}" for k, v in QUICK.items())
                         + " (options given explicitly win)")
-    parser.add_argument("--phases", default="relay,node,inproc,redis,burst,paced,capacity,idle,connect,resume",
+    parser.add_argument("--phases",
+                        default="relay,node,inproc,redis,burst,paced,twoproc,capacity,idle,connect,resume",
                         help="servers (relay,node,inproc,redis) and measurements "
-                             "(burst,paced,capacity,idle,connect,resume; stream = burst,paced)")
-    parser.add_argument("--sessions", type=int, default=100, help="concurrent sessions, burst and paced (K)")
+                             "(burst,paced,twoproc,capacity,idle,connect,resume; stream = burst,paced)")
+    parser.add_argument("--sessions", type=int, default=100,
+                        help="concurrent sessions, burst, paced and twoproc (K)")
     parser.add_argument("--chunks", type=int, default=400, help="deltas per answer, burst (N)")
     parser.add_argument("--rounds", type=int, default=3, help="burst rounds per server")
-    parser.add_argument("--paced-chunks", type=int, default=100, help="deltas per answer, paced")
-    parser.add_argument("--paced-delay-ms", type=int, default=20, help="ms between deltas, paced")
+    parser.add_argument("--paced-chunks", type=int, default=100, help="deltas per answer, paced and twoproc")
+    parser.add_argument("--paced-delay-ms", type=int, default=20, help="ms between deltas, paced and twoproc")
     parser.add_argument("--paced-stagger-ms", type=int, default=2000,
                         help="the paced messages are sent spread over this long (0: all at once)")
-    parser.add_argument("--paced-rounds", type=int, default=1)
+    parser.add_argument("--paced-rounds", type=int, default=1, help="rounds per server, paced and twoproc")
     parser.add_argument("--capacity-steps", default="100,200,400,800,1600", help="sessions per step")
     parser.add_argument("--capacity-deltas", type=int, default=100)
     parser.add_argument("--capacity-delay-ms", type=int, default=20)

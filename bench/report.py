@@ -8,10 +8,13 @@ capacity, worse for latency, CPU and memory.
 
 import statistics
 
-LABELS = {"relay": "Python relay", "node": "Node relay", "inproc": "gateway", "redis": "gateway, REDIS_URL"}
+LABELS = {"relay": "Python relay", "node": "Node relay", "inproc": "gateway", "redis": "gateway, REDIS_URL",
+          "proc_a": "process A (sends)", "proc_b": "process B (watches)"}
 RELAYS = ("relay", "node")
 GATEWAYS = ("inproc", "redis")
-SHORT = {"inproc": "gateway", "redis": "Redis gw", "relay": "Py", "node": "Node"}
+# The two gateway processes of the `twoproc` measurement (REDIS_URL, one database).
+TWO_PROCESSES = ("proc_a", "proc_b")
+SHORT = {"inproc": "gateway", "redis": "Redis gw", "relay": "Py", "node": "Node", "proc_a": "A", "proc_b": "B"}
 
 
 def percentile(values, p):
@@ -39,10 +42,10 @@ def fmt(value, digits=1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def comparison_table(summaries: dict, rows) -> list[str]:
+def comparison_table(summaries: dict, rows, gateways=GATEWAYS) -> list[str]:
     """`rows`: (title, key, digits). Columns: the relays, then each gateway with its ratios to each relay."""
     relays = [k for k in RELAYS if k in summaries]
-    gateways = [k for k in GATEWAYS if k in summaries]
+    gateways = [k for k in gateways if k in summaries]
     head = ["figure"] + [LABELS[k] for k in relays]
     for gateway in gateways:
         head += [LABELS[gateway]] + [f"{SHORT[gateway]} / {SHORT[r]}" for r in relays]
@@ -119,6 +122,54 @@ def stream_section(figures, name, title) -> list[str]:
             lines.append(f"\n**{LABELS[kind]} lost deltas:** {s['received']} arrived whole; {s['problems']}")
     lines.append("\nDeltas/s of each round: " + "; ".join(
         f"{LABELS[k]} {', '.join(map(str, s['rounds']))}" for k, s in summaries.items()))
+    return lines
+
+
+# --- Two processes ------------------------------------------------------------------------------
+
+
+def twoproc_summaries(rounds: dict) -> dict:
+    """stream_summary of each server; A's also gets the cross-process figures of its rounds.
+
+    `cross`: per delta whole on both sockets of its session, its arrival on B minus its
+    arrival on A. `both_us`: the CPU of both processes per delta sent (each delta went
+    to two sockets, one on each).
+    """
+    summaries = {k: stream_summary(v) for k, v in rounds.items() if v}
+    sent = rounds.get("proc_a") or []
+    if sent:
+        cross = [v for r in sent for v in r.cross]
+        deltas = sum(r.deltas for r in sent)
+        both = sum(r.server_cpu + r.watched.server_cpu for r in sent)
+        summaries["proc_a"].update({
+            "cross_p50": percentile(cross, 50) * 1000, "cross_p99": percentile(cross, 99) * 1000,
+            "cross_max": max(cross, default=float("nan")) * 1000, "cross_deltas": len(cross),
+            "both_us": both / deltas * 1e6 if deltas else float("nan"),
+        })
+        for kind in RELAYS:
+            if kind in summaries:
+                summaries[kind]["both_us"] = summaries[kind]["server_us"]
+    return summaries
+
+
+def twoproc_section(figures, cfg) -> list[str]:
+    summaries = twoproc_summaries(figures["twoproc"])
+    lines = ["", f"### Two processes: {cfg['sessions']} sessions x {cfg['paced_chunks']} deltas "
+                 f"{cfg['paced_delay_ms']} ms apart, messages spread over {cfg['paced_stagger_ms']} ms, "
+                 f"{cfg['paced_rounds']} round(s); each session's message sent on A, a second socket of it on B",
+             "", f"(REDIS_URL and one database for both; the relays' paced rounds interleaved; "
+                 f"{load_note(figures, 'twoproc')})", ""]
+    lines += comparison_table(summaries, STREAM_ROWS + [
+        ("server CPU per delta sent, both processes (relays: theirs), us", "both_us", 1)],
+        gateways=TWO_PROCESSES)
+    for kind, s in summaries.items():
+        if s["problems"] or s["deltas"] != s["expected"]:
+            lines.append(f"\n**{LABELS[kind]} lost deltas:** {s['received']} arrived whole; {s['problems']}")
+    a = summaries.get("proc_a")
+    if a:
+        lines.append(f"\nCross process, per delta whole on both sockets of its session ({a['cross_deltas']}): "
+                     f"its arrival on B minus its arrival on A, p50 {fmt(a['cross_p50'], 1)} / p99 "
+                     f"{fmt(a['cross_p99'], 1)} / max {fmt(a['cross_max'], 1)} ms.")
     return lines
 
 
@@ -214,6 +265,8 @@ def report(figures) -> str:
         lines += stream_section(figures, "paced", f"Paced: {cfg['sessions']} sessions x {cfg['paced_chunks']} "
                                                   f"deltas {cfg['paced_delay_ms']} ms apart, messages spread over "
                                                   f"{cfg['paced_stagger_ms']} ms, {cfg['paced_rounds']} round(s)")
+    if figures.get("twoproc"):
+        lines += twoproc_section(figures, cfg)
     if figures.get("capacity"):
         lines += capacity_section(figures, cfg)
     if figures.get("idle"):
@@ -235,6 +288,8 @@ def raw_figures(figures) -> dict:
     for key, value in figures.items():
         if key in ("burst", "paced"):
             out[key] = {k: stream_summary(v) for k, v in value.items() if v}
+        elif key == "twoproc":
+            out[key] = twoproc_summaries(value)
         elif key == "capacity":
             out[key] = {k: {"sessions": capacity_of(steps),
                             "steps": [{"sessions": s, "passed": p, **stream_summary([r])} for s, r, p in steps]}

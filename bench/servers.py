@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from report import GATEWAYS, LABELS
+from report import LABELS, RELAYS, TWO_PROCESSES
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_RELAY = REPO / "bench" / "node_relay"
@@ -214,9 +214,9 @@ class Target:
         return LABELS[self.kind]
 
     def url(self, prefix, index):
-        if self.kind in GATEWAYS:
-            return f"{self.ws_base}?session_id=bench-{prefix}-{index}"
-        return self.ws_base
+        if self.kind in RELAYS:
+            return self.ws_base
+        return f"{self.ws_base}?session_id=bench-{prefix}-{index}"
 
 
 class Lab:
@@ -286,7 +286,8 @@ class Lab:
                            base_env(), self.workdir, cwd=NODE_RELAY)
             proc.wait_port(port)
             return Target(kind, proc, f"ws://127.0.0.1:{port}/", {})
-        env = self.gateway_env(redis=kind == "redis")
+        behind_redis = kind == "redis" or kind in TWO_PROCESSES
+        env = self.gateway_env(redis=behind_redis)
         if not self.migrated:
             log("migrating the benchmark database")
             manage(env, "migrate", "--noinput")
@@ -297,7 +298,7 @@ class Lab:
             proc.wait_http(f"http://127.0.0.1:{port}/health")
         except RuntimeError as exc:
             proc.stop()
-            if kind == "redis":
+            if behind_redis:
                 self.skip(kind, f"the gateway did not start with REDIS_URL: {exc}")
                 return None
             raise
@@ -325,9 +326,11 @@ SEED_HISTORY = """
 import django
 django.setup()
 from sessions_app.models import ChatSession, Message
+from sessions_app.services import default_owner
 session_id, count = {session_id!r}, {count}
 ChatSession.objects.filter(pk=session_id).delete()
-session = ChatSession.objects.create(pk=session_id, name="long history")
+# The default owner's: the bench pairs its device with no user named, so its sockets are that user's.
+session = ChatSession.objects.create(pk=session_id, name="long history", user=default_owner())
 text = "A message of a long conversation, long enough to look like one. " * 3
 batch = []
 for seq in range(1, count + 1):

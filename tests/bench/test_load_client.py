@@ -2,15 +2,19 @@
 
 import asyncio
 import json
+import re
 import sys
+import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from websockets.asyncio.server import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from load import Turn  # noqa: E402
+from load import Turn, stream_round  # noqa: E402
+from servers import Target  # noqa: E402
 from wsclient import HandshakeError, open_socket  # noqa: E402
 
 
@@ -108,3 +112,71 @@ async def test_lean_client_reports_a_refused_upgrade():
         port = server.sockets[0].getsockname()[1]
         with pytest.raises(HandshakeError):
             await open_socket(f"ws://127.0.0.1:{port}/", timeout=10)
+
+
+class Idle:
+    """A server process as stream_round sees it, using no CPU."""
+
+    def cpu_seconds(self):
+        return 0.0
+
+
+@pytest.mark.parametrize("dropped", [None, 2])
+async def test_a_watching_process_counts_the_same_deltas_and_how_late_they_came(dropped):
+    """Two fake gateway processes: A streams each answer to the socket that asked, B to the
+    other socket of the session 30 ms later, without delta `dropped` (then B lost it, A not)."""
+    watching = {}
+
+    async def greet(ws):
+        session_id = parse_qs(urlsplit(ws.request.path).query)["session_id"][0]
+        await ws.send(json.dumps({"type": "session_start", "session_id": session_id}))
+        return session_id
+
+    async def process_a(ws):
+        session_id = await greet(ws)
+        later: asyncio.Queue = asyncio.Queue()
+        forward = asyncio.create_task(process_b_sends(session_id, later))
+        async for text in ws:
+            count = int(re.search(r"chunks=(\d+)", json.loads(text)["content"]).group(1))
+            full = ""
+            for seq in range(1, count + 1):
+                delta = f"<t:{time.time():.6f}> "
+                full += delta
+                frame = chunk(delta, seq=seq)
+                await ws.send(frame)
+                if seq != dropped:
+                    later.put_nowait((time.monotonic() + 0.03, frame))
+                await asyncio.sleep(0.005)
+            frame = json.dumps({"type": "done", "full_response": full, "seq": count + 1})
+            await ws.send(frame)
+            later.put_nowait((time.monotonic() + 0.03, frame))
+        forward.cancel()
+
+    async def process_b_sends(session_id, later):
+        while True:
+            due, frame = await later.get()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            for ws in watching.get(session_id, ()):
+                await ws.send(frame)
+
+    async def process_b(ws):
+        session_id = await greet(ws)
+        watching.setdefault(session_id, []).append(ws)
+        await ws.wait_closed()
+
+    async with serve(process_a, "127.0.0.1", 0) as a, serve(process_b, "127.0.0.1", 0) as b:
+        sender, watcher = (Target(kind, Idle(), f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws/chat", {})
+                           for kind, server in (("proc_a", a), ("proc_b", b)))
+        result = await stream_round(sender, "t", 3, 5, Idle(), delay_ms=5, watcher=watcher, timeout=20)
+
+    assert (result.deltas, result.nothing_lost) == (15, True)
+    watched = result.watched
+    assert watched.kind == "proc_b" and len(watched.turns) == 3
+    if dropped is None:
+        assert (watched.deltas, watched.nothing_lost) == (15, True)
+        assert len(result.cross) == 15
+        assert all(0.02 < late < 1.0 for late in result.cross)
+    else:
+        assert (watched.deltas, watched.broken_turns, watched.nothing_lost) == (12, 3, False)
+        assert "seq gaps 3" in watched.problems()
+        assert result.cross == []  # only deltas whole on both sockets of their session count
