@@ -35,6 +35,9 @@ class RunningTurn:
     stopped_by: str = ""
     # Cancelled because its process drained past CONSTRUCT_DRAIN_SECONDS: it ends interrupted.
     interrupted: bool = False
+    # It freed its session (or is freeing it) and only finishes here (its last events go out
+    # to other processes): its lease is not renewed, and it cannot lose a hold it gave up.
+    freed: bool = False
 
 
 class SessionLock:
@@ -201,12 +204,15 @@ class SessionLock:
         renew = database_sync_to_async(services.turns_renew)
         while self._running:
             await asyncio.sleep(lease / 3)
-            turns = [(session_id, turn.turn_id) for session_id, turn in self._running.items()]
+            turns = [(session_id, turn.turn_id) for session_id, turn in self._running.items()
+                     if not turn.freed]
+            if not turns:
+                continue
             try:
                 lost = await renew(turns=turns, lease_seconds=lease)
             except Exception as exc:
                 logger.warning("could not renew the leases of %d turns: %r", len(turns), exc)
                 continue
             for turn_id in lost:
-                if any(turn.turn_id == turn_id for turn in self._running.values()):
+                if any(turn.turn_id == turn_id and not turn.freed for turn in self._running.values()):
                     logger.warning("turn %s lost its hold on its session", turn_id)

@@ -443,6 +443,8 @@ class Turn:
         if self.released:
             return None
         self.released = True
+        if self.running is not None:
+            self.running.freed = True  # no lease to renew from here on (lock.py)
         if not self.held and not self.usages:
             await self.engine.lock.release(self.session_id, self.turn_id, state)
             return None

@@ -60,3 +60,33 @@ def test_the_text_kept_from_a_dead_turn_is_what_followed_its_last_saved_message(
     assert _unsaved_text(logged) == "It says ok"
     assert _unsaved_text([chunk("a"), chunk("b")]) == "ab"
     assert _unsaved_text([]) == ""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("freed", [True, False])
+async def test_a_turn_that_freed_its_session_is_not_renewed_nor_said_to_have_lost_it(
+        settings, caplog, freed):
+    """Between freeing its session and leaving (its last events still going to other
+    processes), a turn is not the session's any more: renewing its lease would report it
+    lost. One that did not free it, and whose session ended, is reported."""
+    import asyncio
+    import logging
+
+    from channels.db import database_sync_to_async
+
+    from chat.turns.lock import RunningTurn, SessionLock
+
+    settings.CONSTRUCT_TURN_LEASE_SECONDS = 0.3
+    session = await database_sync_to_async(running)("turn-f", lease_in=10)
+    await database_sync_to_async(services.turn_finish)(
+        session_id=session.pk, turn_id="turn-f", state=ChatSession.State.IDLE)
+    lock = SessionLock("p1")
+    lock._running[session.pk] = RunningTurn("turn-f", freed=freed)
+    with caplog.at_level(logging.WARNING, logger="chat.turns.lock"):
+        renewer = asyncio.ensure_future(lock._renew_loop())
+        await asyncio.sleep(0.45)  # one round of renewals (every lease/3), and some
+        lock._running.clear()
+        await asyncio.wait_for(renewer, 2)
+    said = [r.getMessage() for r in caplog.records if "lost its hold" in r.getMessage()]
+    assert (said == []) if freed else (said and "turn-f" in said[0])
