@@ -227,7 +227,8 @@ async def test_a_turn_streams_and_is_saved(gateway, token):
     frames = await frames_until(comm)
     types = [f["type"] for f in frames]
     assert "thinking" in types
-    assert types.count("chunk") >= 3
+    assert "chunk" in types
+    assert "".join(f["content"] for f in frames if f["type"] == "chunk") == frames[-1]["full_response"]
     assert types[-2:] == ["chunk_reset", "done"]
     turn_ids = {f["turn_id"] for f in frames}
     assert len(turn_ids) == 1
@@ -285,7 +286,9 @@ async def test_two_sockets_on_one_session_both_receive_the_turn(gateway, token):
     a = await frames_until(first)
     b = await frames_until(second)
     assert a == b
-    assert sum(1 for f in a if f["type"] == "chunk") == 20
+    # Deltas read together leave as one chunk: the text counts, not the frames.
+    assert "".join(f["content"] for f in a if f["type"] == "chunk") == "".join(
+        f"tok{i} " for i in range(1, 21))
     await first.disconnect()
     await second.disconnect()
 

@@ -60,7 +60,8 @@ async def run_turn(watcher, content, session_id="engine"):
 async def test_a_sink_that_fails_mid_turn_fails_alone(gateway):
     watcher = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink())
     dropped = await turns.session_join(session_id="engine", user_id=await owner_id(), sink=Sink(fail_after=4))
-    frames = await run_turn(watcher, "[[chunks=30]] hello")
+    # Paced, so each delta is a frame of its own (deltas read together leave as one).
+    frames = await run_turn(watcher, "[[chunks=30]] [[delay_ms=5]] hello")
     assert [f["type"] for f in frames][-2:] == ["chunk_reset", "done"]
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
     assert dropped.closed and len(dropped.sink.frames) == 4

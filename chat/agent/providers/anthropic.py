@@ -18,7 +18,7 @@ from construct_core.redaction import register_secret
 from chat.agent.events import Chunk, Finish, ProviderBlocks, Thinking, ToolCallRequest, UsageInfo
 from chat.agent.providers.base import assistant_text, connection_limits, reasoning_check
 from chat.agent.providers.failures import body_message, failure, sdk_errors
-from chat.agent.providers.sse import event_json, sse_data
+from chat.agent.providers.sse import event_json, joined_deltas, sse_reads
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +103,19 @@ class AnthropicProvider:
 
     async def _events(self, http_response):
         reply = _Reply()
-        async with aclosing(sse_data(http_response.aiter_bytes())) as stream:
-            async for data in stream:
-                try:
-                    delta = reply.feed(event_json(data))
-                except (ValueError, AttributeError, TypeError, KeyError):
-                    raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
-                if delta is not None:
+        async with aclosing(sse_reads(http_response.aiter_bytes())) as reads:
+            async for events in reads:
+                deltas = []  # of this read: joined into one where they can be (sse.py)
+                for data in events:
+                    try:
+                        delta = reply.feed(event_json(data))
+                    except (ValueError, AttributeError, TypeError, KeyError):
+                        for delta in joined_deltas(deltas):  # what came before it still counts
+                            yield delta
+                        raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                    if delta is not None:
+                        deltas.append(delta)
+                for delta in joined_deltas(deltas):
                     yield delta
         if not reply.stopped:
             raise failure(LABEL, ProviderError, "Provider stream broke off before the end of the reply")
