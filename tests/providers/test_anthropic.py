@@ -46,7 +46,8 @@ async def test_build_provider_gives_the_anthropic_provider(provider):
 
 
 async def test_text_arrives_in_several_deltas_then_usage_then_finish(provider):
-    events = await collect(provider, "hello brave new world")
+    # Paced, as a model streams: each delta its own read (deltas read together are joined).
+    events = await collect(provider, "[[delay_ms=10]] hello brave new world")
 
     assert len(of_type(events, TextDelta)) >= 4
     assert text_of(events) == "Echo: hello brave new world"

@@ -130,3 +130,49 @@ def test_joined_deltas_joins_runs_of_one_kind_only():
     assert joined_deltas([]) == []
     assert joined_deltas([Chunk("a")]) == [Chunk("a")]
     assert joined_deltas([Chunk("a"), Chunk("b"), finish, Chunk("c")]) == [Chunk("ab"), finish, Chunk("c")]
+
+
+async def test_body_reads_gives_what_arrived_while_the_reader_was_busy_and_closes_the_body():
+    from contextlib import aclosing
+
+    from chat.agent.providers.sse import body_reads
+
+    arrived = asyncio.Event()
+    closed = []
+
+    async def body():
+        try:
+            yield b"a"
+            yield b"b"  # the same network read: no wait between them
+            yield b"c"
+            await arrived.wait()  # the next read waits for the network
+            yield b"d"
+            await asyncio.sleep(3600)  # a model that went quiet
+            yield b"never"
+        finally:
+            closed.append(True)
+
+    async with aclosing(body_reads(body())) as reads:
+        assert await anext(reads) == [b"a", b"b", b"c"]
+        arrived.set()
+        assert await anext(reads) == [b"d"]
+        waiting = asyncio.ensure_future(anext(reads))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # a stopped turn
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert closed == [True]  # the body was closed by its reader's close, not left to GC
+
+
+async def test_body_reads_raises_the_body_s_error_after_what_came_before_it():
+    from chat.agent.providers.sse import body_reads
+
+    async def body():
+        yield b"x"
+        await asyncio.sleep(0.01)
+        raise ConnectionResetError("dropped")
+
+    reads = body_reads(body())
+    assert await anext(reads) == [b"x"]
+    with pytest.raises(ConnectionResetError):
+        await anext(reads)

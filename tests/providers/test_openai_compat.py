@@ -51,7 +51,8 @@ async def test_build_provider_gives_the_openai_provider(provider):
 
 
 async def test_text_arrives_in_several_deltas_then_usage_then_finish(provider):
-    events = await collect(provider, "hello brave new world")
+    # Paced, as a model streams: each delta its own read (deltas read together are joined).
+    events = await collect(provider, "[[delay_ms=10]] hello brave new world")
 
     deltas = of_type(events, TextDelta)
     assert len(deltas) >= 4

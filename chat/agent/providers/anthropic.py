@@ -109,10 +109,12 @@ class AnthropicProvider:
                 for data in events:
                     try:
                         delta = reply.feed(event_json(data))
-                    except (ValueError, AttributeError, TypeError, KeyError):
+                    except Exception as exc:
                         for delta in joined_deltas(deltas):  # what came before it still counts
                             yield delta
-                        raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                        if isinstance(exc, (ValueError, AttributeError, TypeError, KeyError)):
+                            raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                        raise
                     if delta is not None:
                         deltas.append(delta)
                 for delta in joined_deltas(deltas):

@@ -97,10 +97,12 @@ class OpenAICompatProvider:
                         continue
                     try:
                         deltas += reply.feed(event_json(data))
-                    except (ValueError, AttributeError, TypeError, KeyError):
+                    except Exception as exc:
                         for delta in joined_deltas(deltas):  # what came before it still counts
                             yield delta
-                        raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                        if isinstance(exc, (ValueError, AttributeError, TypeError, KeyError)):
+                            raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
+                        raise
                 for delta in joined_deltas(deltas):
                     yield delta
         if not reply.done and reply.finish is None:
