@@ -535,12 +535,17 @@ async def run_stream(targets, args, mock, figures):
         rounds = {t.kind: [] for t in targets}
         for index in range(args.paced_rounds):
             for target in targets:
-                result = await stream_round(target, f"paced{index}", args.sessions, args.paced_chunks, mock,
-                                            delay_ms=args.paced_delay_ms, stagger=args.paced_stagger_ms / 1000)
+                result = await paced_round(target, f"paced{index}", args, mock)
                 log(describe(result, f"{target.label}: paced round {index + 1}"))
                 rounds[target.kind].append(result)
         phase_mark(figures, "paced", start=False)
         figures["paced"] = rounds
+
+
+def paced_round(target, prefix, args, mock, watcher=None):
+    """One round of the paced load (--paced-*) on `target` (and `watcher`'s second sockets)."""
+    return stream_round(target, prefix, args.sessions, args.paced_chunks, mock, delay_ms=args.paced_delay_ms,
+                        stagger=args.paced_stagger_ms / 1000, watcher=watcher)
 
 
 async def run_twoproc(lab, relays, args, mock, figures):
@@ -563,13 +568,10 @@ async def run_twoproc(lab, relays, args, mock, figures):
         rounds = {t.kind: [] for t in relays + pair}
         for index in range(args.paced_rounds):
             for target in relays:
-                result = await stream_round(target, f"twoproc{index}", args.sessions, args.paced_chunks, mock,
-                                            delay_ms=args.paced_delay_ms, stagger=args.paced_stagger_ms / 1000)
+                result = await paced_round(target, f"twoproc{index}", args, mock)
                 log(describe(result, f"{target.label}: paced round {index + 1} (two processes' phase)"))
                 rounds[target.kind].append(result)
-            result = await stream_round(sender, f"twoproc{index}", args.sessions, args.paced_chunks, mock,
-                                        delay_ms=args.paced_delay_ms, stagger=args.paced_stagger_ms / 1000,
-                                        watcher=watcher)
+            result = await paced_round(sender, f"twoproc{index}", args, mock, watcher=watcher)
             log(describe(result, f"{sender.label}: two processes round {index + 1}"))
             log(describe(result.watched, f"{watcher.label}: two processes round {index + 1}")
                 + f"; B after A p50 {percentile(result.cross, 50) * 1000:.1f} / "

@@ -17,7 +17,7 @@ from construct_core.errors import ProviderError
 from construct_core.redaction import register_secret
 from chat.agent.events import Chunk, Finish, ProviderBlocks, Thinking, ToolCallRequest, UsageInfo
 from chat.agent.providers.base import assistant_text, connection_limits, reasoning_check
-from chat.agent.providers.failures import body_message, failure, sdk_errors
+from chat.agent.providers.failures import body_message, event_failure, failure, sdk_errors
 from chat.agent.providers.sse import event_json, joined_deltas, sse_reads
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,7 @@ class AnthropicProvider:
                     except Exception as exc:
                         for delta in joined_deltas(deltas):  # what came before it still counts
                             yield delta
-                        if isinstance(exc, (ValueError, AttributeError, TypeError, KeyError)):
-                            raise failure(LABEL, ProviderError, "Provider sent malformed data: a stream event is not valid JSON") from None
-                        raise
+                        raise event_failure(LABEL, exc) from None
                     if delta is not None:
                         deltas.append(delta)
                 for delta in joined_deltas(deltas):

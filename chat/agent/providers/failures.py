@@ -22,6 +22,15 @@ def failure(label, kind, template, *args):
     return kind(message)
 
 
+def event_failure(label, exc):
+    """What to raise for `exc`, raised while reading one stream event: a ProviderError
+    for an event that is not what the wire format says (not JSON, a missing field),
+    else `exc` itself (the provider's own mid-stream error, say)."""
+    if isinstance(exc, (ValueError, AttributeError, TypeError, KeyError)):
+        return failure(label, ProviderError, "Provider sent malformed data: a stream event is not valid JSON")
+    return exc
+
+
 def describe(exc):
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
