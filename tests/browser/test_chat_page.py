@@ -94,7 +94,8 @@ def test_history_after_reload_and_from_a_shared_link(chat_server, token, page, c
     assert user.locator("pre code").inner_text().strip() == "print('kept')"
     assert "Echo: Remember this line" in last_answer(page).inner_text()
     current = page.locator(f'.session-item[data-session-id="{session_id}"]')
-    assert current.locator(".session-link[aria-current=page]").count() == 1
+    # The list loads beside the socket, and may answer after it: waited for, not assumed.
+    wait_for(lambda: current.locator(".session-link[aria-current=page]").count() == 1)
     wait_for(lambda: current.locator(".session-name").inner_text().startswith("Remember"))
     screenshot(page, "chat-page")
     page.emulate_media(color_scheme="dark")

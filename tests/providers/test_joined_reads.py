@@ -125,7 +125,7 @@ async def test_a_thinking_run_and_a_text_run_read_together_keep_their_order():
     assert deltas == [Thinking("r1 "), Chunk("t1 "), Thinking("r2 "), Chunk("t2 t3 ")]
 
 
-def test_joined_deltas_joins_runs_of_one_kind_only():
+async def test_joined_deltas_joins_runs_of_one_kind_only():
     finish = Finish("stop")
     assert joined_deltas([]) == []
     assert joined_deltas([Chunk("a")]) == [Chunk("a")]
