@@ -39,19 +39,6 @@
    dropped. Those two helpers become the identity: a debug line, when on, shows the
    plain values.
 
-6. Writes. Twisted buffers every write on a connection and registers the socket
-   with the event loop's selector, sends on the loop's next turn, and unregisters it
-   again: for a chat socket that gets one small frame at a time (a streamed delta),
-   that is two selector calls and a loop turn per frame, about a tenth of the event
-   loop's time under a paced load (measured with a sampling profiler). A write on a
-   plain TCP connection with nothing waiting to go out is sent at once instead, as
-   asyncio's own transports do; only what the kernel does not take is buffered and
-   left to the reactor as before. A write that comes within a millisecond of one
-   sent at once (a burst of frames for one socket) is buffered as before, and those
-   leave together: sent one by one, they cost a send each and the client a read each. Order is kept
-   (anything buffered goes first); TLS connections and connections closing keep
-   Twisted's path.
-
 Every function is idempotent; construct_site.serving calls them as the
 server starts.
 """
@@ -247,44 +234,3 @@ def patch_autobahn_debug_args() -> None:
         for name in ("hltype", "hlval"):
             if hasattr(module, name):
                 setattr(module, name, _plain)
-
-
-# A write that follows one sent at once on the same connection within this many seconds
-# (a burst of frames for one socket) joins Twisted's buffer instead.
-WRITE_THROUGH_GAP = 0.001
-
-
-def patch_twisted_write_through() -> None:
-    """Send a write on an idle plain TCP connection at once (see 6. above).
-
-    Not a write that follows one sent at once on the same connection within
-    WRITE_THROUGH_GAP: in a burst of frames for one socket, the ones after the first
-    join Twisted's buffer and leave together on the loop's next turn, in one send.
-    """
-    import time
-
-    from twisted.internet import tcp
-
-    original = tcp.Connection.write
-    if getattr(original, _MARKER, False):
-        return
-    clock = time.monotonic
-
-    def write(self, data):
-        if (not self.TLS and self.connected and not self.disconnecting
-                and not self._writeDisconnected and not self._tempDataLen
-                and self.offset == len(self.dataBuffer) and isinstance(data, bytes) and data):
-            now = clock()
-            if now - getattr(self, "_construct_sent_at", 0.0) >= WRITE_THROUGH_GAP:
-                self._construct_sent_at = now
-                sent = self.writeSomeData(data)
-                # An int: what the kernel took (0: it would block). Else the connection is
-                # lost: Twisted's path below buffers the data and finds that out itself.
-                if isinstance(sent, int) and sent > 0:
-                    if sent == len(data):
-                        return
-                    data = data[sent:]
-        original(self, data)
-
-    setattr(write, _MARKER, True)
-    tcp.Connection.write = write

@@ -97,8 +97,6 @@ def daphne_patch() -> None:
     daphne_compat.patch_daphne_drain()
     # Autobahn's debug-line arguments, formatted on every frame even with debug off: lazy.
     daphne_compat.patch_autobahn_debug_args()
-    # A frame for an idle socket is sent at once, not on the loop's next turn.
-    daphne_compat.patch_twisted_write_through()
 
 
 def drain_on_sigterm() -> None:
