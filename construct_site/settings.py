@@ -319,7 +319,10 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
+        # The SDKs' HTTP client logs every request at INFO; the SDKs pinned use httpx2.
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
     },
 }
 
