@@ -94,6 +94,9 @@ MEASUREMENTS = ("burst", "paced", "twoproc", "capacity", "idle", "connect", "res
 
 # "<t:1796018069.243428> ", and any beginning of one (a delta cut between two frames).
 STAMP = re.compile(r"<t:(\d+\.\d+)> ")
+# What the mock answers the gateway's title call (a side call after a session's first
+# answer, chat/turns/titles.py): a few words, as a model names a chat (--title-reply).
+TITLE_REPLY = "Streaming load benchmark chat"
 STAMP_PREFIX = re.compile(r"<(?:t(?::[\d.]*(?:>)?)?)?\Z")
 
 
@@ -324,7 +327,8 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
                 watching[index] = None
                 result.watched.connect_failures += 1
     pace = f" [[delay_ms={delay_ms}]]" if delay_ms else ""
-    message = json.dumps({"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}"})
+    title = f" [[side_reply={TITLE_REPLY}]]" if TITLE_REPLY else ""
+    message = json.dumps({"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}{title}"})
     all_done = asyncio.Event()
     remaining = 0
 
@@ -626,6 +630,8 @@ async def run_fresh(lab, kinds, name, measure, figures):
 
 
 async def main(args) -> dict:
+    global TITLE_REPLY
+    TITLE_REPLY = args.title_reply
     wanted_fds = max(4096, args.idle + 1024, args.connect + 1024, max(args.capacity_steps, default=0) + 1024)
     fd_limit = raise_fd_limit(wanted_fds)
     if fd_limit < wanted_fds:
@@ -638,6 +644,7 @@ async def main(args) -> dict:
         "paced_chunks": args.paced_chunks, "paced_delay_ms": args.paced_delay_ms,
         "paced_stagger_ms": args.paced_stagger_ms, "paced_rounds": args.paced_rounds,
         "capacity_steps": args.capacity_steps, "capacity_deltas": args.capacity_deltas,
+        "title_reply": args.title_reply,
         "capacity_delay_ms": args.capacity_delay_ms, "capacity_stagger_ms": args.capacity_stagger_ms,
         "capacity_p99_ms": args.capacity_p99_ms,
         "idle_sockets": args.idle, "connect_sockets": args.connect, "history": args.history,
@@ -738,6 +745,10 @@ def parse_args(argv=None):
                         help="run the gateway with bench/persistent_db_settings.py (CONN_MAX_AGE=None)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the gateway (repeatable), for experiments")
+    parser.add_argument("--title-reply", default=TITLE_REPLY,
+                        help="what the mock answers the gateway's title call, a word per delta at the "
+                             "round's pace ('' : answered like the question, 100 deltas of which the "
+                             "gateway reads up to 400 characters, as before 2026-12)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
