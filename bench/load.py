@@ -327,7 +327,7 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
                 watching[index] = None
                 result.watched.connect_failures += 1
     pace = f" [[delay_ms={delay_ms}]]" if delay_ms else ""
-    title = f" [[side_reply={TITLE_REPLY}]]" if TITLE_REPLY else ""
+    title = f" [[title_reply={TITLE_REPLY}]]" if TITLE_REPLY else ""
     message = json.dumps({"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}{title}"})
     all_done = asyncio.Event()
     remaining = 0

@@ -30,6 +30,9 @@ message (see `parse_script`):
     [[side_reply=TEXT]] answer a request that offers no tools (a side call, such as a chat's
                         title) with TEXT; a request that offers tools answers as usual
     [[side_fail=CODE]]  answer HTTP CODE to a request that offers no tools only
+    [[title_reply=TEXT]] answer a side call that carries a system instruction (the
+                        gateway's title call) with TEXT; a request with no system
+                        message (a bare relay's) answers as usual
     [[redacted_think]]  (Anthropic) start the reply with a redacted_thinking block
     [[replay=NAME]]     (Anthropic) stream one of the documented "Streaming Messages"
                         event sequences as it is (`REPLAYS`: text, thinking_tool,
@@ -85,7 +88,7 @@ _dumps = json.dumps
 
 _NUMBER_DIRECTIVE = re.compile(
     r"\[\[(chunks|delay_ms|fail|fail_once|reset_after|reset_once|side_fail)=(\d+)\]\]")
-_SIDE_REPLY_DIRECTIVE = re.compile(r"\[\[side_reply=([^\]]*)\]\]")
+_SIDE_REPLY_DIRECTIVE = re.compile(r"\[\[(side_reply|title_reply)=([^\]]*)\]\]")
 _FLAG_DIRECTIVE = re.compile(
     r"\[\[(stamp|think|think_key|echo_prompt|echo_key|malformed|hang|silent|redacted_think)\]\]")
 _REPLAY_DIRECTIVE = re.compile(r"\[\[replay=([a-z_]+)\]\]")
@@ -118,8 +121,10 @@ class Script:
     reset_once: int | None = None
     side_fail: int | None = None
     side_reply: str | None = None
+    title_reply: str | None = None
     tools: list[tuple[str, str]] = field(default_factory=list)
     side_call: bool = False  # the request offers no tools
+    instructed: bool = False  # ... and it has a system message
     key: str = ""  # the API key the request carried, for the directives that leak it
 
 
@@ -154,8 +159,8 @@ def parse_script(raw):
         setattr(script, name, True)
     for name in _REPLAY_DIRECTIVE.findall(text):
         script.replay = name
-    for reply in _SIDE_REPLY_DIRECTIVE.findall(text):
-        script.side_reply = reply
+    for name, reply in _SIDE_REPLY_DIRECTIVE.findall(text):
+        setattr(script, name, reply)
     text = _SIDE_REPLY_DIRECTIVE.sub("", text)
     text = _REPLAY_DIRECTIVE.sub("", _FLAG_DIRECTIVE.sub("", _NUMBER_DIRECTIVE.sub("", text)))
     script.text = " ".join(text.split())
@@ -260,6 +265,8 @@ def make_plan(script, tool_results, ends_with_tool, prompt_chars, id_prefix):
         plan.text = _pieces(reply)
     elif script.side_reply is not None and script.side_call:
         plan.text = _pieces(script.side_reply)
+    elif script.title_reply is not None and script.side_call and script.instructed:
+        plan.text = _pieces(script.title_reply)
     elif script.echo_prompt:
         plan.text = _pieces(script.raw)
     elif script.chunks is not None:
@@ -838,6 +845,8 @@ def create_app():
         raw, results, ends_with_tool = _openai_turn(body["messages"])
         script = parse_script(raw)
         script.side_call = not body.get("tools")
+        script.instructed = any(isinstance(m, dict) and m.get("role") in ("system", "developer")
+                                for m in body["messages"])
         script.key = _bearer_key(request)
         failure = state.should_fail(script, body_bytes)
         if failure:
@@ -859,6 +868,7 @@ def create_app():
         raw, results, ends_with_tool = _anthropic_turn(body["messages"])
         script = parse_script(raw)
         script.side_call = not body.get("tools")
+        script.instructed = bool(body.get("system"))
         # The SDK sends its key as x-api-key or, lately, as a bearer token.
         script.key = request.headers.get("x-api-key") or _bearer_key(request)
         failure = state.should_fail(script, body_bytes)

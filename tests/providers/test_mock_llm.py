@@ -211,3 +211,24 @@ def test_side_directives_answer_only_a_request_that_offers_no_tools(mock_llm):
     assert response.status_code == 503
     reply = chat(mock_llm, "Plan it [[side_reply=Party plans]]").text
     assert "".join(contents(sse_events(reply))) == "Party plans"
+
+
+def test_title_reply_answers_only_an_instructed_side_call(mock_llm):
+    """The load benchmark's message carries [[title_reply=...]]: the gateway's title call
+    (a system instruction, no tools) gets the few words; the bare relays' requests (no
+    system message, no tools) and a turn's request (tools) answer as usual."""
+    text = "[[chunks=3]] [[title_reply=Bench chat title]]"
+    assert contents(sse_events(chat(mock_llm, text).text)) == ["tok1 ", "tok2 ", "tok3 "]
+    assert contents(sse_events(chat(mock_llm, text, tools=SOME_TOOL).text)) == ["tok1 ", "tok2 ", "tok3 "]
+    titled = [{"role": "system", "content": "You name conversations."}, {"role": "user", "content": text}]
+    reply = chat(mock_llm, "", messages=titled).text
+    assert "".join(contents(sse_events(reply))) == "Bench chat title"
+    # Stamped, each of its pieces is a stamp, at the round's pace like the rest.
+    stamped = [titled[0], {"role": "user", "content": "[[chunks=50]] [[stamp]] " + text}]
+    assert len(contents(sse_events(chat(mock_llm, "", messages=stamped).text))) == len(
+        contents(sse_events(chat(mock_llm, "", messages=titled).text)))
+    # Anthropic: the instruction is the request's `system`.
+    plain = anthropic_post(mock_llm, [{"role": "user", "content": text}])
+    named = anthropic_post(mock_llm, [{"role": "user", "content": text}], system="You name conversations.")
+    assert [b["text"] for b in plain.json()["content"]] == ["tok1 tok2 tok3 "]
+    assert [b["text"] for b in named.json()["content"]] == ["Bench chat title"]
