@@ -18,6 +18,8 @@ import traceback
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from construct_core import heap
+
 logger = logging.getLogger(__name__)
 
 # After the 1012 closes, how long the clients get to answer them before the process exits.
@@ -76,6 +78,8 @@ def server_start() -> None:
         startup.use_local_ollama()
         if os.environ.get("CONSTRUCT_PAIRING_BANNER", "").lower() != "off":  # supervise prints one
             startup.announce_pairing()
+        # Start-up's objects out of every full collection (construct_core.heap).
+        heap.freeze_enable()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it
         _stop(f"Construct gateway cannot start: {exc}\n")
     except Exception:

@@ -16,6 +16,7 @@ from chat.turns.lock import RunningTurn, SessionLock
 from chat.turns.queue import HandedOn
 from chat.turns.remote import RemoteTurns
 from chat.turns.run import turn_resume
+from construct_core import heap
 from construct_core.drain import draining
 from construct_core.loops import per_loop
 
@@ -92,6 +93,7 @@ class Engine:
         self.fanout.turn_close(session_id, turn_id)
         self.lock.end(session_id, turn_id)
         self.handed_on.soon(session_id)  # a message handed on meanwhile runs now
+        heap.freeze_if_imported()  # what the turn imported first, out of full collections
         if self.bus is not None:
             self.bus.turn_done(turn_id)
             if draining():  # its sockets go now, before they send their next message here

@@ -1,0 +1,42 @@
+"""A turn that imported modules (an SDK's first call imports hundreds) leaves them frozen
+at its end in a serving process (construct_core.heap), through a real turn on the socket."""
+
+import gc
+import sys
+import types
+
+import pytest
+
+from construct_core import heap
+from tests.chat.conftest import frames_until, open_socket, send
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def serving_heap():
+    assert gc.get_freeze_count() == 0
+    heap.freeze_enable()  # as construct_site.serving does at start-up
+    try:
+        yield
+    finally:
+        heap.freeze_disable()
+        sys.modules.pop("construct_turn_import_probe", None)
+
+
+async def test_a_turn_that_imported_something_freezes_it_at_its_end(gateway, token, serving_heap):
+    comm, _ = await open_socket(token, query="session_id=heap")
+    sys.modules["construct_turn_import_probe"] = types.ModuleType("construct_turn_import_probe")
+    before = gc.get_freeze_count()
+    await send(comm, type="message", content="hello")
+    frames = await frames_until(comm)
+    assert frames[-1]["type"] == "done"
+    assert gc.get_freeze_count() > before
+    assert heap.freeze_if_imported() is False  # the turn's end froze it already
+
+    # A turn that imported nothing leaves the collector alone.
+    before = gc.get_freeze_count()
+    await send(comm, type="message", content="again")
+    assert (await frames_until(comm))[-1]["type"] == "done"
+    assert gc.get_freeze_count() <= before  # frozen objects only ever leave (freed), none added
+    await comm.disconnect()

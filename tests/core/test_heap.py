@@ -1,0 +1,82 @@
+"""What the process imported stays out of the collector's full walks (construct_core.heap).
+
+A full collection walks every tracked object; frozen ones it skips. These tests
+check that enabling freezes what is held, that garbage made afterwards is still
+collected, that a later import freezes again once and only once, and that a
+process (or test run) that never enables it is left alone.
+"""
+
+import gc
+import sys
+import types
+import weakref
+
+import pytest
+
+from construct_core import heap
+
+
+@pytest.fixture
+def frozen():
+    assert gc.get_freeze_count() == 0, "something else froze this process"
+    try:
+        yield heap
+    finally:
+        heap.freeze_disable()
+        sys.modules.pop("construct_heap_probe", None)
+
+
+class Node:
+    """An object in a reference cycle: only the collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_nothing_is_frozen_until_enabled():
+    assert heap.freeze_if_imported() is False
+    assert gc.get_freeze_count() == 0
+
+
+def test_enabling_takes_what_is_held_out_of_full_collections(frozen):
+    walked_before = len(gc.get_objects())
+    count = frozen.freeze_enable()
+    assert count == gc.get_freeze_count() and count > 0.9 * walked_before
+    # A full collection walks only what was made since: a few objects, not the process.
+    assert len(gc.get_objects()) < 0.1 * walked_before
+
+
+def test_garbage_made_after_the_freeze_is_still_collected(frozen):
+    frozen.freeze_enable()
+    node = Node()
+    gone = weakref.ref(node)
+    del node
+    gc.collect()
+    assert gone() is None
+
+
+def test_garbage_held_before_it_is_collected_first_not_frozen(frozen):
+    node = Node()
+    gone = weakref.ref(node)
+    del node  # unreachable, not yet collected
+    frozen.freeze_enable()
+    assert gone() is None
+
+
+def test_an_import_freezes_again_once(frozen):
+    frozen.freeze_enable()
+    assert frozen.freeze_if_imported() is False  # nothing imported since: no collection
+    made_since = Node()
+    assert id(made_since) in {id(o) for o in gc.get_objects()}  # walked by a full collection
+    sys.modules["construct_heap_probe"] = types.ModuleType("construct_heap_probe")
+    assert frozen.freeze_if_imported() is True
+    assert id(made_since) not in {id(o) for o in gc.get_objects()}  # frozen with the import
+    assert frozen.freeze_if_imported() is False
+
+
+def test_disabling_gives_everything_back(frozen):
+    frozen.freeze_enable()
+    frozen.freeze_disable()
+    assert gc.get_freeze_count() == 0
+    sys.modules["construct_heap_probe"] = types.ModuleType("construct_heap_probe")
+    assert heap.freeze_if_imported() is False
