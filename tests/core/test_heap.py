@@ -74,9 +74,21 @@ def test_an_import_freezes_again_once(frozen):
     assert frozen.freeze_if_imported() is False
 
 
+def test_the_youngest_generation_is_collected_less_often(frozen):
+    default = gc.get_threshold()
+    frozen.freeze_enable()
+    frozen.freeze_enable()  # twice: the thresholds it found are kept, not its own
+    assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *default[1:])
+    young = [Node() for _ in range(2 * default[0])]  # would have started a collection
+    assert gc.get_count()[0] >= len(young)
+    frozen.freeze_disable()
+    assert gc.get_threshold() == default
+
+
 def test_disabling_gives_everything_back(frozen):
+    default = gc.get_threshold()
     frozen.freeze_enable()
     frozen.freeze_disable()
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == default
     sys.modules["construct_heap_probe"] = types.ModuleType("construct_heap_probe")
     assert heap.freeze_if_imported() is False
