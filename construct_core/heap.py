@@ -13,10 +13,14 @@ collected as before.
 What is imported late is frozen late: the URL conf's views on the first HTTP
 request, an SDK on its first call (the OpenAI SDK alone brings 500 modules).
 So after start-up, and again whenever a turn ends and modules were imported
-since the last time, the process collects once (so no garbage is frozen) and
-freezes. Modules stop appearing after the first turns, so this happens a
-few times in a process's life; the objects of the sockets open at that moment
-are frozen with the rest and never walked again either, a bounded cost.
+since the last time, the process freezes. At start-up it collects everything
+first, so no garbage is frozen; at a turn's end only the two younger
+generations (a few ms: a full collection there would be the very pause this
+avoids), so what waited in the oldest one for a full collection is frozen with
+the rest. Modules stop appearing after the first turns, so this happens a few
+times in a process's life; that garbage, and the objects of the sockets open at
+that moment, are never walked or freed by the collector again: a bounded cost,
+paid a few times.
 
 The youngest generation is collected every 20,000 new container objects
 instead of every 700: a streamed delta makes a few dozen, so the collector ran
@@ -52,7 +56,7 @@ def freeze_enable() -> int:
         _thresholds_before = gc.get_threshold()
         gc.set_threshold(YOUNG_THRESHOLD, *_thresholds_before[1:])
     _enabled = True
-    return _freeze()
+    return _freeze(gc.collect)
 
 
 def freeze_if_imported() -> bool:
@@ -60,7 +64,7 @@ def freeze_if_imported() -> bool:
     otherwise: one length compared). Returns whether it froze."""
     if not _enabled or len(sys.modules) == _modules_seen:
         return False
-    _freeze()
+    _freeze(lambda: gc.collect(1))
     return True
 
 
@@ -76,10 +80,10 @@ def freeze_disable() -> None:
     gc.unfreeze()
 
 
-def _freeze() -> int:
+def _freeze(collect) -> int:
     global _modules_seen
     started = time.perf_counter()
-    gc.collect()
+    collect()
     gc.freeze()
     _modules_seen = len(sys.modules)
     count = gc.get_freeze_count()

@@ -78,7 +78,9 @@ def server_start() -> None:
         startup.use_local_ollama()
         if os.environ.get("CONSTRUCT_PAIRING_BANNER", "").lower() != "off":  # supervise prints one
             startup.announce_pairing()
-        # Start-up's objects out of every full collection (construct_core.heap).
+        # Start-up's objects, the first turn's imports among them, out of every full
+        # collection (construct_core.heap).
+        startup.imports_warm()
         heap.freeze_enable()
     except ImproperlyConfigured as exc:  # a setting that is wrong: its message names it
         _stop(f"Construct gateway cannot start: {exc}\n")

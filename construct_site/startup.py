@@ -28,6 +28,23 @@ OLLAMA_PROBE_TIMEOUT = 1.0
 _RULE = "=" * 64
 
 
+def imports_warm() -> list[str]:
+    """Import now what the first request and the first turn would import: the URL conf's
+    views (the REST API, its schema) and the SDKs of the listed models' providers.
+
+    Done before the process freezes its start-up objects (construct_core.heap), so they are
+    frozen with the rest; and the first turns do not wait for 700 modules to load.
+    Returns the provider modules loaded.
+    """
+    from django.urls import get_resolver
+
+    from chat.agent.providers import provider_modules_load
+    from sessions_app import catalogue
+
+    get_resolver().url_patterns  # noqa: B018 - the property imports every view
+    return provider_modules_load(choice.provider for choice in catalogue.model_list())
+
+
 def guess_base_url(argv: list[str] | None = None) -> str:
     """The server's URL as the command line that started it says (daphne -b/-p, runserver ADDR:PORT).
 

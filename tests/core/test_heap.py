@@ -92,3 +92,21 @@ def test_disabling_gives_everything_back(frozen):
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == default
     sys.modules["construct_heap_probe"] = types.ModuleType("construct_heap_probe")
     assert heap.freeze_if_imported() is False
+
+
+def test_a_freeze_at_a_turn_s_end_walks_only_the_younger_generations(frozen):
+    """A full collection there would be the pause this module is there to avoid."""
+    frozen.freeze_enable()
+    generations = []
+
+    def seen(phase, info):
+        if phase == "start":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        sys.modules["construct_heap_probe"] = types.ModuleType("construct_heap_probe")
+        assert frozen.freeze_if_imported() is True
+    finally:
+        gc.callbacks.remove(seen)
+    assert generations and max(generations) <= 1, generations

@@ -1,6 +1,7 @@
 """Start-up: the pairing announcement and the Redis check."""
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -166,3 +167,37 @@ def test_importing_the_asgi_module_has_no_side_effects(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout == "pairing codes: 0\n"
     assert result.stderr == ""
+
+
+WARM_PROBE = """
+import json, sys
+import django
+django.setup()
+from construct_site import startup
+before = {m: m in sys.modules for m in ("openai", "anthropic", "rest_framework.views")}
+loaded = startup.imports_warm()
+after = {m: m in sys.modules for m in ("openai", "anthropic", "rest_framework.views")}
+print(json.dumps({"before": before, "after": after, "loaded": loaded}))
+"""
+
+
+@pytest.mark.parametrize(("models", "sdks"), [
+    (None, {"openai"}),  # the one model of CONSTRUCT_PROVIDER
+    ('[{"id": "c", "provider": "anthropic"}, {"id": "g", "provider": "openai"}]', {"openai", "anthropic"}),
+])
+def test_start_up_imports_what_the_first_request_and_turn_would(tmp_path, models, sdks):
+    """The views and the listed providers' SDKs are imported before the process freezes its
+    start-up objects (construct_core.heap), in a fresh interpreter; an SDK no model uses is not."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "construct_site.settings",
+           "CONSTRUCT_DATA_DIR": str(tmp_path), "CONSTRUCT_PROVIDER": "openai"}
+    env.pop("CONSTRUCT_MODELS", None)
+    if models:
+        env["CONSTRUCT_MODELS"] = models
+    out = subprocess.run([sys.executable, "-c", WARM_PROBE], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(seen["before"].values()), seen  # nothing imported them at Django's set-up
+    assert seen["after"]["rest_framework.views"]
+    assert {sdk for sdk in ("openai", "anthropic") if seen["after"][sdk]} == sdks
+    assert len(seen["loaded"]) == len(sdks)

@@ -3,6 +3,8 @@
 Each provider module is imported only when chosen, so one SDK is loaded, not both.
 """
 
+import importlib
+
 from construct_core.errors import AgentInitFailed
 from construct_core.redaction import sanitize
 from chat.agent.providers.base import ProviderConfig
@@ -13,6 +15,23 @@ NOT_CONFIGURED = (
     "(http://127.0.0.1:11434/v1); choose the provider with CONSTRUCT_PROVIDER (openai or anthropic) "
     "and the model with CONSTRUCT_MODEL."
 )
+
+
+PROVIDER_MODULES = {"openai": "chat.agent.providers.openai_compat",
+                    "anthropic": "chat.agent.providers.anthropic"}
+
+
+def provider_modules_load(kinds) -> list[str]:
+    """Import the provider modules (and so the SDKs) of `kinds` now, not at the first turn
+    (the OpenAI SDK is some 700 modules); unknown kinds are left to `build_provider` to
+    refuse. Returns the modules imported."""
+    loaded = []
+    for kind in sorted(set(kinds)):
+        name = PROVIDER_MODULES.get(kind)
+        if name is not None:
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded
 
 
 def build_provider(config: ProviderConfig):
