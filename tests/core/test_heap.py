@@ -41,7 +41,8 @@ def test_nothing_is_frozen_until_enabled():
 def test_enabling_takes_what_is_held_out_of_full_collections(frozen):
     walked_before = len(gc.get_objects())
     count = frozen.freeze_enable()
-    assert count == gc.get_freeze_count() and count > 0.9 * walked_before
+    # (Frozen objects can still be freed, by another thread too: the count only falls.)
+    assert count > 0.9 * walked_before and gc.get_freeze_count() <= count
     # A full collection walks only what was made since: a few objects, not the process.
     assert len(gc.get_objects()) < 0.1 * walked_before
 
