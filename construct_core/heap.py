@@ -4,14 +4,14 @@ A full collection (Python's oldest generation) walks every object the
 collector tracks. A gateway that has served its first turn tracks about
 220,000 objects that live as long as the process: modules, classes, Django's
 apps and URLs, the SDKs and their models. Each full collection walked them
-all, 70 to 140 ms on the event loop's thread, once in every few seconds of
+all, 63 to 145 ms on the event loop's thread, once in every few seconds of
 streaming, and every delta in flight waited that long: they were the paced
 benchmark's p99 (bench/RESULTS.md). `gc.freeze()` moves what is tracked now
 into a generation no collection walks; what the process makes later is
 collected as before.
 
 What is imported late is frozen late: the URL conf's views on the first HTTP
-request, an SDK on its first call (the OpenAI SDK alone brings 500 modules).
+request, an SDK when its provider is first built (the OpenAI SDK brings some 700 modules).
 So after start-up, and again whenever a turn ends and modules were imported
 since the last time, the process freezes. At start-up it collects everything
 first, so no garbage is frozen; at a turn's end only the two younger
