@@ -20,9 +20,24 @@ def test_no_key_and_no_base_url_says_how_to_configure():
     assert caught.value.code == "AGENT_INIT_FAILED"
 
 
-def test_an_unknown_provider_is_named():
-    with pytest.raises(AgentInitFailed, match="'gemini'"):
+def test_an_unknown_provider_is_named_with_the_known_ones():
+    with pytest.raises(AgentInitFailed, match="'gemini'") as caught:
         build_provider(ProviderConfig(provider="gemini", model="x", api_key="k-123456"))
+    assert "set CONSTRUCT_PROVIDER to 'openai' or 'anthropic'." in str(caught.value)
+
+
+@pytest.mark.parametrize("kind, cls", [("openai", "OpenAICompatProvider"), ("anthropic", "AnthropicProvider")])
+def test_each_listed_kind_builds_its_own_provider(kind, cls):
+    provider = build_provider(ProviderConfig(provider=kind, model="m", api_key="k-123456"))
+    assert type(provider).__name__ == cls
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_a_base_url_the_sdk_cannot_parse_is_a_configuration_error(kind):
+    # The SDKs' HTTP client raises its own InvalidURL (not a ValueError) for a bad port.
+    with pytest.raises(AgentInitFailed, match=f"Could not set up the {kind} provider") as caught:
+        build_provider(ProviderConfig(provider=kind, model="m", api_key="k-123456", base_url="http://[::1"))
+    assert caught.value.code == "AGENT_INIT_FAILED"
 
 
 @pytest.mark.asyncio

@@ -17,8 +17,9 @@ NOT_CONFIGURED = (
 )
 
 
-PROVIDER_MODULES = {"openai": "chat.agent.providers.openai_compat",
-                    "anthropic": "chat.agent.providers.anthropic"}
+# provider kind -> (module, class): the one place a provider is listed
+PROVIDERS = {"openai": ("chat.agent.providers.openai_compat", "OpenAICompatProvider"),
+             "anthropic": ("chat.agent.providers.anthropic", "AnthropicProvider")}
 
 
 def provider_modules_load(kinds) -> list[str]:
@@ -27,8 +28,8 @@ def provider_modules_load(kinds) -> list[str]:
     refuse. Returns the modules imported."""
     loaded = []
     for kind in sorted(set(kinds)):
-        name = PROVIDER_MODULES.get(kind)
-        if name is not None:
+        if kind in PROVIDERS:
+            name = PROVIDERS[kind][0]
             importlib.import_module(name)
             loaded.append(name)
     return loaded
@@ -38,17 +39,12 @@ def build_provider(config: ProviderConfig):
     """Build the provider `config` names; AgentInitFailed says how to fix a bad config."""
     if not config.api_key and not config.base_url:
         raise AgentInitFailed(NOT_CONFIGURED)
+    if config.provider not in PROVIDERS:
+        kinds = " or ".join(repr(kind) for kind in PROVIDERS)
+        raise AgentInitFailed(sanitize(f"Unknown provider {config.provider!r}: set CONSTRUCT_PROVIDER to {kinds}."))
+    module, cls = PROVIDERS[config.provider]
+    provider_class = getattr(importlib.import_module(module), cls)
     try:
-        if config.provider == "openai":
-            from chat.agent.providers.openai_compat import OpenAICompatProvider
-
-            return OpenAICompatProvider(config)
-        if config.provider == "anthropic":
-            from chat.agent.providers.anthropic import AnthropicProvider
-
-            return AnthropicProvider(config)
-    except (ValueError, TypeError) as exc:  # the SDK refused a setting, e.g. a bad base URL
+        return provider_class(config)
+    except Exception as exc:  # the SDK refused a setting, e.g. a base URL its HTTP client cannot parse
         raise AgentInitFailed(sanitize(f"Could not set up the {config.provider} provider: {exc}")) from None
-    raise AgentInitFailed(
-        sanitize(f"Unknown provider {config.provider!r}: set CONSTRUCT_PROVIDER to 'openai' or 'anthropic'.")
-    )
