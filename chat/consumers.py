@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django import db
@@ -59,6 +60,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # No channel of its own: the process hears the channel layer once, for all its sockets,
     # and hands each socket its messages (turns.Sink.relay). A connect makes no layer call.
     channel_layer_alias = None
+
+    async def __call__(self, scope, receive, send):
+        """Channels' `AsyncConsumer.__call__` for a consumer with no layer channel: each
+        message is awaited from the socket's queue in turn and dispatched, as Channels'
+        `await_many_dispatch` does, but with no task per wait and no `asyncio.wait` around it
+        (about 2 KiB an idle socket holds for its whole life)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message):
         """Channels' dispatch without its `aclose_old_connections`: a trip to the one database

@@ -618,3 +618,19 @@ async def test_the_log_names_the_real_client_behind_a_trusted_proxy(gateway, tok
     assert any(line.startswith("chat socket closed: session s-log") and "from 203.0.113.7" in line
                for line in lines), lines
     assert token not in "\n".join(lines)
+
+
+# --- The socket's loop -------------------------------------------------------
+
+async def test_an_open_socket_waits_on_its_queue_with_no_task_of_its_own(gateway, token):
+    """The consumer awaits each message itself (ChatConsumer.__call__), not through a task per
+    wait and asyncio.wait as Channels' await_many_dispatch does: none is left while it idles."""
+    def queue_waits():
+        return [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "Queue.get"]
+
+    comm, _ = await open_socket(token, query="session_id=loop")
+    assert queue_waits() == []
+    await send(comm, type="message", content="hello")
+    assert (await frames_until(comm))[-1]["type"] == "done"
+    assert queue_waits() == []
+    await comm.disconnect()
