@@ -39,10 +39,25 @@
    dropped. Those two helpers become the identity: a debug line, when on, shows the
    plain values.
 
+6. Memory per open socket. Once a socket is open, what only its handshake needed is let
+   go: the HTTP request daphne upgraded (Twisted's channel stays registered as the
+   transport's producer, and keeps the request, its headers and body, for the socket's
+   life; once upgraded its pause and resume do nothing, as its request never finishes),
+   autobahn's copies of the handshake (the request's bytes, its headers, the response), and
+   the request autobahn parsed, of which daphne reads only the path afterwards.
+
+7. The queue of each connection. Daphne hands each connection's application an
+   ``asyncio.Queue``: four deques, about 3 KiB held for the socket's life, to pass a few
+   messages (the connect, the client's frames, the disconnect) to one reader. An ``Inbox``
+   does the same with no deque until a message waits.
+
 Every function is idempotent; construct_site.serving calls them as the
 server starts.
 """
 
+import asyncio
+import collections
+import functools
 import weakref
 
 from construct_core.drain import draining
@@ -199,6 +214,141 @@ def patch_daphne_drain() -> None:
     setattr(onConnect, _DRAIN_MARKER, True)
     onConnect.__doc__ = original.__doc__
     protocol.onConnect = onConnect
+
+
+_RELEASE_MARKER = "_construct_release"
+
+# What autobahn keeps of a server handshake, read by nothing once the socket is open.
+_HANDSHAKE_ATTRIBUTES = ("http_headers", "http_request_data", "http_response_data", "http_status_line",
+                         "http_request_uri", "http_request_path", "http_request_params", "http_request_host")
+
+
+class OpenedRequest:
+    """What daphne reads of an open socket's handshake request: its path (for its log lines)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str):
+        self.path = path
+
+
+def patch_daphne_handshake_release() -> None:
+    """Let an open socket's handshake objects go (see 6. above)."""
+    protocol = _websocket_protocol()
+    original = protocol.onOpen
+    if getattr(original, _RELEASE_MARKER, False):
+        return
+
+    def onOpen(self):
+        original(self)
+        handshake_release(self)
+
+    setattr(onOpen, _RELEASE_MARKER, True)
+    onOpen.__doc__ = original.__doc__
+    protocol.onOpen = onOpen
+
+
+def handshake_release(sock) -> None:
+    """Drop what socket `sock` kept of its handshake; it has just opened."""
+    from twisted.web.http import HTTPChannel
+
+    transport = sock.transport
+    channel = getattr(transport, "producer", None)
+    if isinstance(channel, HTTPChannel):  # a plain TCP transport: daphne upgraded its request
+        transport.unregisterProducer()
+        channel.requests.clear()  # the request and its channel refer to each other
+    for name in _HANDSHAKE_ATTRIBUTES:
+        if name in sock.__dict__:
+            setattr(sock, name, None)
+    request = getattr(sock, "request", None)
+    if request is not None and not isinstance(request, OpenedRequest):
+        sock.request = OpenedRequest(request.path)
+
+
+class Inbox:
+    """The part of ``asyncio.Queue`` daphne and an ASGI application use (``put_nowait``,
+    ``get``, ``get_nowait``, ``qsize``, ``empty``), unbounded, holding nothing while empty."""
+
+    __slots__ = ("_items", "_getters")
+
+    def __init__(self):
+        self._items: collections.deque | None = None
+        self._getters: list | None = None  # the futures of readers waiting, oldest first
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        self._wake_one()
+
+    def get_nowait(self):
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    async def get(self):
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if self._getters is not None and getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wake_one()  # woken, then cancelled: the next reader takes it
+                raise
+        return self.get_nowait()
+
+    def _wake_one(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+
+def patch_daphne_inbox() -> None:
+    """Daphne's ``Server.create_application`` with an ``Inbox`` for its queue (see 7. above)."""
+    _websocket_protocol()
+    from daphne.server import Server
+
+    if getattr(Server.create_application, _MARKER, False):
+        return
+
+    def create_application(self, protocol, scope):
+        # daphne 4.2's own, but for the queue's class.
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = Inbox()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=functools.partial(self.handle_reply, protocol),
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop(),
+        )
+        return input_queue
+
+    setattr(create_application, _MARKER, True)
+    create_application.__doc__ = Server.create_application.__doc__
+    Server.create_application = create_application
 
 
 def websockets_open() -> int:

@@ -1,0 +1,75 @@
+"""Under daphne, an open socket lets its handshake's objects go (construct_site.daphne_compat,
+6. and 7.): the upgraded HTTP request, autobahn's copies of the handshake, the parsed request
+(but its path), and daphne's queue is an Inbox; and the socket works on as before."""
+
+import asyncio
+import json
+import time
+
+import pytest
+import websockets
+
+APP = "tests.e2e.release_app:application"
+
+
+@pytest.fixture
+def release_server(daphne_factory):
+    # No database: the app never touches one. The access log shows the paths daphne logs.
+    return daphne_factory(env={"DATABASE_URL": None}, app=APP, run_migrate=False,
+                          extra_args=["--access-log", "-"])
+
+
+def wait_for_output(server, text, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while text not in server.output():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+async def test_open_sockets_hold_no_handshake(release_server):
+    async with websockets.connect(f"{release_server.ws_url}/ws/echo?token=abc") as echo, \
+            websockets.connect(f"{release_server.ws_url}/ws/probe") as probe:
+        await echo.send("hello")
+        assert await echo.recv() == "5"
+        # Daphne forgets a finished or upgraded HTTP request within a second (its checker).
+        await asyncio.sleep(2.5)
+        await probe.send("?")
+        seen = json.loads(await probe.recv())
+    assert len(seen["sockets"]) == 2
+    for sock in seen["sockets"]:
+        assert sock["producer"] == "NoneType"  # Twisted's HTTP channel is no longer the transport's producer
+        assert sock["request"] == "OpenedRequest"
+        assert sock["http_headers"] is None and sock["http_request_data"] is False
+        assert sock["queue"] == "Inbox"
+    assert sorted(sock["path"] for sock in seen["sockets"]) == ["/ws/echo", "/ws/probe"]
+    assert seen["requests_alive"] == 0  # the upgraded requests are gone, not only unlinked
+
+
+async def test_a_released_socket_works_on_and_closes_as_before(release_server):
+    async with websockets.connect(f"{release_server.ws_url}/ws/echo") as ws:
+        for size in (1, 1000, 70_000):  # the last one more than a socket's buffer takes at once
+            await ws.send("x" * size)
+            assert await ws.recv() == str(size)
+        replies = await asyncio.gather(*(ws.send(str(n)) for n in range(50)))
+        assert len(replies) == 50
+        assert [await ws.recv() for _ in range(50)] == [str(len(str(n))) for n in range(50)]
+    # The disconnect reached the application, and daphne's access line still names the path.
+    assert wait_for_output(release_server, "release_app: /ws/echo disconnected"), release_server.output()
+    assert wait_for_output(release_server, "WSDISCONNECT /ws/echo"), release_server.output()
+    assert "Traceback" not in release_server.output()
+
+
+def test_release_patches_are_idempotent():
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from construct_site.daphne_compat import patch_daphne_handshake_release, patch_daphne_inbox
+
+    patch_daphne_handshake_release()
+    patch_daphne_inbox()
+    patched = WebSocketProtocol.onOpen, Server.create_application
+    patch_daphne_handshake_release()
+    patch_daphne_inbox()
+    assert (WebSocketProtocol.onOpen, Server.create_application) == patched
