@@ -51,6 +51,12 @@
    messages (the connect, the client's frames, the disconnect) to one reader. An ``Inbox``
    does the same with no deque until a message waits.
 
+8. The listen backlog. Daphne listens with Twisted's default backlog of 50 connections
+   waiting to be accepted. When hundreds of clients connect at once (every page of a
+   restarted process reconnecting) the kernel drops the rest of their SYNs, and each such
+   client retries after 1, 3, 7 or 15 s. A TCP or UNIX endpoint without a ``backlog`` of its
+   own gets LISTEN_BACKLOG (the kernel still caps it at ``net.core.somaxconn``).
+
 Every function is idempotent; construct_site.serving calls them as the
 server starts.
 """
@@ -74,6 +80,9 @@ CLOSE_SERVICE_RESTART = 1012
 TRANSPORT_HEADROOM = 4
 
 _MARKER = "_construct_patched"
+
+# Connections the kernel keeps waiting for the accept (see 8. above).
+LISTEN_BACKLOG = 1024
 
 
 def _websocket_protocol():
@@ -349,6 +358,32 @@ def patch_daphne_inbox() -> None:
     setattr(create_application, _MARKER, True)
     create_application.__doc__ = Server.create_application.__doc__
     Server.create_application = create_application
+
+
+def endpoint_with_backlog(description: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """A Twisted server endpoint `description` with `backlog`, unless it names one or its
+    kind takes none."""
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def patch_daphne_listen_backlog() -> None:
+    """Daphne's server listens with LISTEN_BACKLOG (see 8. above). Call it before the server
+    runs: as the application is imported, not once the reactor runs."""
+    _websocket_protocol()
+    from daphne import server
+
+    if getattr(server.serverFromString, _MARKER, False):
+        return
+    original = server.serverFromString
+
+    def serverFromString(reactor, description):
+        return original(reactor, endpoint_with_backlog(str(description)))
+
+    setattr(serverFromString, _MARKER, True)
+    server.serverFromString = serverFromString
 
 
 def websockets_open() -> int:

@@ -27,13 +27,18 @@ CLOSE_GRACE_SECONDS = 3.0
 
 
 def on_server_start() -> None:
-    """Have `server_start` run when the Twisted reactor starts running.
+    """Have daphne listen with a backlog fit for a reconnecting crowd, and `server_start` run
+    when the Twisted reactor starts running.
 
     Call it only where daphne has installed the reactor: importing
     `twisted.internet.reactor` anywhere else would install a default one.
     """
     from twisted.internet import reactor
 
+    from construct_site import daphne_compat
+
+    # Before daphne listens, which it does before its reactor runs.
+    daphne_compat.patch_daphne_listen_backlog()
     reactor.callWhenRunning(server_start)
     # Inside the running event loop: the turn engine's work that needs no socket.
     reactor.callWhenRunning(reactor.callLater, 0, engine_start)

@@ -3,16 +3,19 @@
 Daphne loads it with ``tests.e2e.release_app:application``; the patches are applied at
 import, as construct_site.serving applies them when the gateway starts serving.
 ``/ws/echo`` answers each message with its length; ``/ws/probe`` answers each message
-with what daphne and autobahn still hold of every open socket's handshake, as JSON.
+with what daphne and autobahn still hold of every open socket's handshake, and the backlog
+of each port it listens on, as JSON.
 """
 
 import gc
 import json
 
-from construct_site.daphne_compat import patch_daphne_handshake_release, patch_daphne_inbox
+from construct_site.daphne_compat import (patch_daphne_handshake_release, patch_daphne_inbox,
+                                         patch_daphne_listen_backlog)
 
 patch_daphne_handshake_release()
 patch_daphne_inbox()
+patch_daphne_listen_backlog()
 
 
 def sockets_held() -> list[dict]:
@@ -39,6 +42,12 @@ def requests_alive() -> int:
     return sum(1 for thing in gc.get_objects() if isinstance(thing, WebRequest))
 
 
+def backlogs() -> list[int]:
+    from twisted.internet.tcp import Port
+
+    return [port.backlog for port in gc.get_objects() if isinstance(port, Port) and port.connected]
+
+
 async def application(scope, receive, send):
     if scope["type"] == "http":
         await receive()
@@ -50,7 +59,8 @@ async def application(scope, receive, send):
     await send({"type": "websocket.accept"})
     while (message := await receive())["type"] == "websocket.receive":
         if scope["path"] == "/ws/probe":
-            text = json.dumps({"sockets": sockets_held(), "requests_alive": requests_alive()})
+            text = json.dumps({"sockets": sockets_held(), "requests_alive": requests_alive(),
+                               "backlogs": backlogs()})
         else:
             text = str(len(message.get("text") or message.get("bytes") or ""))
         await send({"type": "websocket.send", "text": text})

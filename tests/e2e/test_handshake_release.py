@@ -4,10 +4,14 @@
 
 import asyncio
 import json
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import websockets
+
+from construct_site.daphne_compat import LISTEN_BACKLOG, endpoint_with_backlog
 
 APP = "tests.e2e.release_app:application"
 
@@ -45,6 +49,7 @@ async def test_open_sockets_hold_no_handshake(release_server):
         assert sock["queue"] == "Inbox"
     assert sorted(sock["path"] for sock in seen["sockets"]) == ["/ws/echo", "/ws/probe"]
     assert seen["requests_alive"] == 0  # the upgraded requests are gone, not only unlinked
+    assert seen["backlogs"] == [LISTEN_BACKLOG]  # daphne's own listening port, not Twisted's 50
 
 
 async def test_a_released_socket_works_on_and_closes_as_before(release_server):
@@ -59,6 +64,30 @@ async def test_a_released_socket_works_on_and_closes_as_before(release_server):
     assert wait_for_output(release_server, "release_app: /ws/echo disconnected"), release_server.output()
     assert wait_for_output(release_server, "WSDISCONNECT /ws/echo"), release_server.output()
     assert "Traceback" not in release_server.output()
+
+
+@pytest.mark.parametrize("description, expected", [
+    ("tcp:port=8000:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1:backlog=1024"),
+    (r"tcp6:port=8000:interface=\:\:1", r"tcp6:port=8000:interface=\:\:1:backlog=1024"),
+    ("unix:/run/construct.sock", "unix:/run/construct.sock:backlog=1024"),
+    ("tcp:port=8000:backlog=10", "tcp:port=8000:backlog=10"),  # the operator's own wins
+    ("fd:fileno=3", "fd:fileno=3"),  # a socket listening already: its backlog is set
+    ("ssl:port=8443:privateKey=k.pem", "ssl:port=8443:privateKey=k.pem"),  # left as given
+])
+def test_endpoints_get_the_backlog_unless_they_name_one(description, expected):
+    assert endpoint_with_backlog(description, backlog=1024) == expected
+
+
+def test_the_gateway_listens_with_the_backlog(daphne_factory):
+    server = daphne_factory()  # the gateway itself (construct_site.asgi)
+    listening = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True,
+                               text=True, check=True).stdout.split()
+    # For a listening socket, ss shows its backlog as Send-Q (the third column).
+    assert listening[0] == "LISTEN" and int(listening[2]) == min(LISTEN_BACKLOG, somaxconn()), listening
+
+
+def somaxconn() -> int:
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())
 
 
 def test_release_patches_are_idempotent():
