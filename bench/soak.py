@@ -9,7 +9,8 @@ REDIS_URL with --redis-url), on a fresh SQLite database, against `manage.py mock
 
 Soak: `--users` sockets, each on its own session, send a message, wait for `done`,
 and send the next (`--pause` seconds between), each answered in `--chunks` chunks.
-Every session's history grows all along, as a person's does. Each minute prints the
+Every session's history grows all along, as a person's does; with `--session-turns N`
+each user starts a new session after N turns instead (its socket closed, a new one opened). Each minute prints the
 server's RSS, the turns of that minute and the growth since the first minute (the
 warm-up: first imports, caches, the database's pages). At the end, the growth per
 turn after the warm-up.
@@ -49,6 +50,9 @@ def parse_args(argv=None):
     parser.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
     parser.add_argument("--chunks", type=int, default=20, help="chunks per answer (default 20)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between a done and the next message")
+    parser.add_argument("--session-turns", type=int, default=0,
+                        help="after this many turns a user closes its session's socket and opens a new "
+                             "session, as people start new chats (default 0: one session each all along)")
     parser.add_argument("--idle", type=int, default=0, help="idle sockets to open at the end (default 0)")
     parser.add_argument("--tracemalloc", action="store_true", help="snapshots and their top-10 differences")
     parser.add_argument("--redis-url", default=None, help="run the gateway with REDIS_URL")
@@ -92,10 +96,13 @@ class Gateway:
         return ws
 
 
-async def user(ws, index: int, args, stop_at: float, turns: list[int]):
+async def user(ws, index: int, args, stop_at: float, turns: list[int], gateway=None):
     n = 0
     try:
         while time.monotonic() < stop_at:
+            if args.session_turns and n and n % args.session_turns == 0:
+                await ws.close()
+                ws = await gateway.open(f"soak-{os.getpid()}-{index}-{n}")
             n += 1
             await ws.send(json.dumps({"type": "message", "client_id": f"c{index}-{n}",
                                       "content": f"message {n} [[chunks={args.chunks}]]"}))
@@ -109,6 +116,12 @@ async def user(ws, index: int, args, stop_at: float, turns: list[int]):
             await asyncio.sleep(args.pause)
     finally:
         await ws.close()
+
+
+def messages_per_session(turns: int, args) -> float:
+    """About how many messages each user's current session holds (two a turn)."""
+    per_user = turns / args.users
+    return 2 * (per_user % args.session_turns if args.session_turns else per_user)
 
 
 def rss_anon(pid) -> int:
@@ -152,7 +165,7 @@ async def run(args):
         sockets = [await gateway.open(f"soak-{os.getpid()}-{i}") for i in range(args.users)]
         start = time.monotonic()
         stop_at = start + args.minutes * 60
-        users = [asyncio.create_task(user(ws, i, args, stop_at, turns)) for i, ws in enumerate(sockets)]
+        users = [asyncio.create_task(user(ws, i, args, stop_at, turns, gateway)) for i, ws in enumerate(sockets)]
         print("\n| minute | server RSS, MiB | growth since minute 1, MiB | of it anonymous, MiB "
               "| turns in the minute | messages per session | server CPU per turn, ms "
               "| mock CPU per turn, ms | load average |")
@@ -172,7 +185,7 @@ async def run(args):
             cpu, mock_cpu = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
             in_minute = max(turns[0] - last_turns, 1)
             print(f"| {minute} | {rss / MiB:.1f} | {(rss - rss1) / MiB:+.1f} | {(anon - anon1) / MiB:+.1f} "
-                  f"| {turns[0] - last_turns} | {2 * turns[0] / args.users:.0f} "
+                  f"| {turns[0] - last_turns} | {messages_per_session(turns[0], args):.0f} "
                   f"| {(cpu - cpu_last) * 1000 / in_minute:.2f} | {(mock_cpu - mock_last) * 1000 / in_minute:.2f} "
                   f"| {load_average()} |", flush=True)
             last_turns, cpu_last, mock_last = turns[0], cpu, mock_cpu

@@ -17,7 +17,8 @@ deleted: deleting one deletes what follows it, the window's end with it) is
 read from the database again. Each process keeps its own windows; nothing is
 shared, so nothing can go stale across processes.
 
-What it costs: the windows of the sessions used last, at most MAX_BYTES over
+What it costs: the windows of the sessions with a socket open on this process
+(chat.turns.session_leave forgets a session's window with its last socket here), at most MAX_BYTES over
 all of them (estimated: a message's text, from its token estimate, and about
 600 bytes for its dict: a short one takes about 270); the oldest are dropped first. All of it runs on the
 database thread; a lock keeps it right on any other.

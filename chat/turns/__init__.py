@@ -32,7 +32,7 @@ from chat.turns.fanout import TERMINAL_TYPES, Sink, Subscriber
 from chat.turns.run import message_run
 from chat.turns.setup import check_agent
 from construct_core.errors import ApprovalInvalid
-from sessions_app import catalogue, selectors, services
+from sessions_app import catalogue, selectors, services, windows
 from sessions_app.events import operator_events_kept
 from sessions_app.models import ChatSession
 
@@ -113,6 +113,11 @@ async def session_leave(subscriber: Subscriber) -> None:
     engine = get_engine()
     if engine.fanout.detach(subscriber):
         engine.remote.forget(subscriber.session_id)
+        # Its history window serves a next turn from a socket here: none is left. A turn
+        # still running keeps nothing more (its answer extends no window), and a socket that
+        # comes back reads the history once again. So the windows held follow the sessions
+        # open here, not every session used since the process started.
+        windows.window_forget(subscriber.session_id)
         if engine.bus is not None:
             engine.spawn(engine.unwatch(subscriber.session_id))
 

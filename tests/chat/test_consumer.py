@@ -634,3 +634,25 @@ async def test_an_open_socket_waits_on_its_queue_with_no_task_of_its_own(gateway
     assert (await frames_until(comm))[-1]["type"] == "done"
     assert queue_waits() == []
     await comm.disconnect()
+
+
+async def test_a_session_s_history_window_goes_with_its_last_socket_here(gateway, token):
+    from sessions_app import windows
+
+    async def held(session_id):
+        return session_id in windows._windows
+
+    async def gone(session_id):
+        return not await held(session_id)
+
+    first, _ = await open_socket(token, query="session_id=window")
+    second, _ = await open_socket(token, query="session_id=window")
+    await send(first, type="message", content="hello")
+    assert (await frames_until(first))[-1]["type"] == "done"
+    assert (await frames_until(second))[-1]["type"] == "done"
+    await wait_for(lambda: held("window"))  # the turn kept its window
+    await second.disconnect()
+    await asyncio.sleep(0.2)
+    assert await held("window")  # another socket of the session is still here
+    await first.disconnect()
+    await wait_for(lambda: gone("window"))  # it went with the session's last socket here
