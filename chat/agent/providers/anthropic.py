@@ -17,6 +17,7 @@ from construct_core.errors import ProviderError
 from construct_core.redaction import register_secret
 from chat.agent.events import Chunk, Finish, ProviderBlocks, Thinking, ToolCallRequest, UsageInfo
 from chat.agent.providers.base import assistant_text, connection_limits, reasoning_check
+from chat.agent.providers.netstream import with_network_backend
 from chat.agent.providers.failures import body_message, event_failure, failure, sdk_errors
 from chat.agent.providers.sse import event_json, joined_deltas, sse_reads
 
@@ -65,7 +66,7 @@ class AnthropicProvider:
             base_url=_sdk_base_url(config.base_url),
             timeout=httpx2.Timeout(config.timeout, connect=min(CONNECT_TIMEOUT, config.timeout)),
             max_retries=config.max_retries,
-            http_client=anthropic.DefaultAsyncHttpxClient(limits=connection_limits(httpx2)),
+            http_client=with_network_backend(anthropic.DefaultAsyncHttpxClient(limits=connection_limits(httpx2))),
         )
 
     async def aclose(self):
