@@ -183,6 +183,22 @@ async def test_a_body_cut_short_is_a_read_error():
             await http.get(server.url())
 
 
+async def test_an_idle_pooled_connection_is_checked_without_a_syscall(monkeypatch):
+    # The pool checks every idle connection it holds before each request (O(pool) polls).
+    async def respond(writer, path):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        return True
+
+    polls = []
+    monkeypatch.setattr(netstream, "is_socket_readable", lambda sock: polls.append(sock) or False)
+    async with Server(respond) as server, client() as http:
+        for _ in range(3):
+            assert (await http.get(server.url())).text == "ok"
+        assert server.connections == 1
+    assert polls == []
+
+
 async def test_a_pooled_connection_the_server_closed_is_not_reused():
     async def respond(writer, path):
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")

@@ -178,9 +178,13 @@ class NetworkStream(AsyncNetworkStream):
         if info == "socket":
             return self._transport.get_extra_info("socket")
         if info == "is_readable":
-            # Data or an EOF already read counts, as a readable socket would.
-            return bool(self._protocol.chunks) or self._protocol.eof or is_socket_readable(
-                self._transport.get_extra_info("socket"))
+            # The pool asks this of every idle connection it holds, for every request. While
+            # reading is on, whatever the server sent (a close included) is read as the loop
+            # sees it, so the protocol knows without a syscall; paused, the kernel may hold more.
+            protocol = self._protocol
+            if protocol.chunks or protocol.eof:
+                return True
+            return protocol.reading_paused and is_socket_readable(self._transport.get_extra_info("socket"))
         return None
 
 
