@@ -57,6 +57,13 @@
    client retries after 1, 3, 7 or 15 s. A TCP or UNIX endpoint without a ``backlog`` of its
    own gets LISTEN_BACKLOG (the kernel still caps it at ``net.core.somaxconn``).
 
+9. Writes. Twisted buffers every write, asks the event loop to watch the socket for
+   room, and sends once the loop says there is: two ``epoll_ctl`` calls, a handle and a
+   dispatch per frame, for a socket that nearly always has room. Here a TCP connection's
+   write is sent at the end of the loop's current round instead (every connection written
+   to in the round, in one pass, each with all it was given), and the socket is watched
+   only when the kernel did not take it all.
+
 Every function is idempotent; construct_site.serving calls them as the
 server starts.
 """
@@ -384,6 +391,50 @@ def patch_daphne_listen_backlog() -> None:
 
     setattr(serverFromString, _MARKER, True)
     server.serverFromString = serverFromString
+
+
+def patch_twisted_writes() -> None:
+    """Send a TCP connection's writes at the end of the loop's round (see 9. above)."""
+    _websocket_protocol()
+    from twisted.internet import asyncioreactor, tcp
+
+    reactor_class = asyncioreactor.AsyncioSelectorReactor
+    if getattr(reactor_class.addWriter, _MARKER, False):
+        return
+    add_writer, remove_writer = reactor_class.addWriter, reactor_class.removeWriter
+
+    def addWriter(self, writer):
+        if writer in self._writers or not isinstance(writer, tcp.Connection):
+            return add_writer(self, writer)
+        pending = self.__dict__.setdefault("_construct_writes", {})
+        if writer not in pending:
+            pending[writer] = None
+            if len(pending) == 1:
+                self._asyncioEventloop.call_soon(_writes_send, self)
+
+    def removeWriter(self, writer):
+        pending = self.__dict__.get("_construct_writes")
+        if pending:
+            pending.pop(writer, None)
+        return remove_writer(self, writer)
+
+    for patched in (addWriter, removeWriter):
+        setattr(patched, _MARKER, True)
+    reactor_class.addWriter, reactor_class.removeWriter = addWriter, removeWriter
+    reactor_class._construct_add_writer = add_writer
+
+
+def _writes_send(reactor) -> None:
+    """Send what the connections written to in this round hold; watch those the kernel did
+    not take it all from, as Twisted would have from the start."""
+    pending, reactor._construct_writes = reactor._construct_writes, {}
+    for writer in pending:
+        if not writer.connected:
+            continue
+        # Twisted's own dispatch: doWrite, and a failure or a finished close ends the connection.
+        reactor._readOrWrite(writer, False)
+        if writer.connected and (len(writer.dataBuffer) > writer.offset or writer._tempDataLen):
+            reactor._construct_add_writer(writer)
 
 
 def websockets_open() -> int:

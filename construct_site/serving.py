@@ -112,6 +112,8 @@ def daphne_patch() -> None:
     daphne_compat.patch_daphne_handshake_release()
     # A queue per connection that holds nothing while empty: about 3 KiB a socket.
     daphne_compat.patch_daphne_inbox()
+    # A frame is sent at the end of the loop's round, not after watching the socket for room.
+    daphne_compat.patch_twisted_writes()
 
 
 def drain_on_sigterm() -> None:

@@ -2,20 +2,22 @@
 
 Daphne loads it with ``tests.e2e.release_app:application``; the patches are applied at
 import, as construct_site.serving applies them when the gateway starts serving.
-``/ws/echo`` answers each message with its length; ``/ws/probe`` answers each message
-with what daphne and autobahn still hold of every open socket's handshake, and the backlog
-of each port it listens on, as JSON.
+``/ws/echo`` answers each message with its length, or to ``frames N SIZE`` with N frames
+of SIZE bytes at once; ``/ws/probe`` answers each message with what daphne and autobahn
+still hold of every open socket's handshake, the backlog of each port it listens on, and
+the connections the reactor watches for room to write, as JSON.
 """
 
 import gc
 import json
 
 from construct_site.daphne_compat import (patch_daphne_handshake_release, patch_daphne_inbox,
-                                         patch_daphne_listen_backlog)
+                                         patch_daphne_listen_backlog, patch_twisted_writes)
 
 patch_daphne_handshake_release()
 patch_daphne_inbox()
 patch_daphne_listen_backlog()
+patch_twisted_writes()
 
 
 def sockets_held() -> list[dict]:
@@ -48,6 +50,12 @@ def backlogs() -> list[int]:
     return [port.backlog for port in gc.get_objects() if isinstance(port, Port) and port.connected]
 
 
+def writers_watched() -> int:
+    from twisted.internet import reactor
+
+    return len(reactor.getWriters())
+
+
 async def application(scope, receive, send):
     if scope["type"] == "http":
         await receive()
@@ -60,7 +68,12 @@ async def application(scope, receive, send):
     while (message := await receive())["type"] == "websocket.receive":
         if scope["path"] == "/ws/probe":
             text = json.dumps({"sockets": sockets_held(), "requests_alive": requests_alive(),
-                               "backlogs": backlogs()})
+                               "backlogs": backlogs(), "writers": writers_watched()})
+        elif (message.get("text") or "").startswith("frames "):
+            _, count, size = message["text"].split()
+            for n in range(int(count)):
+                await send({"type": "websocket.send", "text": f"{n}:".ljust(int(size), "x")})
+            continue
         else:
             text = str(len(message.get("text") or message.get("bytes") or ""))
         await send({"type": "websocket.send", "text": text})

@@ -50,6 +50,7 @@ async def test_open_sockets_hold_no_handshake(release_server):
     assert sorted(sock["path"] for sock in seen["sockets"]) == ["/ws/echo", "/ws/probe"]
     assert seen["requests_alive"] == 0  # the upgraded requests are gone, not only unlinked
     assert seen["backlogs"] == [LISTEN_BACKLOG]  # daphne's own listening port, not Twisted's 50
+    assert seen["writers"] == 0  # frames were sent without watching any socket for room
 
 
 async def test_a_released_socket_works_on_and_closes_as_before(release_server):
@@ -90,15 +91,39 @@ def somaxconn() -> int:
     return int(Path("/proc/sys/net/core/somaxconn").read_text())
 
 
+@pytest.mark.parametrize("count, size", [(10, 900_000), (2_000, 100), (40, 300_000)])  # autobahn sends 1 MiB at most
+async def test_frames_sent_at_the_round_s_end_arrive_whole_and_in_order(release_server, count, size):
+    """Writes go out at the end of the loop's round (daphne_compat 9.); what the kernel does
+    not take at once (a frame larger than its buffer, a client slow to read) waits until
+    the socket has room."""
+    async with websockets.connect(f"{release_server.ws_url}/ws/echo", max_size=None) as ws, \
+            websockets.connect(f"{release_server.ws_url}/ws/probe") as probe:
+        await ws.send(f"frames {count} {size}")
+        if size > 100_000:
+            await asyncio.sleep(0.5)  # the client reads nothing for a while: the kernel fills up
+        for n in range(count):
+            frame = await asyncio.wait_for(ws.recv(), 10)
+            assert len(frame) == size and frame.startswith(f"{n}:")
+        await ws.send("still open")
+        assert await ws.recv() == "10"
+        await probe.send("?")
+        assert json.loads(await probe.recv())["writers"] == 0  # nothing left to send, nothing watched
+
+
 def test_release_patches_are_idempotent():
     from daphne.server import Server
     from daphne.ws_protocol import WebSocketProtocol
 
-    from construct_site.daphne_compat import patch_daphne_handshake_release, patch_daphne_inbox
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
-    patch_daphne_handshake_release()
-    patch_daphne_inbox()
-    patched = WebSocketProtocol.onOpen, Server.create_application
-    patch_daphne_handshake_release()
-    patch_daphne_inbox()
-    assert (WebSocketProtocol.onOpen, Server.create_application) == patched
+    from construct_site.daphne_compat import (patch_daphne_handshake_release, patch_daphne_inbox,
+                                             patch_twisted_writes)
+
+    def patches():
+        patch_daphne_handshake_release()
+        patch_daphne_inbox()
+        patch_twisted_writes()
+        return (WebSocketProtocol.onOpen, Server.create_application, AsyncioSelectorReactor.addWriter,
+                AsyncioSelectorReactor.removeWriter)
+
+    assert patches() == patches()
