@@ -9,7 +9,6 @@ socket the application means to answer with MESSAGE_TOO_LARGE. Only a real
 daphne shows either difference.
 """
 
-import time
 
 import pytest
 import websockets
@@ -25,15 +24,6 @@ def close_server(daphne_factory):
     return daphne_factory(env={"DATABASE_URL": None}, app=APP, run_migrate=False)
 
 
-def wait_for_output(server, text, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while text not in server.output():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("code", [1011, 1001, 1008, 1013, 1000, 4000])
 async def test_error_frame_then_close_code(close_server, code):
     async with websockets.connect(f"{close_server.ws_url}/ws/test?{code}") as ws:
@@ -41,7 +31,7 @@ async def test_error_frame_then_close_code(close_server, code):
         with pytest.raises(websockets.ConnectionClosed):
             await ws.recv()
     assert ws.close_code == code, close_server.output()
-    assert wait_for_output(close_server, f"{CLEAN_CLOSE_MARK} {code}"), close_server.output()
+    assert close_server.wait_for_output(f"{CLEAN_CLOSE_MARK} {code}"), close_server.output()
     assert "Exception inside application" not in close_server.output()
 
 

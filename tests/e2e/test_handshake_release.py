@@ -5,7 +5,6 @@
 import asyncio
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,6 @@ def release_server(daphne_factory):
     # No database: the app never touches one. The access log shows the paths daphne logs.
     return daphne_factory(env={"DATABASE_URL": None}, app=APP, run_migrate=False,
                           extra_args=["--access-log", "-"])
-
-
-def wait_for_output(server, text, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while text not in server.output():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 async def test_open_sockets_hold_no_handshake(release_server):
@@ -62,8 +52,8 @@ async def test_a_released_socket_works_on_and_closes_as_before(release_server):
         assert len(replies) == 50
         assert [await ws.recv() for _ in range(50)] == [str(len(str(n))) for n in range(50)]
     # The disconnect reached the application, and daphne's access line still names the path.
-    assert wait_for_output(release_server, "release_app: /ws/echo disconnected"), release_server.output()
-    assert wait_for_output(release_server, "WSDISCONNECT /ws/echo"), release_server.output()
+    assert release_server.wait_for_output("release_app: /ws/echo disconnected"), release_server.output()
+    assert release_server.wait_for_output("WSDISCONNECT /ws/echo"), release_server.output()
     assert "Traceback" not in release_server.output()
 
 

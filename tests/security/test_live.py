@@ -53,15 +53,6 @@ def live(daphne_factory, mock_llm_process):
     return server, pair(server)
 
 
-def wait_for_output(server, text, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while text not in server.output():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 # --- Logs --------------------------------------------------------------------------------
 
 
@@ -78,7 +69,7 @@ async def test_tokens_and_the_key_stay_out_of_the_server_output(live):
             pass
     for path in (f"/health?token={token}", f"/api/sessions/?x=1&token={token}"):
         _get(server, path).close()
-    assert wait_for_output(server, "GET /api/sessions/?x=1&token=[REDACTED]"), server.output()[-3000:]
+    assert server.wait_for_output("GET /api/sessions/?x=1&token=[REDACTED]"), server.output()[-3000:]
     output = server.output()
     assert "GET /health?token=[REDACTED]" in output
     assert "WSCONNECT /ws/chat" in output  # the access log is on, and saw the socket
@@ -103,7 +94,7 @@ async def test_the_access_log_names_the_client_a_trusted_proxy_forwards_and_only
     async with connect(ws_url(server, session_id="xff", token=token),
                        additional_headers={"X-Forwarded-For": "203.0.113.8"}) as ws:
         assert (await recv_json(ws))["type"] == "session_start"
-    assert wait_for_output(server, "WSDISCONNECT /ws/chat")
+    assert server.wait_for_output("WSDISCONNECT /ws/chat")
     lines = [line for line in server.output().splitlines() if '"GET /health?probe=' in line
              or "WSCONNECT /ws/chat" in line]
     by_probe = {probe: next(line for line in lines if f"probe={probe}&" in line)
@@ -141,7 +132,7 @@ async def test_pairing_codes_stay_out_of_the_server_output(live):
             urllib.request.urlopen(request, timeout=10).read()
         except urllib.error.HTTPError as exc:
             assert exc.code == 403
-    assert wait_for_output(server, "POST /pair")
+    assert server.wait_for_output("POST /pair")
     output = server.output()
     assert code not in output and wrong not in output
 

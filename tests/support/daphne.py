@@ -171,6 +171,15 @@ class DaphneServer:
         except FileNotFoundError:
             return ""
 
+    def wait_for_output(self, text, timeout=5.0):
+        """Whether the server printed `text` within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def __enter__(self):
         return self.start()
 
