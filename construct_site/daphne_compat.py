@@ -18,6 +18,9 @@
    socket that stays open, so the application must see such frames: the
    transport limit is raised to a multiple of the application's limit. Past
    that, autobahn still closes with 1009, which bounds memory per socket.
+   Autobahn applies the same limit to what the server sends, and raises inside
+   daphne for a larger message (a long session's `history` frame): the limit
+   bounds what a client sends, so the server's own messages are sent whole.
 
 3. The access log. Daphne writes it straight to a stream, not through
    logging, so the RedactingFilter never sees those lines, and an HTTP
@@ -143,6 +146,19 @@ def patch_daphne_message_limit(max_frame_bytes, headroom=TRANSPORT_HEADROOM):
     setattr(onConnect, _MARKER, True)
     onConnect.__doc__ = original.__doc__
     protocol.onConnect = onConnect
+
+    original_send = protocol.serverSend
+
+    def serverSend(self, content, binary=False):
+        # The limit is the client's: autobahn would refuse the server's own larger message.
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            original_send(self, content, binary)
+        finally:
+            self.maxMessagePayloadSize = limit
+
+    serverSend.__doc__ = original_send.__doc__
+    protocol.serverSend = serverSend
 
 
 def patch_daphne_access_log() -> None:

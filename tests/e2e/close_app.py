@@ -1,6 +1,6 @@
 """A tiny ASGI app for testing daphne's WebSocket edges.
 
-``/ws/echo`` answers every message with its length. Any other path does
+``/ws/echo`` answers every message with its length (``send N``: with N bytes). Any other path does
 what the chat consumer does when the agent cannot start: one text frame,
 then ``websocket.close`` with code 1011 (or the code given as the query
 string, e.g. ``/ws/x?1008``). Daphne loads it with
@@ -36,7 +36,11 @@ async def application(scope, receive, send):
     await send({"type": "websocket.accept"})
     if scope["path"] == "/ws/echo":
         while (message := await receive())["type"] == "websocket.receive":
-            size = len(message.get("text") or message.get("bytes") or "")
+            text = message.get("text") or ""
+            if text.startswith("send "):  # a message of the server's as large as asked
+                await send({"type": "websocket.send", "text": "x" * int(text.split()[1])})
+                continue
+            size = len(text or message.get("bytes") or "")
             await send({"type": "websocket.send", "text": str(size)})
         return
     await send({"type": "websocket.send", "text": ERROR_FRAME})

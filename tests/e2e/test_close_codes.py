@@ -58,6 +58,17 @@ async def test_frames_over_the_app_limit_reach_the_app(close_server):
         assert await ws.recv() == "10"
 
 
+async def test_the_server_sends_messages_over_the_transport_limit_whole(close_server):
+    # The limit bounds what a client sends; a long session's history frame may be larger.
+    size = APP_FRAME_LIMIT * 6
+    async with websockets.connect(f"{close_server.ws_url}/ws/echo", max_size=None) as ws:
+        await ws.send(f"send {size}")
+        assert len(await ws.recv()) == size
+        await ws.send("still open")
+        assert await ws.recv() == "10"
+    assert "Exception inside application" not in close_server.output()
+
+
 async def test_frames_far_over_the_limit_drop_the_socket(close_server):
     # Past the transport limit autobahn fails the connection (1009, then a
     # dropped TCP connection, so the client may see either): memory stays bounded.
