@@ -35,10 +35,10 @@ def on_server_start() -> None:
     """
     from twisted.internet import reactor
 
-    from construct_site import daphne_compat
+    from construct_site import daphne_tuning
 
     # Before daphne listens, which it does before its reactor runs.
-    daphne_compat.patch_daphne_listen_backlog()
+    daphne_tuning.patch_daphne_listen_backlog()
     reactor.callWhenRunning(server_start)
     # Inside the running event loop: the turn engine's work that needs no socket.
     reactor.callWhenRunning(reactor.callLater, 0, engine_start)
@@ -75,6 +75,7 @@ def server_start() -> None:
 
     try:
         daphne_patch()
+        daphne_tune()
         drain_on_sigterm()
         if settings.REDIS_URL:
             startup.check_redis(settings.REDIS_URL)
@@ -106,14 +107,20 @@ def daphne_patch() -> None:
     daphne_compat.patch_daphne_access_log_client()
     # Refuse new sockets with 503 while draining; know the open ones, to close them with 1012.
     daphne_compat.patch_daphne_drain()
+
+
+def daphne_tune() -> None:
+    """Less memory per socket and less CPU per frame, with no change a client sees (see daphne_tuning)."""
+    from construct_site import daphne_tuning
+
     # Autobahn's debug-line arguments, formatted on every frame even with debug off: lazy.
-    daphne_compat.patch_autobahn_debug_args()
+    daphne_tuning.patch_autobahn_debug_args()
     # Let an open socket's handshake objects go: about 7 KiB a socket.
-    daphne_compat.patch_daphne_handshake_release()
+    daphne_tuning.patch_daphne_handshake_release()
     # A queue per connection that holds nothing while empty: about 3 KiB a socket.
-    daphne_compat.patch_daphne_inbox()
+    daphne_tuning.patch_daphne_inbox()
     # A frame is sent at the end of the loop's round, not after watching the socket for room.
-    daphne_compat.patch_twisted_writes()
+    daphne_tuning.patch_twisted_writes()
 
 
 def drain_on_sigterm() -> None:

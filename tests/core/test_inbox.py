@@ -1,11 +1,11 @@
-"""construct_site.daphne_compat.Inbox: what daphne and an ASGI application use of an
+"""construct_site.daphne_tuning.Inbox: what daphne and an ASGI application use of an
 asyncio.Queue, holding nothing while empty."""
 
 import asyncio
 
 import pytest
 
-from construct_site.daphne_compat import Inbox
+from construct_site.daphne_tuning import Inbox
 
 
 async def test_messages_come_out_in_order_and_an_empty_inbox_holds_nothing():

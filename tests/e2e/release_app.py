@@ -11,8 +11,8 @@ the connections the reactor watches for room to write, as JSON.
 import gc
 import json
 
-from construct_site.daphne_compat import (patch_daphne_handshake_release, patch_daphne_inbox,
-                                         patch_daphne_listen_backlog, patch_twisted_writes)
+from construct_site.daphne_tuning import (patch_daphne_handshake_release, patch_daphne_inbox,
+                                          patch_daphne_listen_backlog, patch_twisted_writes)
 
 patch_daphne_handshake_release()
 patch_daphne_inbox()

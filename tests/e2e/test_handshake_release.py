@@ -1,6 +1,7 @@
-"""Under daphne, an open socket lets its handshake's objects go (construct_site.daphne_compat,
-6. and 7.): the upgraded HTTP request, autobahn's copies of the handshake, the parsed request
-(but its path), and daphne's queue is an Inbox; and the socket works on as before."""
+"""Under daphne, an open socket lets its handshake's objects go (construct_site.daphne_tuning,
+2. and 3.): the upgraded HTTP request, autobahn's copies of the handshake, the parsed request
+(but its path), and daphne's queue is an Inbox; and the socket works on as before. Daphne
+listens with a backlog of LISTEN_BACKLOG (4.), and writes at the end of the loop's round (5.)."""
 
 import asyncio
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from construct_site.daphne_compat import LISTEN_BACKLOG, endpoint_with_backlog
+from construct_site.daphne_tuning import LISTEN_BACKLOG, endpoint_with_backlog
 
 APP = "tests.e2e.release_app:application"
 
@@ -83,7 +84,7 @@ def somaxconn() -> int:
 
 @pytest.mark.parametrize("count, size", [(10, 900_000), (2_000, 100), (40, 300_000)])  # autobahn sends 1 MiB at most
 async def test_frames_sent_at_the_round_s_end_arrive_whole_and_in_order(release_server, count, size):
-    """Writes go out at the end of the loop's round (daphne_compat 9.); what the kernel does
+    """Writes go out at the end of the loop's round (daphne_tuning 5.); what the kernel does
     not take at once (a frame larger than its buffer, a client slow to read) waits until
     the socket has room."""
     async with websockets.connect(f"{release_server.ws_url}/ws/echo", max_size=None) as ws, \
@@ -106,8 +107,8 @@ def test_release_patches_are_idempotent():
 
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
-    from construct_site.daphne_compat import (patch_daphne_handshake_release, patch_daphne_inbox,
-                                             patch_twisted_writes)
+    from construct_site.daphne_tuning import (patch_daphne_handshake_release, patch_daphne_inbox,
+                                              patch_twisted_writes)
 
     def patches():
         patch_daphne_handshake_release()

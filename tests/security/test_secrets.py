@@ -174,7 +174,7 @@ def test_autobahn_formats_no_debug_arguments_per_frame(monkeypatch):
     from autobahn.twisted import websocket as twisted_websocket
     from autobahn.websocket import protocol as websocket_protocol
 
-    from construct_site.daphne_compat import patch_autobahn_debug_args
+    from construct_site.daphne_tuning import patch_autobahn_debug_args
 
     coloured = []
     monkeypatch.setattr(autobahn.util, "hl", lambda text, **_: coloured.append(text) or text)
