@@ -48,8 +48,6 @@ _MARKER = "_construct_tuned"
 # Connections the kernel keeps waiting for the accept (see 4. above).
 LISTEN_BACKLOG = 1024
 
-_RELEASE_MARKER = "_construct_release"
-
 # What autobahn keeps of a server handshake, read by nothing once the socket is open.
 _HANDSHAKE_ATTRIBUTES = ("http_headers", "http_request_data", "http_response_data", "http_status_line",
                          "http_request_uri", "http_request_path", "http_request_params", "http_request_host")
@@ -68,14 +66,14 @@ def patch_daphne_handshake_release() -> None:
     """Let an open socket's handshake objects go (see 2. above)."""
     protocol = websocket_protocol()
     original = protocol.onOpen
-    if getattr(original, _RELEASE_MARKER, False):
+    if getattr(original, _MARKER, False):
         return
 
     def onOpen(self):
         original(self)
         handshake_release(self)
 
-    setattr(onOpen, _RELEASE_MARKER, True)
+    setattr(onOpen, _MARKER, True)
     onOpen.__doc__ = original.__doc__
     protocol.onOpen = onOpen
 
@@ -226,7 +224,7 @@ def patch_twisted_writes() -> None:
         if writer not in pending:
             pending[writer] = None
             if len(pending) == 1:
-                self._asyncioEventloop.call_soon(_writes_send, self)
+                self._asyncioEventloop.call_soon(writes_send, self)
 
     def removeWriter(self, writer):
         pending = self.__dict__.get("_construct_writes")
@@ -234,23 +232,21 @@ def patch_twisted_writes() -> None:
             pending.pop(writer, None)
         return remove_writer(self, writer)
 
+    def writes_send(reactor) -> None:
+        """Send what the connections written to in this round hold; watch those the kernel
+        did not take it all from, as Twisted would have from the start."""
+        pending, reactor._construct_writes = reactor._construct_writes, {}
+        for writer in pending:
+            if not writer.connected:
+                continue
+            # Twisted's own dispatch: doWrite, and a failure or a finished close ends the connection.
+            reactor._readOrWrite(writer, False)
+            if writer.connected and (len(writer.dataBuffer) > writer.offset or writer._tempDataLen):
+                add_writer(reactor, writer)
+
     for patched in (addWriter, removeWriter):
         setattr(patched, _MARKER, True)
     reactor_class.addWriter, reactor_class.removeWriter = addWriter, removeWriter
-    reactor_class._construct_add_writer = add_writer
-
-
-def _writes_send(reactor) -> None:
-    """Send what the connections written to in this round hold; watch those the kernel did
-    not take it all from, as Twisted would have from the start."""
-    pending, reactor._construct_writes = reactor._construct_writes, {}
-    for writer in pending:
-        if not writer.connected:
-            continue
-        # Twisted's own dispatch: doWrite, and a failure or a finished close ends the connection.
-        reactor._readOrWrite(writer, False)
-        if writer.connected and (len(writer.dataBuffer) > writer.offset or writer._tempDataLen):
-            reactor._construct_add_writer(writer)
 
 
 def _plain(value, **_colours):

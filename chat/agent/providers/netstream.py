@@ -8,7 +8,7 @@ connection's protocol keeps the socket watched and buffers what arrives; a read 
 is buffered, and waits (with a timer for its timeout) only when nothing is. Reading pauses
 only when a reader falls behind by more than HIGH_WATER bytes, and resumes below LOW_WATER.
 
-`NetworkBackend` is given to the SDK clients' connection pool (`provider_http_client`); the
+`NetworkBackend` is given to the SDK clients' connection pools (`with_network_backend`); the
 exceptions are httpcore2's own, as its anyio backend raises them, so the SDKs and
 `chat.agent.providers.failures` see the same failures.
 """
@@ -102,9 +102,12 @@ async def _wait(future: asyncio.Future, timeout: float | None) -> None:
 
 
 class NetworkStream(AsyncNetworkStream):
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol):
-        self._transport = transport
+    def __init__(self, protocol: _Protocol):
         self._protocol = protocol
+
+    @property
+    def _transport(self) -> asyncio.Transport:
+        return self._protocol.transport  # after start_tls, the TLS transport
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
@@ -166,7 +169,7 @@ class NetworkStream(AsyncNetworkStream):
             self._transport.abort()
             raise httpcore2.ConnectError(str(exc)) from exc
         self._protocol.transport = transport
-        return NetworkStream(transport, self._protocol)
+        return NetworkStream(self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
@@ -213,7 +216,7 @@ class NetworkBackend(AsyncNetworkBackend):
         sock: socket.socket | None = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
-        return NetworkStream(transport, protocol)
+        return NetworkStream(protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
