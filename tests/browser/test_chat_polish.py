@@ -238,7 +238,7 @@ def test_a_phone_keeps_the_title_and_state_a_one_line_box_and_a_drawer_with_a_ba
         assert b["x"] >= 0 and b["x"] + b["width"] <= 390 and header["y"] <= b["y"] < header["y"] + header["height"], control
 
     # During a turn the message box keeps its placeholder on one line beside Stop and Queue.
-    send(page, "[[chunks=40]] [[delay_ms=100]] a slow answer")
+    send(page, "[[chunks=400]] [[delay_ms=100]] a slow answer")  # stopped below, after the checks
     page.locator("#stop").wait_for()
     assert page.locator("#send").inner_text() == "Queue"
     for scheme in ("light", "dark"):

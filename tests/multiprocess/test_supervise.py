@@ -1,6 +1,7 @@
 """deploy/supervise.py: N processes on consecutive ports, restarted when they die, stopped together."""
 
 import asyncio
+import http.client
 import json
 import os
 import re
@@ -30,7 +31,7 @@ def health(port):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
             return json.loads(response.read())["status"]
-    except OSError:
+    except (OSError, http.client.HTTPException, ValueError):
         return None
 
 
@@ -218,7 +219,7 @@ def ready(port):
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
             return response.status == 200
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
 
 
