@@ -10,6 +10,8 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -258,3 +260,41 @@ def _rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def test_a_starting_gateway_process_sweeps_dead_processes_cgroups_not_a_live_ones():
+    # Several gateway processes on one host share the folder of the commands' pids cgroups.
+    # One starting used to remove every empty one, so a command of another process, between
+    # its cgroup's mkdir and entering it, found it gone ("cgroup.procs: Directory nonexistent").
+    from chat.agent.tools.sandbox import PidsCgroup, _pids_parent, needs_pids_cgroup
+
+    if not needs_pids_cgroup():
+        pytest.skip("the gateway makes a pids cgroup per command only when it runs as root")
+    parent = _pids_parent()
+    if parent is None:
+        pytest.fail("running as root, yet no pids cgroup can be made here")
+    mine = PidsCgroup.create(10)  # this process's, still empty: removable by rmdir
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left_by_the_dead = parent / f"cmd-{dead.pid}-0123456789ab"
+    left_by_the_dead.mkdir()
+    older_name = parent / "cmd-ba9876543210"
+    older_name.mkdir()
+    try:
+        started = subprocess.run(
+            [sys.executable, "-c", "from chat.agent.tools.sandbox import _pids_parent; "
+             "print(_pids_parent())"],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+        assert started.returncode == 0, started.stderr
+        assert Path(started.stdout.strip()) == parent
+        assert mine.path.is_dir()
+        assert not left_by_the_dead.exists() and not older_name.exists()
+        # The live one still works: a command enters it and runs.
+        result = subprocess.run(mine.wrap(["sh", "-c", "cat /proc/self/cgroup"]),
+                                capture_output=True, text=True, timeout=10)
+        assert result.returncode == 0 and mine.path.name in result.stdout, result.stderr
+    finally:
+        mine.remove()
+        for path in (left_by_the_dead, older_name):
+            if path.exists():
+                path.rmdir()

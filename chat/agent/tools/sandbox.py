@@ -193,7 +193,9 @@ class PidsCgroup:
         base = _pids_parent()
         if base is None:
             return None
-        path = base / f"cmd-{uuid.uuid4().hex[:12]}"
+        # Named after this process: another gateway process on the host sweeps only its own
+        # dead ones, never this one's (empty for a moment after mkdir, so removable).
+        path = base / f"cmd-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             path.mkdir()
             (path / "pids.max").write_text(str(max_processes))
@@ -239,9 +241,32 @@ def _pids_parent() -> Path | None:
         parent.mkdir(exist_ok=True)
     except OSError:
         return None
-    for stale in parent.glob("cmd-*"):  # left by a gateway that died mid-command
-        _remove(stale)
+    for stale in parent.glob("cmd-*"):
+        if not _owner_alive(stale.name):  # left by a gateway process that died mid-command
+            _remove(stale)
     return parent
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the gateway process that made the cgroup `name` ("cmd-PID-ID") still runs.
+
+    Several gateway processes share the folder (deploy/supervise.py runs N on one host): a
+    process starting must not remove another's cgroup in the moment between its mkdir and
+    its command entering it. Its own pid's are from a process of the same pid that died.
+    """
+    parts = name.split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False  # an older release's name: no owner to ask
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists (another user's): leave it
+        return True
+    return True
 
 
 def needs_pids_cgroup() -> bool:
