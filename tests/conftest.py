@@ -6,12 +6,13 @@ add new fixtures below their section.
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import services
-from tests.support.daphne import DaphneServer, migrated_database_url
+from tests.support.daphne import DaphneServer, log_tails, migrated_database_url
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -51,6 +52,22 @@ def pytest_collection_modifyitems(config, items):
 # The suite runs in several workers on few cores: a server answering a
 # handshake in 12 s is slow, not broken. A test about timing sets its own.
 _WEBSOCKET_OPEN_TIMEOUT = 30
+
+
+_TEST_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows the end of what each real server printed meanwhile:
+    a CI run is read from its output alone, and the server's log is where a 500 says why."""
+    if call.when == "setup":
+        item.stash[_TEST_STARTED] = time.time() - 1.0
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for title, tail in log_tails(item.stash.get(_TEST_STARTED, 0.0)):
+            report.sections.append((title, tail))
 
 
 def pytest_configure(config):

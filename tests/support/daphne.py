@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,6 +54,28 @@ def migrate(env=None, timeout=120):
     )
     if result.returncode != 0:
         raise RuntimeError(f"migrate failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+
+# The servers this test process started (alive or not), for a failed test's report:
+# tests/conftest.py adds the tail of each one's output that printed during the test.
+STARTED = weakref.WeakSet()
+
+LOG_TAIL_CHARS = 6000
+
+
+def log_tails(since: float) -> list[tuple[str, str]]:
+    """(title, tail) of the output of each server started here whose log grew after `since`."""
+    tails = []
+    for server in list(STARTED):
+        try:
+            if server.log_path.stat().st_mtime < since:
+                continue
+        except OSError:
+            continue
+        text = server.output()
+        tails.append((f"server on port {server.port} ({server.log_path.name}), last lines",
+                      text[-LOG_TAIL_CHARS:]))
+    return tails
 
 
 class DaphneServer:
@@ -92,6 +115,7 @@ class DaphneServer:
 
     def start(self):
         """Migrate (unless told not to), spawn daphne, wait until HTTP answers."""
+        STARTED.add(self)
         if self.run_migrate:
             migrate(self.env)
         if self.command is not None:
