@@ -273,17 +273,20 @@ async def open_many(urls, headers, limit=CONNECT_CONCURRENCY, opened_at=None, al
 
     `opened_at`, a list, receives the time.monotonic() of each greeting as it comes.
     `aligned`: the sockets one per url, in their order, None for each that failed.
+    `headers`: one dict for all, or a list with one per url (Target.headers_for).
     """
     semaphore = asyncio.Semaphore(limit)
+    if isinstance(headers, dict):
+        headers = [headers] * len(urls)
 
-    async def one(url):
+    async def one(url, url_headers):
         async with semaphore:
-            ws = await open_socket(url, headers)
+            ws = await open_socket(url, url_headers)
             if opened_at is not None:
                 opened_at.append(time.monotonic())
             return ws
 
-    results = await asyncio.gather(*(one(url) for url in urls), return_exceptions=True)
+    results = await asyncio.gather(*(one(url, h) for url, h in zip(urls, headers)), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if aligned:
         sockets = [None if isinstance(r, BaseException) else r for r in results]
@@ -310,14 +313,14 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
     later each delta reached them.
     """
     sockets, failed, error = await open_many([target.url(prefix, i) for i in range(sessions)],
-                                             target.headers, aligned=True)
+                                             target.headers_for(sessions), aligned=True)
     if failed:
         log(f"{target.label}: {failed} of {sessions} sockets did not open: {error}")
     result = Round(target.kind, sessions, deltas, connect_failures=failed)
     watching = [None] * sessions
     if watcher is not None:
         watching, failed, error = await open_many([watcher.url(prefix, i) for i in range(sessions)],
-                                                  watcher.headers, aligned=True)
+                                                  watcher.headers_for(sessions), aligned=True)
         if failed:
             log(f"{watcher.label}: {failed} of {sessions} sockets did not open: {error}")
         result.watched = Round(watcher.kind, sessions, deltas, connect_failures=failed)
@@ -640,7 +643,7 @@ async def main(args) -> dict:
     figures: dict = {"config": {
         "command": "bench/load.py " + shlex.join(sys.argv[1:]),
         "servers": args.servers, "measurements": args.measure,
-        "sessions": args.sessions, "chunks": args.chunks, "rounds": args.rounds,
+        "sessions": args.sessions, "users": args.users, "chunks": args.chunks, "rounds": args.rounds,
         "paced_chunks": args.paced_chunks, "paced_delay_ms": args.paced_delay_ms,
         "paced_stagger_ms": args.paced_stagger_ms, "paced_rounds": args.paced_rounds,
         "capacity_steps": args.capacity_steps, "capacity_deltas": args.capacity_deltas,
@@ -739,6 +742,10 @@ def parse_args(argv=None):
     parser.add_argument("--connect", type=int, default=1000, help="sockets connecting at once")
     parser.add_argument("--history", type=int, default=10_000, help="messages in the resumed session")
     parser.add_argument("--resume-samples", type=int, default=30)
+    parser.add_argument("--users", type=int, default=1,
+                        help="the sessions of burst, paced, twoproc and capacity belong to this many users "
+                             "in turn (1: all one user's, so every turn's agent_start and agent_end go "
+                             "to every socket)")
     parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
     parser.add_argument("--redis-url", default=None, help="default: $REDIS_URL or redis://127.0.0.1:6379/0")
     parser.add_argument("--persistent-db", action="store_true",

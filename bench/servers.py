@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from report import LABELS, RELAYS, TWO_PROCESSES
@@ -208,10 +208,18 @@ class Target:
     server: Process
     ws_base: str
     headers: dict
+    # The paired tokens the sockets take in turn (--users): socket i is user i % len's.
+    tokens: list = field(default_factory=list)
 
     @property
     def label(self):
         return LABELS[self.kind]
+
+    def headers_for(self, count) -> list[dict]:
+        """The headers of `count` sockets, one user per socket in turn (all one user's by default)."""
+        if self.kind in RELAYS or len(self.tokens) < 2:
+            return [self.headers] * count
+        return [{"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}"} for i in range(count)]
 
     def url(self, prefix, index):
         if self.kind in RELAYS:
@@ -230,6 +238,7 @@ class Lab:
         self.mock = None
         self.mock_url = None
         self.token = None
+        self.tokens: list[str] = []
         self.node = None
         self.migrated = False
         self.count = 0
@@ -304,8 +313,15 @@ class Lab:
             raise
         if self.token is None:
             self.token = self.pair(env, f"http://127.0.0.1:{port}")
+            self.tokens = [self.token]
+            if self.args.users > 1:
+                log(f"making {self.args.users - 1} more users, a paired device each")
+                printed = manage(env, "shell", "-c", MORE_USERS.format(count=self.args.users - 1))
+                self.tokens += [line.split()[1] for line in printed.splitlines()
+                                if line.startswith("TOKEN ")]
         log(f"{name}: pid {proc.pid}, port {port}")
-        return Target(kind, proc, f"ws://127.0.0.1:{port}/ws/chat", {"Authorization": f"Bearer {self.token}"})
+        return Target(kind, proc, f"ws://127.0.0.1:{port}/ws/chat", {"Authorization": f"Bearer {self.token}"},
+                      tokens=self.tokens)
 
     def skip(self, kind, why):
         line = f"{LABELS[kind]}: skipped: {why}"
@@ -320,6 +336,18 @@ class Lab:
                                          headers={"X-Pairing-Code": code})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())["token"]
+
+
+# Users bench-user-2..N+1 with a device each; prints their tokens. The first user is the
+# default owner, paired through /pair like any device.
+MORE_USERS = """
+from django.contrib.auth import get_user_model
+from sessions_app.pairing import device_create
+User = get_user_model()
+for index in range(2, {count} + 2):
+    user, _ = User.objects.get_or_create(username=f"bench-user-{{index}}")
+    print("TOKEN", device_create(user_id=user.pk, name="bench")[1])
+"""
 
 
 SEED_HISTORY = """
