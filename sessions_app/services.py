@@ -14,7 +14,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from construct_core import approvals as rules
@@ -633,15 +634,35 @@ def operator_events_record(*, events: list[tuple]) -> list[OperatorEvent]:
         if not isinstance(session_id, str):
             session_id = ""
         rows.append(OperatorEvent(user_id=user_id, session_id=_clean_text(session_id, 128), event=event))
+    owners = {row.user_id for row in rows}
     with transaction.atomic():
         OperatorEvent.objects.bulk_create(rows)
-        for user_id in {row.user_id for row in rows}:
-            mine = OperatorEvent.objects.filter(user_id=user_id) if user_id is not None else \
-                OperatorEvent.objects.filter(user__isnull=True)
-            oldest_kept = mine.order_by("-id").values_list("id", flat=True)[
-                OPERATOR_EVENTS_KEPT - 1:OPERATOR_EVENTS_KEPT]
-            mine.filter(id__lt=Subquery(oldest_kept)).delete()
+        if len(owners) <= _TRIM_ONE_BY_ONE:
+            for user_id in owners:
+                mine = OperatorEvent.objects.filter(user_id=user_id) if user_id is not None else \
+                    OperatorEvent.objects.filter(user__isnull=True)
+                oldest_kept = mine.order_by("-id").values_list("id", flat=True)[
+                    OPERATOR_EVENTS_KEPT - 1:OPERATOR_EVENTS_KEPT]
+                mine.filter(id__lt=Subquery(oldest_kept)).delete()
+        else:
+            OperatorEvent.objects.filter(id__in=_past_kept(owners)).delete()
     return rows
+
+
+# Up to this many owners in a batch, one trimming statement each; past it, one for them all
+# (measured in bench/RESULTS.md: SQLite and PostgreSQL, 1 to 100 owners).
+_TRIM_ONE_BY_ONE = 2
+
+
+def _past_kept(owners: set) -> QuerySet:
+    """The ids of the operator events of `owners` (user ids, None for everyone's) past the
+    last OPERATOR_EVENTS_KEPT of each: each owner's numbered newest first."""
+    scope = Q(user_id__in=[user_id for user_id in owners if user_id is not None])
+    if None in owners:
+        scope |= Q(user__isnull=True)
+    return OperatorEvent.objects.filter(scope).annotate(
+        place=Window(RowNumber(), partition_by=[F("user_id")], order_by=F("id").desc())
+    ).filter(place__gt=OPERATOR_EVENTS_KEPT).values("id")
 
 
 # --- Memory notes ----------------------------------------------------------------

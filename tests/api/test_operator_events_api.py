@@ -91,6 +91,21 @@ def test_the_last_hundred_oldest_first_and_no_more_are_kept(alice):
     assert OperatorEvent.objects.filter(user__isnull=True).count() == 3
 
 
+@pytest.mark.parametrize("owners", [1, 2, 3, 12])
+def test_batches_of_several_owners_keep_each_owners_last_hundred(owners):
+    # A batch of one or two owners is trimmed one owner at a time, a larger one in one
+    # statement for them all (services._TRIM_ONE_BY_ONE): the same events are kept.
+    users = [make_user().pk for _ in range(owners - 1)] + [None]
+    for round_ in range(13):
+        services.operator_events_record(events=[
+            ({"type": "agent_end", "n": round_ * 10 + k}, user_id, "s")
+            for user_id in users for k in range(10)])
+    for user_id in users:
+        kept = OperatorEvent.objects.filter(user_id=user_id).order_by("id")
+        assert [e.event["n"] for e in kept] == list(range(30, 130)), user_id
+    assert OperatorEvent.objects.count() == 100 * owners
+
+
 def test_no_registered_secret_is_kept_or_served(alice, operator):
     register_secret(KEY)
     body = {"type": "deploy", "note": f"key {KEY}", KEY: {"nested": [KEY]}}
