@@ -355,6 +355,16 @@ def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
     taken_over) where taken_over describes a turn whose process died (its
     lease ran out) and which this call ended.
     """
+    started, taken_over, _session = turn_try_take(
+        session_id=session_id, user_id=user_id, turn_id=turn_id, owner=owner,
+        lease_seconds=lease_seconds, waiter_id=waiter_id)
+    return started, taken_over
+
+
+def turn_try_take(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_seconds: float,
+                  waiter_id: int | None = None) -> tuple[bool, dict | None, ChatSession | None]:
+    """`turn_try_start`, with the session's row as the turn took it (None when not started):
+    what the turn reads of it next (its model) needs no second read."""
     now = timezone.now()
     with transaction.atomic():
         session = ChatSession.objects.select_for_update().filter(pk=session_id).first()
@@ -363,14 +373,14 @@ def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
             # the next message starts the conversation afresh under the same id.
             session = ChatSession.objects.create(pk=session_id, user_id=user_id)
         if _held(session, now):
-            return False, None
+            return False, None, None
         older = TurnWaiter.objects.filter(session_id=session_id, expires_at__gt=now)
         if waiter_id is not None:
             older = older.filter(id__lt=waiter_id)
         if older.exists() or QueuedMessage.objects.filter(session_id=session_id).exists():
-            return False, None
+            return False, None, None
         taken_over = _session_take(session, turn_id, owner, lease_seconds, now)
-    return True, taken_over
+    return True, taken_over, session
 
 
 def _held(session: ChatSession, now) -> bool:

@@ -60,7 +60,7 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
     raised, so the caller's turn frees the session.
     """
     warnings = budget.budget_check(user_id=user_id) if budget_first else []
-    started, taken_over = services.turn_try_start(
+    started, taken_over, session = services.turn_try_take(
         session_id=session_id, user_id=user_id, turn_id=turn_id, owner=owner,
         lease_seconds=lease_seconds, waiter_id=waiter_id,
     )
@@ -68,7 +68,9 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
     if not started or taken_over is not None:
         return opened
     try:
-        opened.choice = turn_model(session_id, model)
+        # The session's own model is in the row the lock was taken on: no second read.
+        opened.choice = turn_model(session_id, model) if model is not None else \
+            catalogue.model_of_session(session.model)
         if question is not None:
             data = attachments.question_data(
                 session_id=session_id, page_context=question.get("page_context"),

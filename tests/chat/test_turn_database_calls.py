@@ -143,6 +143,29 @@ def test_a_step_after_taking_the_session_that_fails_is_handed_back():
     assert ChatSession.objects.get(pk="bad-model").state == ChatSession.State.RUNNING
 
 
+def test_the_sessions_model_is_read_with_the_lock_not_after_it(settings):
+    from construct_core.model_choices import ModelChoice
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from sessions_app import turn_db
+    settings.CONSTRUCT_MODELS = [
+        ModelChoice(id="first", provider="openai", label="First", base_url="http://127.0.0.1:9/v1"),
+        ModelChoice(id="second", provider="openai", label="Second", base_url="http://127.0.0.1:9/v1"),
+    ]
+    ChatSession.objects.create(pk="chose", user_id=_owner_id(), model="second")
+    ChatSession.objects.create(pk="unlisted", user_id=_owner_id(), model="gone")
+    for session_id, expected in (("chose", "second"), ("unlisted", "first")):
+        with CaptureQueriesContext(connection) as queries:
+            opened = turn_db.turn_open(session_id=session_id, user_id=_owner_id(), turn_id="t1",
+                                       owner="p1", lease_seconds=60, question={"content": "hi"})
+        assert opened.started and opened.failure is None and opened.choice.id == expected
+        reads_of_the_row = [q["sql"] for q in queries.captured_queries
+                            if q["sql"].startswith("SELECT") and 'FROM "sessions_app_chatsession"' in q["sql"]]
+        # One with the lock, one as the question is numbered: none for the model alone.
+        assert len(reads_of_the_row) == 2, reads_of_the_row
+
+
 def _owner_id():
     from sessions_app import services
     return services.default_owner().pk
