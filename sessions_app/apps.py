@@ -6,6 +6,8 @@ class SessionsAppConfig(AppConfig):
     verbose_name = "Sessions"
 
     def ready(self):
+        from sessions_app import connections
         from sessions_app.attachments import connect_signals
 
         connect_signals()
+        connections.connect_signals()
