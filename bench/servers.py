@@ -27,6 +27,9 @@ from pathlib import Path
 from report import LABELS, RELAYS, TWO_PROCESSES
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO))
+from tests.support.ports import free_port  # noqa: E402,F401 - below the ephemeral range; bench/soak.py's too
+
 NODE_RELAY = REPO / "bench" / "node_relay"
 PY = sys.executable
 
@@ -37,12 +40,6 @@ def log(message):
 
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def raise_fd_limit(wanted: int) -> int:

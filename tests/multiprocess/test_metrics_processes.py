@@ -19,7 +19,8 @@ from websockets.asyncio.client import connect
 from tests.e2e.conftest import MockLLMProcess, gateway_env
 from tests.e2e.test_metrics_e2e import scrape, value
 from tests.multiprocess.conftest import frames_until, recv
-from tests.multiprocess.test_supervise import consecutive_free_ports, health, pid_on, wait_until
+from tests.multiprocess.test_supervise import health, pid_on, wait_until
+from tests.support.ports import consecutive_free_ports
 from tests.support.daphne import REPO_ROOT, fresh_database_url, server_env
 from tests.support.services import require_redis
 

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ from tests.multiprocess.conftest import (
     assert_contiguous, cluster_env, frames_until, open_socket, recv, send, turn_text,
 )
 from tests.support.daphne import REPO_ROOT, fresh_database_url, server_env
-from tests.support.services import free_port, require_postgres, require_redis
+from tests.support.ports import consecutive_free_ports
+from tests.support.services import require_postgres, require_redis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -59,24 +59,6 @@ def pid_on(port):
         except OSError:
             continue
     return None
-
-
-def consecutive_free_ports(count):
-    for _ in range(50):
-        base = free_port()
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no consecutive free ports")
 
 
 def test_supervise_runs_n_processes_restarts_a_dead_one_and_stops_them_all(tmp_path):

@@ -12,16 +12,16 @@ service: they never touch the machine's shared instances.
 import contextlib
 import glob
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.support.ports import free_port  # noqa: F401 - the tests import it from here
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -38,44 +38,6 @@ def missing(reason):
     if services_required():
         pytest.fail(f"{reason} (CONSTRUCT_REQUIRE_SERVICES=1, so this is a failure)", pytrace=False)
     pytest.skip(reason)
-
-
-def ephemeral_ports():
-    """The kernel's range of ports for outgoing connections, (low, high)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
-            low, high = (int(part) for part in ports.read().split())
-            return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def free_port():
-    """Return a TCP port on 127.0.0.1 that was free a moment ago.
-
-    The port is below the kernel's ephemeral range. A test polls a server's
-    port before the server listens; were the port one the kernel also hands
-    out as a source port, a poll could be given that very port and connect
-    to itself (TCP's simultaneous open), reading its own request back as the
-    answer ("BadStatusLine: GET /health HTTP/1.1") and holding the port the
-    server is about to bind.
-    """
-    low = 20000
-    high = min(ephemeral_ports()[0], 65536) - 1
-    if high - low < 1000:  # an unusual range: let the kernel choose
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-    chooser = random.SystemRandom()
-    for _ in range(200):
-        port = chooser.randint(low, high)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 # --- probes ------------------------------------------------------------------
