@@ -219,7 +219,8 @@ ACTIVE_LEAF = _ActiveLeaf()
 
 
 def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
-                    parent_id: "int | None | _ActiveLeaf" = ACTIVE_LEAF) -> list[Message]:
+                    parent_id: "int | None | _ActiveLeaf" = ACTIVE_LEAF,
+                    locked: ChatSession | None = None) -> list[Message]:
     """Append messages as a chain, numbering them after the session's last one.
 
     The first follows `parent_id`: by default the active leaf (a plain message
@@ -229,12 +230,18 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
     leaf. Each item is {"role", "content", "data"?}; content and data are
     scrubbed. The session row is locked so two processes appending at once
     cannot take the same number. Three queries for one message, four for more.
+
+    `locked`: the session's row, read and locked by the caller's transaction
+    (a turn's lock, turn_db.turn_open): it is not read again, and the append
+    joins that transaction (a failure here undoes the caller's writes too,
+    unless the caller keeps a savepoint).
     """
     if not messages:
         return []
-    with transaction.atomic():
-        session = (ChatSession.objects.select_for_update()
-                   .only("last_seq", "message_count", "active_leaf_id", "name").get(pk=session_id))
+    with transaction.atomic(savepoint=locked is None):
+        session = locked if locked is not None else (
+            ChatSession.objects.select_for_update()
+            .only("last_seq", "message_count", "active_leaf_id", "name").get(pk=session_id))
         if parent_id is ACTIVE_LEAF:
             parent_id, depth = session.active_leaf_id, session.message_count
             if parent_id is None and session.last_seq:
@@ -285,12 +292,14 @@ def messages_append(*, session_id: str, messages: list[dict], turn_id: str = "",
 
 
 def message_append(*, session_id: str, role: str, content: str, data: dict | None = None,
-                   turn_id: str = "", parent_id: "int | None | _ActiveLeaf" = ACTIVE_LEAF) -> Message:
+                   turn_id: str = "", parent_id: "int | None | _ActiveLeaf" = ACTIVE_LEAF,
+                   locked: ChatSession | None = None) -> Message:
     return messages_append(
         session_id=session_id,
         messages=[{"role": role, "content": content, "data": data}],
         turn_id=turn_id,
         parent_id=parent_id,
+        locked=locked,
     )[0]
 
 
@@ -364,9 +373,11 @@ def turn_try_start(*, session_id: str, user_id: int, turn_id: str, owner: str,
 def turn_try_take(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_seconds: float,
                   waiter_id: int | None = None) -> tuple[bool, dict | None, ChatSession | None]:
     """`turn_try_start`, with the session's row as the turn took it (None when not started):
-    what the turn reads of it next (its model) needs no second read."""
+    what the turn reads of it next (its model, its last message's number) needs no second
+    read. Called in a transaction, it joins it (no savepoint): the row stays locked until
+    that transaction ends (turn_db.turn_open stores the question in it)."""
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         session = ChatSession.objects.select_for_update().filter(pk=session_id).first()
         if session is None:
             # Deleted (through the API or admin) while a socket stayed open on it:

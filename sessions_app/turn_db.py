@@ -17,6 +17,8 @@ caller, which then goes step by step as before.
 
 from dataclasses import dataclass, field
 
+from django.db import transaction
+
 from construct_core.model_choices import ModelChoice
 from sessions_app import attachments, budget, catalogue, selectors, services
 from sessions_app.models import ChatSession
@@ -54,37 +56,52 @@ def turn_open(*, session_id: str, user_id: int, turn_id: str, owner: str, lease_
     raises, nothing is taken). Then the session lock (services.turn_try_start):
     not taken, nothing else happens. Taken from a turn whose process died,
     nothing else happens either (that turn's text is kept first, by the caller).
-    Else the model is chosen, `question` ({"content", "page_context",
-    "client_id", "attachments"}) is stored, and with `token_budget` the history is read for the provider.
+    Else the model is chosen and `question` ({"content", "page_context",
+    "client_id", "attachments"}) is stored, both in the lock's transaction
+    (one transaction and one read of the session's row for the lock and the
+    question), and with `token_budget` the history is read for the provider.
     A failure after the session is taken is returned (`failure`), never
     raised, so the caller's turn frees the session.
     """
     warnings = budget.budget_check(user_id=user_id) if budget_first else []
-    started, taken_over, session = services.turn_try_take(
-        session_id=session_id, user_id=user_id, turn_id=turn_id, owner=owner,
-        lease_seconds=lease_seconds, waiter_id=waiter_id,
-    )
-    opened = TurnOpened(started=started, taken_over=taken_over, warnings=warnings)
-    if not started or taken_over is not None:
-        return opened
-    try:
-        # The session's own model is in the row the lock was taken on: no second read.
-        opened.choice = turn_model(session_id, model) if model is not None else \
-            catalogue.model_of_session(session.model)
-        if question is not None:
-            data = attachments.question_data(
-                session_id=session_id, page_context=question.get("page_context"),
-                client_id=question.get("client_id"), attachment_ids=question.get("attachments") or ())
-            row = services.message_append(session_id=session_id, role="user",
-                                          content=question["content"], data=data, turn_id=turn_id)
-            opened.message_saved = True
-            opened.first_question = row.seq == 1
-            if token_budget is not None:
+    question_row = None
+    with transaction.atomic():
+        started, taken_over, session = services.turn_try_take(
+            session_id=session_id, user_id=user_id, turn_id=turn_id, owner=owner,
+            lease_seconds=lease_seconds, waiter_id=waiter_id,
+        )
+        opened = TurnOpened(started=started, taken_over=taken_over, warnings=warnings)
+        if not started or taken_over is not None:
+            return opened
+        try:
+            # In the lock's transaction, behind a savepoint: a step that fails is undone and
+            # handed back, and the session stays taken, for the turn to end with the failure.
+            with transaction.atomic():
+                # The session's own model is in the row the lock was taken on: no second read.
+                opened.choice = turn_model(session_id, model) if model is not None else \
+                    catalogue.model_of_session(session.model)
+                if question is not None:
+                    data = attachments.question_data(
+                        session_id=session_id, page_context=question.get("page_context"),
+                        client_id=question.get("client_id"),
+                        attachment_ids=question.get("attachments") or ())
+                    # Numbered from the locked row: not read a second time.
+                    question_row = services.message_append(
+                        session_id=session_id, role="user", content=question["content"], data=data,
+                        turn_id=turn_id, locked=session)
+        except Exception as exc:  # noqa: BLE001 - handed to the turn, which ends with it
+            opened.failure = exc
+            return opened
+    if question_row is not None:
+        opened.message_saved = True
+        opened.first_question = question_row.seq == 1
+        if token_budget is not None:
+            try:
                 # From the window the session's last turn kept in memory, when it can be.
                 opened.history, _dropped = selectors.history_for_question(
-                    session_id=session_id, question=row, token_budget=token_budget)
-    except Exception as exc:  # noqa: BLE001 - handed to the turn, which ends with it
-        opened.failure = exc
+                    session_id=session_id, question=question_row, token_budget=token_budget)
+            except Exception as exc:  # noqa: BLE001 - handed to the turn, which ends with it
+                opened.failure = exc
     return opened
 
 

@@ -162,8 +162,52 @@ def test_the_sessions_model_is_read_with_the_lock_not_after_it(settings):
         assert opened.started and opened.failure is None and opened.choice.id == expected
         reads_of_the_row = [q["sql"] for q in queries.captured_queries
                             if q["sql"].startswith("SELECT") and 'FROM "sessions_app_chatsession"' in q["sql"]]
-        # One with the lock, one as the question is numbered: none for the model alone.
-        assert len(reads_of_the_row) == 2, reads_of_the_row
+        # One, with the lock: none for the model, none as the question is numbered.
+        assert len(reads_of_the_row) == 1, reads_of_the_row
+        assert Message.objects.get(session_id=session_id).seq == 1
+
+
+def test_the_lock_and_the_question_share_one_transaction(settings):
+    """The lock's transaction stores the question too, behind one savepoint (not a second
+    transaction with a second locking read of the session's row)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from sessions_app import turn_db
+    ChatSession.objects.create(pk="one-tx", user_id=_owner_id())
+    Message.objects.create(session_id="one-tx", seq=1, role="user", content="before")
+    ChatSession.objects.filter(pk="one-tx").update(last_seq=1, message_count=1)
+    with CaptureQueriesContext(connection) as queries:
+        opened = turn_db.turn_open(session_id="one-tx", user_id=_owner_id(), turn_id="t1",
+                                   owner="p1", lease_seconds=60, question={"content": "hi"},
+                                   token_budget=1000)
+    assert opened.started and opened.failure is None and not opened.first_question
+    sql = [q["sql"] for q in queries.captured_queries]
+    assert sum(s.startswith("SAVEPOINT") for s in sql) == 1, sql
+    assert sum(s.startswith("RELEASE SAVEPOINT") for s in sql) == 1, sql
+    assert [m.content for m in Message.objects.filter(session_id="one-tx").order_by("seq")] == \
+        ["before", "hi"]
+    assert [m["content"] for m in opened.history] == ["before", "hi"]
+
+
+def test_a_question_the_database_refuses_leaves_the_session_taken_for_the_turn_to_end():
+    """A database error storing the question (here: its number is taken, the session's count
+    having fallen behind) is handed back; the lock, taken in the same transaction, stays."""
+    from django.db import IntegrityError
+
+    from sessions_app import turn_db
+    session = ChatSession.objects.create(pk="refused", user_id=_owner_id())
+    Message.objects.create(session_id="refused", seq=1, role="user", content="numbered behind its back")
+    opened = turn_db.turn_open(session_id="refused", user_id=session.user_id, turn_id="t1",
+                               owner="p1", lease_seconds=60, question={"content": "hello"},
+                               token_budget=1000)
+    assert opened.started and isinstance(opened.failure, IntegrityError)
+    assert not opened.message_saved and opened.history is None
+    session = ChatSession.objects.get(pk="refused")
+    assert session.state == ChatSession.State.RUNNING and session.turn_id == "t1"
+    assert session.turn_owner == "p1" and session.lease_expires_at is not None
+    assert list(Message.objects.filter(session_id="refused").values_list("content", flat=True)) == \
+        ["numbered behind its back"]
 
 
 def _owner_id():
