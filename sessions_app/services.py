@@ -342,6 +342,19 @@ def client_id_claim(*, session_id: str, client_id: str) -> bool:
     return True
 
 
+def message_accept(*, session_id: str, user_id: int, client_id: str | None = None,
+                   session_new: bool = False, name: str | None = None) -> bool:
+    """What accepting a message stores, in one call: the session, on its first message
+    (`session_new`: session_open, with `name`), and the client's message id (client_id_claim).
+    False when the session has seen that id already; True otherwise. Raises what session_open
+    raises, with nothing stored."""
+    if session_new:
+        session_open(session_id=session_id, user_id=user_id, name=name)
+    if client_id is None:
+        return True
+    return client_id_claim(session_id=session_id, client_id=client_id)
+
+
 def client_id_release(*, session_id: str, client_id: str) -> None:
     """Forget a client id whose message was refused, so the client may send it again."""
     ClientMessageId.objects.filter(session_id=session_id, client_id=scrub(client_id)).delete()

@@ -149,16 +149,15 @@ async def message_submit(subscriber: Subscriber, *, content: str = "", page_cont
             check_agent(catalogue.model_get(model_id=model))
         if ask is not PLAIN:
             await database_sync_to_async(ask_target)(subscriber.session_id, ask)
-        if not subscriber.stored:
-            # The session's first message: now the session is stored (with the socket's ?name=).
-            await database_sync_to_async(services.session_open)(
-                session_id=subscriber.session_id, user_id=subscriber.user_id, name=subscriber.new_name
+        if client_id is not None or not subscriber.stored:
+            # One database call: on the session's first message the session is stored (with
+            # the socket's ?name=), and a client's message id is recorded (a resend is known).
+            fresh = await database_sync_to_async(services.message_accept)(
+                session_id=subscriber.session_id, user_id=subscriber.user_id, client_id=client_id,
+                session_new=not subscriber.stored, name=subscriber.new_name,
             )
             subscriber.stored = True
         if client_id is not None:
-            fresh = await database_sync_to_async(services.client_id_claim)(
-                session_id=subscriber.session_id, client_id=client_id
-            )
             await subscriber.send_frame({"type": "ack", "client_id": client_id,
                                          "duplicate": not fresh})
             if not fresh:

@@ -19,7 +19,7 @@ PRICES = {"mock-model": {"input": 2.0, "output": 10.0}}  # USD per million token
 
 # The step-by-step calls a turn made before they were folded into turn_open and turn_save.
 FOLDED = {"budget_check", "turn_try_start", "_turn_model", "turn_model", "message_append",
-          "history_for_provider", "usage_record", "turn_finish"}
+          "history_for_provider", "usage_record", "turn_finish", "session_open", "client_id_claim"}
 
 
 @pytest.fixture
@@ -79,6 +79,34 @@ async def test_a_plain_turn_makes_two_database_calls(gateway, token, hops):
     assert (input_tokens, output_tokens) == (done["usage"]["input_tokens"], done["usage"]["output_tokens"])
     assert float(cost) == pytest.approx(done["usage"]["cost_usd"])
     assert float(cost) == pytest.approx((input_tokens * 2.0 + output_tokens * 10.0) / 1_000_000)
+
+
+async def test_a_first_message_is_accepted_in_one_database_call(gateway, token, hops):
+    """A new session's first message, with a client id: the session is stored and the id
+    recorded in one call before the turn takes the session (each call waits its turn on the
+    database thread, and under load each wait is the message's time to its first delta)."""
+    comm, _ = await open_socket(token, query="session_id=accept-once&name=Trip+plans")
+    hops.clear()  # the socket's own, as it opened
+    await send(comm, type="message", content="first", client_id="c-1")
+    frames = await frames_until(comm)
+    # Audit entries are kept by a task of their own, in batches (sessions_app.audit._append).
+    before_turn = [name for name in hops[:hops.index("turn_open")] if name != "_append"]
+    # The device's token checked again (a revoked one acts at once), then the acceptance.
+    assert before_turn == ["device_active", "message_accept"], hops
+    assert frames[0] == {"type": "ack", "client_id": "c-1", "duplicate": False}
+    assert frames[-1]["type"] == "done" and frames[-1]["full_response"] == "Echo: first"
+    # Sent again: known, nothing run; the session is not opened a second time.
+    hops.clear()
+    await send(comm, type="message", content="first", client_id="c-1")
+    assert await comm.receive_json_from(timeout=10) == {"type": "ack", "client_id": "c-1",
+                                                         "duplicate": True}
+    assert [name for name in hops if name not in ("operator_events_record", "_append")] == \
+        ["device_active", "message_accept"]
+    await comm.disconnect()
+    session, messages, _usage = await stored("accept-once")
+    assert session.name == "Trip plans" and not session.auto_named
+    assert [(role, content) for role, content, _ in messages] == [
+        ("user", "first"), ("assistant", "Echo: first")]
 
 
 async def test_a_tool_turn_keeps_its_messages_in_order(gateway, token, hops):
