@@ -74,6 +74,7 @@ import gc
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -97,6 +98,9 @@ STAMP = re.compile(r"<t:(\d+\.\d+)> ")
 # What the mock answers the gateway's title call (a side call after a session's first
 # answer, chat/turns/titles.py): a few words, as a model names a chat (--title-reply).
 TITLE_REPLY = "Streaming load benchmark chat"
+# Whether each message carries a client id, as the chat page's do (--client-ids): the gateway
+# then records it (a resend is known) and answers `ack` first; the relays ignore it.
+CLIENT_IDS = False
 STAMP_PREFIX = re.compile(r"<(?:t(?::[\d.]*(?:>)?)?)?\Z")
 
 
@@ -331,7 +335,9 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
                 result.watched.connect_failures += 1
     pace = f" [[delay_ms={delay_ms}]]" if delay_ms else ""
     title = f" [[title_reply={TITLE_REPLY}]]" if TITLE_REPLY else ""
-    message = json.dumps({"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}{title}"})
+    message = {"type": "message", "content": f"[[chunks={deltas}]] [[stamp]]{pace}{title}"}
+    message_text = json.dumps(message)
+    round_id = secrets.token_hex(4)
     all_done = asyncio.Event()
     remaining = 0
 
@@ -358,11 +364,12 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
             senders.append((ws, counted(ws, result), watched))
     opened = [ws for ws in sockets + watching if ws is not None]
 
-    def send(ws, turn, watched):
+    def send(ws, turn, watched, index):
         turn.sent_at = time.time()
         if watched is not None:
             watched.sent_at = turn.sent_at
-        ws.send_text(message)
+        ws.send_text(json.dumps({**message, "client_id": f"{round_id}-{index}"}) if CLIENT_IDS
+                     else message_text)
 
     if timeout is None:
         timeout = 30 + stagger + 3 * deltas * delay_ms / 1000
@@ -376,7 +383,7 @@ async def stream_round(target: Target, prefix, sessions, deltas, mock: Process, 
     cpu0, mock0, client0 = [s.cpu_seconds() for s in servers], mock.cpu_seconds(), time.process_time()
     try:
         for index, (ws, turn, watched) in enumerate(senders):
-            loop.call_later(stagger * index / max(1, len(senders)), send, ws, turn, watched)
+            loop.call_later(stagger * index / max(1, len(senders)), send, ws, turn, watched, index)
         if senders:
             try:
                 await asyncio.wait_for(all_done.wait(), timeout)
@@ -633,8 +640,9 @@ async def run_fresh(lab, kinds, name, measure, figures):
 
 
 async def main(args) -> dict:
-    global TITLE_REPLY
+    global TITLE_REPLY, CLIENT_IDS
     TITLE_REPLY = args.title_reply
+    CLIENT_IDS = args.client_ids
     wanted_fds = max(4096, args.idle + 1024, args.connect + 1024, max(args.capacity_steps, default=0) + 1024)
     fd_limit = raise_fd_limit(wanted_fds)
     if fd_limit < wanted_fds:
@@ -647,7 +655,7 @@ async def main(args) -> dict:
         "paced_chunks": args.paced_chunks, "paced_delay_ms": args.paced_delay_ms,
         "paced_stagger_ms": args.paced_stagger_ms, "paced_rounds": args.paced_rounds,
         "capacity_steps": args.capacity_steps, "capacity_deltas": args.capacity_deltas,
-        "title_reply": args.title_reply,
+        "title_reply": args.title_reply, "client_ids": args.client_ids,
         "capacity_delay_ms": args.capacity_delay_ms, "capacity_stagger_ms": args.capacity_stagger_ms,
         "capacity_p99_ms": args.capacity_p99_ms,
         "idle_sockets": args.idle, "connect_sockets": args.connect, "history": args.history,
@@ -756,6 +764,9 @@ def parse_args(argv=None):
                         help="what the mock answers the gateway's title call, a word per delta at the "
                              "round's pace ('' : answered like the question, 100 deltas of which the "
                              "gateway reads up to 400 characters, as before 2026-12)")
+    parser.add_argument("--client-ids", action="store_true",
+                        help="each message carries a client id, as the chat page's do (the gateway "
+                             "records it and answers `ack` first)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
