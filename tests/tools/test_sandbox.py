@@ -6,7 +6,6 @@ given in the sandbox. The hostile commands below go straight to `execute`, as
 if the policy had let them through, so they show what the sandbox alone contains.
 """
 
-import asyncio
 import json
 import os
 import socket
@@ -21,7 +20,7 @@ from chat.agent.tools import shell
 from chat.agent.tools.base import ToolContext, ToolFailed, ToolRegistry
 from chat.agent.tools.sandbox import SANDBOX_UID, Limits, Sandbox
 from tests.support.services import require_bubblewrap
-from tests.tools.test_shell import processes_running
+from tests.tools.test_shell import processes_left
 
 KEY = "sk-sandbox-DISTINCTIVE-0123456789abcdef"
 
@@ -205,10 +204,7 @@ async def test_the_process_count_is_limited(run_in):
     assert status != 0 and ("fork" in output.lower() or "resource" in output.lower())
     # The kernel kills what is left in the sandbox's PID namespace as its init ends, but
     # not in the same instant: give it two seconds (the sleeps themselves would last 37).
-    deadline = time.monotonic() + 2
-    while processes_running("sleep 37") and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert processes_running("sleep 37") == []
+    assert await processes_left("sleep 37", 2) == []
 
 
 async def test_the_file_size_is_limited(run_in, workspace):
@@ -249,10 +245,7 @@ async def test_a_timeout_kills_the_whole_sandbox(run_in):
         "sh", "-c", f"sleep {marker} & sleep {marker} & wait", timeout=0.5
     )
     assert timed_out and time.monotonic() - started < 3
-    deadline = time.monotonic() + 3
-    while processes_running(f"sleep {marker}") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert processes_running(f"sleep {marker}") == []
+    assert await processes_left(f"sleep {marker}", 3) == []
 
 
 def _rss_kib() -> int:

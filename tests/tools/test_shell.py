@@ -69,6 +69,15 @@ def processes_running(marker: str) -> list[int]:
     return found
 
 
+async def processes_left(marker: str, seconds: float) -> list[int]:
+    """`processes_running(marker)` once none are left, or after `seconds`. A killed sandbox's
+    processes end when the kernel ends its PID namespace, not in the instant of the kill."""
+    deadline = time.monotonic() + seconds
+    while (pids := processes_running(marker)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return pids
+
+
 async def test_echo_runs_in_the_workspace(run, workspace):
     assert await run("echo hello world") == ("hello world\n", False)
     assert await run("pwd") == (f"{workspace.resolve()}\n", False)
@@ -154,10 +163,7 @@ async def test_a_cancelled_call_kills_the_process(run):
     # In the sandbox the kill ends bubblewrap, and the kernel then kills what is left in its
     # PID namespace, but not in the same instant (a full run's load once caught the sleep in
     # between): give it two seconds, as tests/tools/test_sandbox.py does; it would last 1,000.
-    deadline = time.monotonic() + 2
-    while processes_running(f"sleep {marker}") and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert processes_running(f"sleep {marker}") == []
+    assert await processes_left(f"sleep {marker}", 2) == []
 
 
 async def test_a_slow_command_reports_what_it_runs(run, statuses, monkeypatch):
