@@ -35,9 +35,11 @@ async def _drop_at_random(server, token, rng, chunks):
 async def _read_then_leave(socket, count, graceful):
     for _ in range(count):
         try:
-            await asyncio.wait_for(socket.recv(), 5)
+            frame = json.loads(await asyncio.wait_for(socket.recv(), 5))
         except Exception:
             break
+        if frame.get("type") in ("done", "error", "stopped"):
+            break  # the turn is over: nothing more comes before the next one, so leave now
     if graceful:
         # A close handshake: until its TCP connection ends, a send on it raises in the server.
         await socket.close()
