@@ -218,8 +218,10 @@ def redacted(url):
 def worker_args(pytest_args):
     """``-n N --dist loadfile`` unless the caller chose (``-n``, ``-p no:xdist``) already.
 
-    A file's tests stay on one worker, so a module's server is started once.
-    CONSTRUCT_TEST_WORKERS sets N (0 runs in one process).
+    A file's tests stay on one worker, so a module's server is started once. Files go
+    out in the order collected (tests/conftest.py puts the costliest first), not
+    pytest-xdist's own (the most tests first). CONSTRUCT_TEST_WORKERS sets N (0 runs in
+    one process).
     """
     for arg in pytest_args:
         if arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist"):
@@ -227,7 +229,7 @@ def worker_args(pytest_args):
     workers = os.environ.get("CONSTRUCT_TEST_WORKERS", str(DEFAULT_TEST_WORKERS))
     if not workers.isdigit():
         raise SystemExit(f"run.py: CONSTRUCT_TEST_WORKERS must be a number of workers, not {workers!r}")
-    return ["-n", workers, "--dist", "loadfile"] if int(workers) else []
+    return ["-n", workers, "--dist", "loadfile", "--no-loadscope-reorder"] if int(workers) else []
 
 
 NOTHING_COLLECTED = 5  # pytest's exit status when no test was collected (or all were deselected)

@@ -26,9 +26,37 @@ TESTS_DIR = Path(__file__).resolve().parent
 SERVICE_ONLY_FOLDERS = ("multiprocess",)
 
 
+# Fixtures that start a real server or a browser: a test using one costs seconds, not
+# milliseconds (see ``slow_files_first``).
+LIVE_FIXTURES = frozenset({"mock_llm_process", "daphne_factory", "chromium", "chat_server"})
+LIVE_WEIGHT = 10  # about how many quick tests one live test is worth
+
+
+def _cost(item):
+    live = LIVE_FIXTURES.intersection(item.fixturenames) or item.get_closest_marker("slow")
+    return LIVE_WEIGHT if live else 1
+
+
+def slow_files_first(items):
+    """Items regrouped by file, the costliest files first; order within a file kept.
+
+    run.py hands each worker whole files (``--dist loadfile``) in this order. Left to
+    itself, pytest-xdist sends the files with the most tests first, and a file of one
+    long live test (a browser's, a server's) last, where it runs alone on one worker
+    while the others have finished: the whole pass waits for it.
+    """
+    files = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+    costs = {path: sum(_cost(item) for item in group) for path, group in files.items()}
+    ordered = sorted(files, key=lambda path: -costs[path])  # stable: ties keep their order
+    items[:] = [item for path in ordered for item in files[path]]
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark tests by folder, so ``-m "not e2e"`` and ``-m "not browser"`` work; in run.py's
-    embedded pass, leave out the folders that run on the services only."""
+    embedded pass, leave out the folders that run on the services only; the costliest
+    files first (``slow_files_first``)."""
     embedded_pass = os.environ.get("CONSTRUCT_TEST_PASS") == "embedded"
     kept, left = [], []
     for item in items:
@@ -45,6 +73,7 @@ def pytest_collection_modifyitems(config, items):
     if left:
         config.hook.pytest_deselected(items=left)
         items[:] = kept
+    slow_files_first(items)
 
 
 # --- clients on a busy machine -----------------------------------------------
