@@ -22,6 +22,11 @@ session of its own, and stay open: RSS growth per socket.
 warm-up minute, at the end of the soak, and after the idle sockets opened; the ten
 largest differences by line are printed (per turn and per socket). Tracing slows
 the server and adds to its RSS: read RSS figures from a run without it.
+
+--accounts runs the server under bench/traced_daphne.py without tracing, and each minute
+adds where its heap's growth since minute 1 is, as the libraries count it: SQLite's own
+allocations (its page caches), glibc's bytes in use and its bytes free but kept, Python's
+blocks. RSS that grows while all of these stay flat is not held by any of them.
 """
 
 import argparse
@@ -55,6 +60,8 @@ def parse_args(argv=None):
                              "session, as people start new chats (default 0: one session each all along)")
     parser.add_argument("--idle", type=int, default=0, help="idle sockets to open at the end (default 0)")
     parser.add_argument("--tracemalloc", action="store_true", help="snapshots and their top-10 differences")
+    parser.add_argument("--accounts", action="store_true",
+                        help="each minute, the heap's growth by owner (SQLite, glibc, Python), no tracing")
     parser.add_argument("--redis-url", default=None, help="run the gateway with REDIS_URL")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE")
@@ -72,21 +79,29 @@ class Gateway:
         daphne = ["-b", "127.0.0.1", "-p", str(port), "construct_site.asgi:application"]
         if args.tracemalloc:  # traced, a connect may take longer than daphne's default 5 s
             daphne[:0] = ["--websocket_connect_timeout", "60"]
+        env["BENCH_TRACEMALLOC"] = "1" if args.tracemalloc else "0"
         command = ([PY, str(REPO / "bench" / "traced_daphne.py"), str(self.snapshots), *daphne]
-                   if args.tracemalloc else [PY, "-m", "daphne", *daphne])
+                   if args.tracemalloc or args.accounts else [PY, "-m", "daphne", *daphne])
         self.proc = Process("gateway", command, env, workdir)
         self.proc.wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
         self.token = lab.pair(env, f"http://127.0.0.1:{port}")
         self.ws = f"ws://127.0.0.1:{port}/ws/chat"
         self.taken = 0
 
-    async def snapshot(self) -> tracemalloc.Snapshot:
+    async def taken_now(self) -> Path:
+        """Ask bench/traced_daphne.py for a snapshot; the path of its files without a suffix."""
         self.taken += 1
         done = self.snapshots / f"snap-{self.taken}.done"
         os.kill(self.proc.pid, signal.SIGUSR1)
         while not done.exists():
             await asyncio.sleep(0.2)
-        return tracemalloc.Snapshot.load(str(self.snapshots / f"snap-{self.taken}.pickle"))
+        return self.snapshots / f"snap-{self.taken}"
+
+    async def snapshot(self) -> tracemalloc.Snapshot:
+        return tracemalloc.Snapshot.load(str((await self.taken_now()).with_suffix(".pickle")))
+
+    async def accounts(self) -> dict:
+        return json.loads((await self.taken_now()).with_suffix(".json").read_text())
 
     async def open(self, session_id: str):
         ws = await connect(f"{self.ws}?session_id={session_id}", max_size=None, open_timeout=60,
@@ -122,6 +137,14 @@ def messages_per_session(turns: int, args) -> float:
     """About how many messages each user's current session holds (two a turn)."""
     per_user = turns / args.users
     return 2 * (per_user % args.session_turns if args.session_turns else per_user)
+
+
+# --accounts: bench/traced_daphne.py's keys and their columns (growth since minute 1).
+ACCOUNT_COLUMNS = {
+    "sqlite_used": "SQLite's own",
+    "malloc_in_use": "malloc in use",
+    "malloc_free": "malloc free, kept",
+}
 
 
 def rss_anon(pid) -> int:
@@ -166,11 +189,13 @@ async def run(args):
         start = time.monotonic()
         stop_at = start + args.minutes * 60
         users = [asyncio.create_task(user(ws, i, args, stop_at, turns, gateway)) for i, ws in enumerate(sockets)]
+        owners = ACCOUNT_COLUMNS if args.accounts else {}
         print("\n| minute | server RSS, MiB | growth since minute 1, MiB | of it anonymous, MiB "
-              "| turns in the minute | messages per session | server CPU per turn, ms "
+              + "".join(f"| {title}, MiB " for title in owners.values())
+              + "| turns in the minute | messages per session | server CPU per turn, ms "
               "| mock CPU per turn, ms | load average |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        minute, last_turns, rss1, anon1, turns1 = 0, 0, None, 0, 0
+        print("| ---: " * (9 + len(owners)) + "|")
+        minute, last_turns, rss1, anon1, turns1, accounts1 = 0, 0, None, 0, 0, {}
         # CPU per turn each minute: whether a turn costs the server more as histories grow
         # (the mock's beside it: it parses each request, whose history grows too).
         cpu_last, mock_last = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
@@ -178,14 +203,16 @@ async def run(args):
             await asyncio.sleep(min(60.0, stop_at - time.monotonic()))
             minute += 1
             rss, anon = gateway.proc.rss(), rss_anon(gateway.proc.pid)
+            accounts = await gateway.accounts() if args.accounts else {}
             if rss1 is None:
-                rss1, anon1, turns1 = rss, anon, turns[0]
+                rss1, anon1, turns1, accounts1 = rss, anon, turns[0], accounts
                 if args.tracemalloc:
                     snaps["warm"] = await gateway.snapshot()
             cpu, mock_cpu = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
             in_minute = max(turns[0] - last_turns, 1)
             print(f"| {minute} | {rss / MiB:.1f} | {(rss - rss1) / MiB:+.1f} | {(anon - anon1) / MiB:+.1f} "
-                  f"| {turns[0] - last_turns} | {messages_per_session(turns[0], args):.0f} "
+                  + "".join(f"| {(accounts.get(key, 0) - accounts1.get(key, 0)) / MiB:+.2f} " for key in owners)
+                  + f"| {turns[0] - last_turns} | {messages_per_session(turns[0], args):.0f} "
                   f"| {(cpu - cpu_last) * 1000 / in_minute:.2f} | {(mock_cpu - mock_last) * 1000 / in_minute:.2f} "
                   f"| {load_average()} |", flush=True)
             last_turns, cpu_last, mock_last = turns[0], cpu, mock_cpu
@@ -195,6 +222,11 @@ async def run(args):
         if rss1 is not None and turns_done:
             print(f"\nAfter minute 1: {turns_done} turns, RSS {(rss_end - rss1) / MiB:+.2f} MiB, "
                   f"{(rss_end - rss1) / turns_done:+.0f} bytes per turn")
+        if args.accounts and accounts1:
+            end = await gateway.accounts()
+            print("\nHeap by owner, minute 1 -> end: " + "; ".join(
+                f"{title} {accounts1.get(key, 0) / MiB:.2f} -> {end.get(key, 0) / MiB:.2f} MiB"
+                for key, title in ACCOUNT_COLUMNS.items()))
         if args.tracemalloc and "warm" in snaps:
             snaps["end"] = await gateway.snapshot()
             top(snaps["warm"], snaps["end"], "after the warm-up minute to the end of the soak",
