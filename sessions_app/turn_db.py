@@ -7,7 +7,8 @@ freeing the session. Under load those hops queue behind every other turn's,
 and a message waited up to a second and more for its first delta (bench/,
 issue on performance). Here they are folded into two calls: `turn_open`
 (budget, lock, model, question, history) and `turn_save` (the usage and the
-messages the turn keeps, and, at its end, freeing the session).
+messages the turn keeps, and, at its end, freeing the session), each one
+transaction.
 
 Each step is the same function as before (services, budget, catalogue,
 selectors); only the hops are fewer. A step that cannot be folded (a turn
@@ -118,43 +119,62 @@ def turn_save(*, session_id: str, user_id: int, turn_id: str, model: str,
               usage_so_far: tuple[int, int, float] | None = None,
               finish_state: str | None = None) -> TurnSaved:
     """Record the usage of the turn's provider calls since the last save, store its messages,
-    and with `finish_state`, free the session in that state.
+    and with `finish_state`, free the session in that state: all in one transaction.
 
     `messages` are {"role", "content", "data"}; one with `"with_usage": True`
     gets the turn's whole usage in its data ("usage": tokens and cost), the
     usage recorded here included, counted from `usage_so_far` (input tokens,
-    output tokens, cost before this call). Freeing the session is tried even
-    when saving fails: then it ends in the error state and the failure is
-    raised, as a failed save always was.
+    output tokens, cost before this call). The messages are stored behind a
+    savepoint: when that fails, the usage is still recorded (budgets count it),
+    the session is freed in the error state and the failure is raised, as a
+    failed save always was. When the transaction itself fails, freeing the
+    session is tried on its own before raising.
     """
     saved = TurnSaved()
+    rows, failure = [], None
     try:
-        for input_tokens, output_tokens in usages:
-            record = services.usage_record(
-                session_id=session_id, user_id=user_id, turn_id=turn_id, model=model,
-                input_tokens=input_tokens, output_tokens=output_tokens,
-            )
-            cost = float(record.cost_usd)
-            saved.usage_costs.append(cost)
-            saved.cost_usd += cost
-        for message in messages:
-            data = dict(message.get("data") or {})
-            if message.get("with_usage"):
-                before_in, before_out, before_cost = usage_so_far or (0, 0, 0.0)
-                data["usage"] = {
-                    "input_tokens": before_in + sum(u[0] for u in usages),
-                    "output_tokens": before_out + sum(u[1] for u in usages),
-                    "cost_usd": round(before_cost + saved.cost_usd, 8),
-                }
-            row = services.message_append(session_id=session_id, role=message["role"],
-                                          content=message.get("content") or "", data=data,
-                                          turn_id=turn_id)
-            selectors.window_extend(session_id=session_id, row=row)  # the next turn's history
+        with transaction.atomic():
+            for input_tokens, output_tokens in usages:
+                record = services.usage_record(
+                    session_id=session_id, user_id=user_id, turn_id=turn_id, model=model,
+                    input_tokens=input_tokens, output_tokens=output_tokens,
+                )
+                cost = float(record.cost_usd)
+                saved.usage_costs.append(cost)
+                saved.cost_usd += cost
+            try:
+                # One chain, behind messages_append's own savepoint: a failure undoes the
+                # messages only, not the usage above.
+                rows = services.messages_append(session_id=session_id, turn_id=turn_id, messages=[
+                    {"role": message["role"], "content": message.get("content") or "",
+                     "data": _with_usage(message, usages, usage_so_far, saved.cost_usd)}
+                    for message in messages
+                ])
+            except Exception as exc:  # noqa: BLE001 - raised below, once the session is freed
+                failure = exc
+            if finish_state is not None:
+                services.turn_finish(session_id=session_id, turn_id=turn_id,
+                                     state=ChatSession.State.ERROR if failure else finish_state)
     except Exception:
         if finish_state is not None:
             services.turn_finish(session_id=session_id, turn_id=turn_id, state=ChatSession.State.ERROR)
         raise
-    if finish_state is not None:
-        services.turn_finish(session_id=session_id, turn_id=turn_id, state=finish_state)
+    if failure is not None:
+        raise failure
+    for row in rows:  # once stored: the next turn's history
+        selectors.window_extend(session_id=session_id, row=row)
     return saved
+
+
+def _with_usage(message: dict, usages, usage_so_far, cost_usd: float) -> dict:
+    """A message's data; with `"with_usage"`, the turn's whole usage added to it."""
+    data = dict(message.get("data") or {})
+    if message.get("with_usage"):
+        before_in, before_out, before_cost = usage_so_far or (0, 0, 0.0)
+        data["usage"] = {
+            "input_tokens": before_in + sum(u[0] for u in usages),
+            "output_tokens": before_out + sum(u[1] for u in usages),
+            "cost_usd": round(before_cost + cost_usd, 8),
+        }
+    return data
 

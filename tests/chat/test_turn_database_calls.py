@@ -288,3 +288,43 @@ async def test_nothing_of_a_turn_reaches_the_database_after_its_end_frame(gatewa
     assert await nothing_more(comm, timeout=0.5)
     assert hops == at_end, hops[len(at_end):]
     await comm.disconnect()
+
+
+def test_a_save_with_its_usage_messages_and_end_commits_once(monkeypatch):
+    """Two usage rows, two messages and freeing the session: one transaction, one commit (the
+    step-by-step save committed each message on its own)."""
+    from django.db import connection
+
+    from sessions_app import turn_db
+    _running_session("save-once")
+    commits = []
+    original = connection.commit
+    monkeypatch.setattr(connection, "commit", lambda: (commits.append(1), original())[1])
+    saved = turn_db.turn_save(
+        session_id="save-once", user_id=None, turn_id="t1", model="m", usages=[(10, 2), (5, 1)],
+        messages=[{"role": "tool", "content": "result", "data": {"tool_call_id": "c1"}},
+                  {"role": "assistant", "content": "answer", "with_usage": True}],
+        usage_so_far=(1, 1, 0.0), finish_state=ChatSession.State.IDLE)
+    assert len(commits) == 1
+    assert len(saved.usage_costs) == 2
+    session = ChatSession.objects.get(pk="save-once")
+    assert session.state == ChatSession.State.IDLE and session.turn_id is None
+    rows = list(Message.objects.filter(session_id="save-once").order_by("seq"))
+    assert [(m.role, m.content) for m in rows] == [("tool", "result"), ("assistant", "answer")]
+    assert rows[1].parent_id == rows[0].pk and session.active_leaf_id == rows[1].pk
+    assert rows[1].data["usage"]["input_tokens"] == 16 and rows[1].data["usage"]["output_tokens"] == 4
+    assert UsageRecord.objects.filter(session_id="save-once").count() == 2
+
+
+def test_a_save_whose_messages_fail_keeps_its_usage_and_frees_the_session():
+    """Budgets count what the provider was paid for, whether or not the answer could be stored."""
+    from sessions_app import turn_db
+    _running_session("usage-kept")
+    with pytest.raises(Exception):
+        turn_db.turn_save(session_id="usage-kept", user_id=None, turn_id="t1", model="m",
+                          usages=[(7, 3)], finish_state=ChatSession.State.IDLE,
+                          messages=[{"role": "assistant", "content": "x", "data": {"bad": object()}}])
+    assert list(UsageRecord.objects.filter(session_id="usage-kept")
+                .values_list("input_tokens", "output_tokens")) == [(7, 3)]
+    assert not Message.objects.filter(session_id="usage-kept").exists()
+    assert ChatSession.objects.get(pk="usage-kept").state == ChatSession.State.ERROR
