@@ -26,14 +26,17 @@ TESTS_DIR = Path(__file__).resolve().parent
 SERVICE_ONLY_FOLDERS = ("multiprocess",)
 
 
-# Fixtures that start a real server or a browser: a test using one costs seconds, not
-# milliseconds (see ``slow_files_first``).
+# Folders and fixtures whose tests start real servers or a browser: such a test costs
+# seconds, not milliseconds (see ``slow_files_first``).
+LIVE_FOLDERS = frozenset({"e2e", "browser", "multiprocess"})
 LIVE_FIXTURES = frozenset({"mock_llm_process", "daphne_factory", "chromium", "chat_server"})
-LIVE_WEIGHT = 10  # about how many quick tests one live test is worth
+# About how many other tests one live test is worth (a pass: 11 s each against half a second).
+LIVE_WEIGHT = 20
 
 
-def _cost(item):
-    live = LIVE_FIXTURES.intersection(item.fixturenames) or item.get_closest_marker("slow")
+def _cost(item, folder):
+    live = (folder in LIVE_FOLDERS or LIVE_FIXTURES.intersection(item.fixturenames)
+            or item.get_closest_marker("slow"))
     return LIVE_WEIGHT if live else 1
 
 
@@ -48,9 +51,18 @@ def slow_files_first(items):
     files = {}
     for item in items:
         files.setdefault(item.path, []).append(item)
-    costs = {path: sum(_cost(item) for item in group) for path, group in files.items()}
+    costs = {path: sum(_cost(item, _folder(path)) for item in group) for path, group in files.items()}
     ordered = sorted(files, key=lambda path: -costs[path])  # stable: ties keep their order
     items[:] = [item for path in ordered for item in files[path]]
+
+
+def _folder(path):
+    """The folder of tests/ that `path` is in ("" for a file of tests/ itself or outside it)."""
+    try:
+        parts = Path(path).resolve().relative_to(TESTS_DIR).parts
+    except ValueError:
+        return ""
+    return parts[0] if len(parts) > 1 else ""
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,7 @@
 from pathlib import Path
 from types import SimpleNamespace
 
-from tests.conftest import LIVE_WEIGHT, slow_files_first
+from tests.conftest import LIVE_WEIGHT, TESTS_DIR, slow_files_first
 
 
 def item(path, name, fixtures=(), slow=False):
@@ -30,3 +30,10 @@ def test_a_live_test_outweighs_fewer_quick_tests_than_its_weight_only():
     slow_files_first(items)
     assert items[0].name == "q0" and items[-1].name == "live"
 
+
+
+def test_a_test_in_a_live_folder_counts_as_live_whatever_its_fixtures():
+    items = [item(TESTS_DIR / "api" / "test_quick.py", f"q{n}") for n in range(LIVE_WEIGHT - 1)]
+    items.append(item(TESTS_DIR / "multiprocess" / "test_two.py", "two", fixtures=("tmp_path",)))
+    slow_files_first(items)
+    assert items[0].name == "two"
