@@ -25,8 +25,11 @@ the server and adds to its RSS: read RSS figures from a run without it.
 
 --accounts runs the server under bench/traced_daphne.py without tracing, and each minute
 adds where its heap's growth since minute 1 is, as the libraries count it: SQLite's own
-allocations (its page caches), glibc's bytes in use and its bytes free but kept, Python's
-blocks. RSS that grows while all of these stay flat is not held by any of them.
+allocations (its page caches), glibc's bytes in use and its bytes free but kept, the
+arenas Python's own allocator maps (outside glibc's count) and the bytes of them in use.
+RSS that grows while all of these stay flat is not held by any of them. With --collect
+the server runs a full garbage collection before each minute's accounts: growth that a
+collection takes back was garbage waiting for one, not memory kept.
 """
 
 import argparse
@@ -62,6 +65,10 @@ def parse_args(argv=None):
     parser.add_argument("--tracemalloc", action="store_true", help="snapshots and their top-10 differences")
     parser.add_argument("--accounts", action="store_true",
                         help="each minute, the heap's growth by owner (SQLite, glibc, Python), no tracing")
+    parser.add_argument("--collect", nargs="?", const="1", choices=("1", "garbage"),
+                        help="with --accounts: a full garbage collection in the server before each "
+                             "minute's accounts (does the growth wait for one?); --collect garbage "
+                             "also prints what it freed, by type, per turn")
     parser.add_argument("--redis-url", default=None, help="run the gateway with REDIS_URL")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE")
@@ -80,6 +87,7 @@ class Gateway:
         if args.tracemalloc:  # traced, a connect may take longer than daphne's default 5 s
             daphne[:0] = ["--websocket_connect_timeout", "60"]
         env["BENCH_TRACEMALLOC"] = "1" if args.tracemalloc else "0"
+        env["BENCH_SNAPSHOT_GC"] = args.collect or "0"
         command = ([PY, str(REPO / "bench" / "traced_daphne.py"), str(self.snapshots), *daphne]
                    if args.tracemalloc or args.accounts else [PY, "-m", "daphne", *daphne])
         self.proc = Process("gateway", command, env, workdir)
@@ -144,6 +152,8 @@ ACCOUNT_COLUMNS = {
     "sqlite_used": "SQLite's own",
     "malloc_in_use": "malloc in use",
     "malloc_free": "malloc free, kept",
+    "pymalloc_arenas": "Python's arenas",
+    "pymalloc_used": "of them in use",
 }
 
 
@@ -196,6 +206,7 @@ async def run(args):
               "| mock CPU per turn, ms | load average |")
         print("| ---: " * (9 + len(owners)) + "|")
         minute, last_turns, rss1, anon1, turns1, accounts1 = 0, 0, None, 0, 0, {}
+        garbage_seen = []  # (turns in the minute, {type: objects the collection freed})
         # CPU per turn each minute: whether a turn costs the server more as histories grow
         # (the mock's beside it: it parses each request, whose history grows too).
         cpu_last, mock_last = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
@@ -210,6 +221,8 @@ async def run(args):
                     snaps["warm"] = await gateway.snapshot()
             cpu, mock_cpu = gateway.proc.cpu_seconds(), lab.mock.cpu_seconds()
             in_minute = max(turns[0] - last_turns, 1)
+            if accounts.get("garbage") and minute > 1:
+                garbage_seen.append((in_minute, accounts["garbage"]))
             print(f"| {minute} | {rss / MiB:.1f} | {(rss - rss1) / MiB:+.1f} | {(anon - anon1) / MiB:+.1f} "
                   + "".join(f"| {(accounts.get(key, 0) - accounts1.get(key, 0)) / MiB:+.2f} " for key in owners)
                   + f"| {turns[0] - last_turns} | {messages_per_session(turns[0], args):.0f} "
@@ -226,7 +239,17 @@ async def run(args):
             end = await gateway.accounts()
             print("\nHeap by owner, minute 1 -> end: " + "; ".join(
                 f"{title} {accounts1.get(key, 0) / MiB:.2f} -> {end.get(key, 0) / MiB:.2f} MiB"
-                for key, title in ACCOUNT_COLUMNS.items()))
+                for key, title in ACCOUNT_COLUMNS.items())
+                + f"; threads {accounts1.get('threads')} -> {end.get('threads')}")
+        if garbage_seen:
+            turns_seen = sum(n for n, _ in garbage_seen)
+            totals = {}
+            for _n, found in garbage_seen:
+                for name, count in found.items():
+                    totals[name] = totals.get(name, 0) + count
+            print("\nWhat each minute's collection freed, per turn (objects in reference cycles): "
+                  + ", ".join(f"{name} {count / turns_seen:.1f}"
+                              for name, count in sorted(totals.items(), key=lambda kv: -kv[1])[:12]))
         if args.tracemalloc and "warm" in snaps:
             snaps["end"] = await gateway.snapshot()
             top(snaps["warm"], snaps["end"], "after the warm-up minute to the end of the soak",
