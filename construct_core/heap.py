@@ -22,6 +22,13 @@ times in a process's life; that garbage, and the objects of the sockets open at
 that moment, are never walked or freed by the collector again: a bounded cost,
 paid a few times.
 
+A full collection runs when objects that grew old since the last one are a
+quarter of those it kept then (Python's rule). Counted after the freeze, what it
+kept is what is not frozen: garbage that grew old (a closed socket's objects
+are in reference cycles) is freed within a few such rounds, as in any process,
+not after 55,000 more objects age (a quarter of all that is frozen), which
+under steady load took half an hour while RSS grew (bench/RESULTS.md).
+
 The youngest generation is collected every 20,000 new container objects
 instead of every 700: a streamed delta makes a few dozen, so the collector ran
 about 18 times a second at 100 paced sessions (2 to 3 % of the loop's time, and
@@ -85,6 +92,12 @@ def _freeze(collect) -> int:
     started = time.perf_counter()
     collect()
     gc.freeze()
+    # A full collection of nothing (all is frozen, so it walks nothing): it resets the
+    # collector's count of long-lived objects, which the collection above left at what is
+    # now frozen. Kept, that count postponed every later full collection until a quarter
+    # as many objects again had grown old, and the garbage of closed sockets waited for
+    # it: RSS grew for half an hour of steady load before a first full collection.
+    gc.collect()
     _modules_seen = len(sys.modules)
     count = gc.get_freeze_count()
     logger.debug("%d objects frozen, %d modules, in %.0f ms", count, _modules_seen,
