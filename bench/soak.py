@@ -240,7 +240,8 @@ async def run(args):
             print("\nHeap by owner, minute 1 -> end: " + "; ".join(
                 f"{title} {accounts1.get(key, 0) / MiB:.2f} -> {end.get(key, 0) / MiB:.2f} MiB"
                 for key, title in ACCOUNT_COLUMNS.items())
-                + f"; threads {accounts1.get('threads')} -> {end.get('threads')}")
+                + f"; threads {accounts1.get('threads')} -> {end.get('threads')}"
+                + f"; collections by generation {accounts1.get('collections')} -> {end.get('collections')}")
         if garbage_seen:
             turns_seen = sum(n for n, _ in garbage_seen)
             totals = {}

@@ -83,6 +83,7 @@ def accounts(sqlite, libc) -> dict:
             elif line.startswith("Threads:"):
                 found["threads"] = int(line.split()[1])
     found.update(pymalloc())
+    found["collections"] = [generation["collections"] for generation in gc.get_stats()]
     if sqlite is not None:  # the library Python's sqlite3 module links to, the same copy
         sqlite.sqlite3_memory_used.restype = ctypes.c_int64
         found["sqlite_used"] = sqlite.sqlite3_memory_used()

@@ -22,12 +22,17 @@ times in a process's life; that garbage, and the objects of the sockets open at
 that moment, are never walked or freed by the collector again: a bounded cost,
 paid a few times.
 
-A full collection runs when objects that grew old since the last one are a
-quarter of those it kept then (Python's rule). Counted after the freeze, what it
-kept is what is not frozen: garbage that grew old (a closed socket's objects
-are in reference cycles) is freed within a few such rounds, as in any process,
-not after 55,000 more objects age (a quarter of all that is frozen), which
-under steady load took half an hour while RSS grew (bench/RESULTS.md).
+Full collections are not left to the collector's own count. Python counts
+new container objects net of those freed, and at 20,000 a young collection
+(below), ten of those before a middle one and ten of those before a full one:
+under steady streaming few objects outlive a turn, so a served process went
+hours without one. Objects that die after growing old (a closed socket's are
+in reference cycles: daphne's protocol, autobahn's, Twisted's) waited for it,
+and RSS grew about 4 MiB in 15 minutes with sessions that end
+(bench/soak.py --accounts: Python's own bytes in use grew all along, and
+stayed flat with a full collection each minute). So a turn's end runs one
+when FULL_EVERY seconds have passed since the last (`collect_if_due`): it walks
+only what is not frozen, some milliseconds, once a minute at most.
 
 The youngest generation is collected every 20,000 new container objects
 instead of every 700: a streamed delta makes a few dozen, so the collector ran
@@ -48,10 +53,13 @@ logger = logging.getLogger(__name__)
 
 # New container objects between two collections of the youngest generation (Python's default 700).
 YOUNG_THRESHOLD = 20_000
+# Seconds between two full collections at a turn's end (collect_if_due).
+FULL_EVERY = 60.0
 
 _enabled = False
 _modules_seen = -1
 _thresholds_before: tuple[int, ...] | None = None
+_last_full = 0.0  # time.monotonic() of the last full collection run here
 
 
 def freeze_enable() -> int:
@@ -75,10 +83,26 @@ def freeze_if_imported() -> bool:
     return True
 
 
+def collect_if_due(now: float | None = None) -> bool:
+    """If enabled and FULL_EVERY seconds have passed since the last full collection run here,
+    run one (it walks only what is not frozen). Returns whether it ran."""
+    global _last_full
+    now = time.monotonic() if now is None else now
+    if not _enabled or now - _last_full < FULL_EVERY:
+        return False
+    started = time.perf_counter()
+    freed = gc.collect()
+    _last_full = now
+    logger.debug("full collection: %d objects freed in %.1f ms", freed,
+                 (time.perf_counter() - started) * 1000)
+    return True
+
+
 def freeze_disable() -> None:
     """Stop freezing, give the frozen objects back to the collector and its thresholds
     back to what they were (tests)."""
-    global _enabled, _modules_seen, _thresholds_before
+    global _enabled, _modules_seen, _thresholds_before, _last_full
+    _last_full = 0.0
     if _thresholds_before is not None:
         gc.set_threshold(*_thresholds_before)
         _thresholds_before = None
@@ -88,16 +112,16 @@ def freeze_disable() -> None:
 
 
 def _freeze(collect) -> int:
-    global _modules_seen
+    global _modules_seen, _last_full
     started = time.perf_counter()
     collect()
     gc.freeze()
     # A full collection of nothing (all is frozen, so it walks nothing): it resets the
     # collector's count of long-lived objects, which the collection above left at what is
-    # now frozen. Kept, that count postponed every later full collection until a quarter
-    # as many objects again had grown old, and the garbage of closed sockets waited for
-    # it: RSS grew for half an hour of steady load before a first full collection.
+    # now frozen. Kept, that count would hold off the collector's own full collections
+    # until a quarter as many objects again had grown old.
     gc.collect()
+    _last_full = time.monotonic()
     _modules_seen = len(sys.modules)
     count = gc.get_freeze_count()
     logger.debug("%d objects frozen, %d modules, in %.0f ms", count, _modules_seen,

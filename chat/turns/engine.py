@@ -93,7 +93,9 @@ class Engine:
         self.fanout.turn_close(session_id, turn_id)
         self.lock.end(session_id, turn_id)
         self.handed_on.soon(session_id)  # a message handed on meanwhile runs now
-        heap.freeze_if_imported()  # what the turn imported first, out of full collections
+        # What the turn imported first, out of full collections; else, once a minute at most,
+        # a full collection for the garbage that grew old (closed sockets' objects).
+        heap.freeze_if_imported() or heap.collect_if_due()
         if self.bus is not None:
             self.bus.turn_done(turn_id)
             if draining():  # its sockets go now, before they send their next message here

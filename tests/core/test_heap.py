@@ -145,3 +145,24 @@ def test_garbage_that_grew_old_is_collected_by_the_usual_rule_not_after_the_froz
     finally:
         gc.callbacks.remove(seen)
     assert full and gone() is None, (len(kept), gc.get_freeze_count())
+
+
+def test_a_full_collection_is_due_once_a_minute_at_most_and_frees_garbage_that_grew_old(frozen):
+    """Under steady streaming the collector's own count reaches a full collection only after
+    hours; a turn's end runs one when FULL_EVERY seconds have passed since the last."""
+    import time
+
+    assert frozen.collect_if_due(time.monotonic() + 10 * frozen.FULL_EVERY) is False  # not enabled
+    frozen.freeze_enable()
+    now = time.monotonic()
+    assert frozen.collect_if_due(now) is False  # the freeze has just collected everything
+    old = [Node() for _ in range(100)]
+    gc.collect(1)  # alive at a young collection: now in the oldest generation
+    gone = weakref.ref(old[0])
+    del old
+    gc.collect(1)
+    assert gone() is not None  # the younger generations' collections do not reach it
+    later = now + frozen.FULL_EVERY + 1
+    assert frozen.collect_if_due(later) is True and gone() is None
+    assert frozen.collect_if_due(later + frozen.FULL_EVERY / 2) is False
+    assert frozen.collect_if_due(later + frozen.FULL_EVERY + 1) is True
