@@ -177,4 +177,3 @@ def _with_usage(message: dict, usages, usage_so_far, cost_usd: float) -> dict:
             "cost_usd": round(before_cost + cost_usd, 8),
         }
     return data
-

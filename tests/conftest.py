@@ -72,16 +72,12 @@ def pytest_collection_modifyitems(config, items):
     embedded_pass = os.environ.get("CONSTRUCT_TEST_PASS") == "embedded"
     kept, left = [], []
     for item in items:
-        try:
-            parts = Path(item.path).resolve().relative_to(TESTS_DIR).parts
-        except ValueError:
-            kept.append(item)
-            continue
-        if parts[0] == "e2e":
+        folder = _folder(item.path)
+        if folder == "e2e":
             item.add_marker(pytest.mark.e2e)
-        elif parts[0] == "browser":
+        elif folder == "browser":
             item.add_marker(pytest.mark.browser)
-        (left if embedded_pass and parts[0] in SERVICE_ONLY_FOLDERS else kept).append(item)
+        (left if embedded_pass and folder in SERVICE_ONLY_FOLDERS else kept).append(item)
     if left:
         config.hook.pytest_deselected(items=left)
         items[:] = kept
