@@ -10,6 +10,7 @@ import pytest
 
 from construct_core import heap
 from tests.chat.conftest import frames_until, open_socket, send
+from tests.core.test_heap import garbage_grown_old
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,24 +56,14 @@ async def test_a_turn_that_imported_something_freezes_it_at_its_end(gateway, tok
     await comm.disconnect()
 
 
-class _Cycle:
-    def __init__(self):
-        self.me = self
-
-
 async def test_a_turn_s_end_runs_a_full_collection_when_one_is_due(gateway, token, serving_heap,
                                                                   monkeypatch):
     """Garbage that grew old (a closed socket's objects) is freed at a turn's end once
     heap.FULL_EVERY seconds have passed, not when the collector's own count gets there."""
-    import weakref
-
     comm, _ = await open_socket(token, query="session_id=heap-full")
     await send(comm, type="message", content="hello")  # its end may freeze what it imported
     assert (await frames_until(comm))[-1]["type"] == "done"
-    old = [_Cycle() for _ in range(10)]
-    gc.collect(1)  # alive at a young collection: now in the oldest generation
-    gone = weakref.ref(old[0])
-    del old
+    gone = garbage_grown_old(10)
     monkeypatch.setattr(heap, "FULL_EVERY", 0.0)  # due at once
     await send(comm, type="message", content="again")
     assert (await frames_until(comm))[-1]["type"] == "done"

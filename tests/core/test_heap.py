@@ -33,6 +33,15 @@ class Node:
         self.me = self
 
 
+def garbage_grown_old(count):
+    """`count` objects in reference cycles, alive at a collection of the younger generations
+    (so now in the oldest), then let go: a weak reference to one of them. Only a full
+    collection frees them, as it does a closed socket's objects."""
+    old = [Node() for _ in range(count)]
+    gc.collect(1)
+    return weakref.ref(old[0])
+
+
 def test_nothing_is_frozen_until_enabled():
     assert heap.freeze_if_imported() is False
     assert gc.get_freeze_count() == 0
@@ -124,13 +133,10 @@ def test_garbage_that_grew_old_is_collected_by_the_usual_rule_not_after_the_froz
     """Objects that die after growing old (a closed socket's, in reference cycles) wait for a
     full collection. Python runs one when a quarter as many objects as the last one kept have
     grown old since: counted before the freeze, that was everything frozen, and they waited
-    for tens of thousands more (bench/soak.py: RSS grew for half an hour)."""
+    for tens of thousands more."""
     frozen.freeze_enable()
     gc.set_threshold(100, 10, 10)  # the same rule, reached with fewer objects
-    old = [Node() for _ in range(1000)]
-    gc.collect(1)  # alive at a collection of the younger generations: now in the oldest
-    gone = weakref.ref(old[0])
-    del old
+    gone = garbage_grown_old(1000)
     full = []
 
     def seen(phase, info):
@@ -156,10 +162,7 @@ def test_a_full_collection_is_due_once_a_minute_at_most_and_frees_garbage_that_g
     frozen.freeze_enable()
     now = time.monotonic()
     assert frozen.collect_if_due(now) is False  # the freeze has just collected everything
-    old = [Node() for _ in range(100)]
-    gc.collect(1)  # alive at a young collection: now in the oldest generation
-    gone = weakref.ref(old[0])
-    del old
+    gone = garbage_grown_old(100)
     gc.collect(1)
     assert gone() is not None  # the younger generations' collections do not reach it
     later = now + frozen.FULL_EVERY + 1
